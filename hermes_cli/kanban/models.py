@@ -1,0 +1,181 @@
+"""Values of the domain: frozen dataclasses built from store rows, and the status enums.
+
+Times are stored as UTC epoch seconds (REAL) and exposed as aware `datetime`s; `as_dict()` renders them ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    TODO = "todo"  #: waiting on unfinished parents
+    READY = "ready"  #: can be claimed
+    RUNNING = "running"  #: claimed by an open run holding a lease
+    REVIEW = "review"  #: finished by a worker, waiting for `approve` or `request-changes`
+    BLOCKED = "blocked"  #: needs a human (explicit block, or retries exhausted)
+    DONE = "done"  #: finished
+    ARCHIVED = "archived"  #: put away; satisfies children like done
+
+
+class RunOutcome(StrEnum):
+    COMPLETED = "completed"  #: the worker reported completion (or exited 0 without a report)
+    BLOCKED = "blocked"  #: the worker or a human blocked the task
+    CRASHED = "crashed"  #: the worker exited non-zero without a report
+    TIMED_OUT = "timed_out"  #: killed after max_runtime
+    RECLAIMED = "reclaimed"  #: the lease expired (or the task was archived) and the run was closed
+    GAVE_UP = "gave_up"  #: the last allowed attempt failed; the task is blocked
+    REVIEW_REQUESTED = "review_requested"  #: the worker finished a review-gated task
+
+
+#: statuses in board order, for columns and stats
+STATUS_ORDER: tuple[TaskStatus, ...] = tuple(TaskStatus)
+#: statuses that satisfy a child's dependency on its parent
+PARENT_SATISFIED = (TaskStatus.DONE, TaskStatus.ARCHIVED)
+
+
+def utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC with millisecond precision and a Z, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Row:
+    """from_row/as_dict shared by the values. Fields ending in `_at` are epoch floats rendered as ISO strings."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]):  # type: ignore[no-untyped-def]
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name.endswith("_at"):
+                value = iso(value)
+            elif isinstance(value, StrEnum):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Task(_Row):
+    id: str
+    title: str
+    body: str
+    status: TaskStatus
+    priority: int
+    tenant: str | None
+    command: str | None
+    idempotency_key: str | None
+    review_required: bool
+    max_runtime_s: float | None
+    max_retries: int
+    attempts: int
+    current_run_id: int | None
+    lease_expires_at: float | None
+    retry_at: float | None
+    summary: str | None
+    created_at: float
+    updated_at: float
+    completed_at: float | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", TaskStatus(self.status))
+        object.__setattr__(self, "review_required", bool(self.review_required))
+
+
+@dataclass(frozen=True, slots=True)
+class Run(_Row):
+    id: int
+    task_id: str
+    worker: str | None
+    host: str | None
+    pid: int | None
+    pid_create_time: float | None
+    started_at: float
+    heartbeat_at: float | None
+    lease_expires_at: float
+    ended_at: float | None
+    outcome: RunOutcome | None
+    summary: str | None
+    exit_code: int | None
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None:
+            object.__setattr__(self, "outcome", RunOutcome(self.outcome))
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(_Row):
+    """What a claim hands a worker: the task, its run id (the fencing token) and when the lease runs out."""
+
+    task_id: str
+    run_id: int
+    lease_expires_at: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Comment(_Row):
+    id: int
+    task_id: str
+    author: str | None
+    body: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event(_Row):
+    id: int
+    task_id: str | None
+    run_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.payload, str):
+            object.__setattr__(self, "payload", json.loads(self.payload))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    """Everything `show` displays about one task."""
+
+    task: Task
+    parents: tuple[Task, ...]
+    children: tuple[Task, ...]
+    runs: tuple[Run, ...]
+    comments: tuple[Comment, ...]
+    events: tuple[Event, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.task.as_dict(),
+            "parents": [_brief(t) for t in self.parents],
+            "children": [_brief(t) for t in self.children],
+            "runs": [r.as_dict() for r in self.runs],
+            "comments": [c.as_dict() for c in self.comments],
+            "events": [e.as_dict() for e in self.events],
+        }
+
+
+def _brief(task: Task) -> dict[str, Any]:
+    return {"id": task.id, "title": task.title, "status": str(task.status)}

@@ -1,0 +1,132 @@
+"""The one place that decides where boards live.
+
+`HERMES_HOME` (default `~/.hermes`) holds `kanban/boards/<slug>/kanban.db`. `HERMES_KANBAN_DB` pins a database file
+directly; its directory is then the board directory. Board directories are 0700 and never followed through symlinks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidValue, NotFound, StorageError
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DEFAULT_BOARD = "default"
+DB_NAME = "kanban.db"
+
+
+def hermes_home() -> Path:
+    return Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes")
+
+
+def boards_root() -> Path:
+    return hermes_home() / "kanban" / "boards"
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_RE.match(slug or ""):
+        raise InvalidValue(
+            f"invalid board slug {slug!r}: use 1-64 chars of a-z, 0-9, '_' or '-', starting with a letter or digit"
+        )
+    return slug
+
+
+@dataclass(frozen=True, slots=True)
+class BoardPaths:
+    """Where one board keeps its files."""
+
+    slug: str
+    dir: Path
+    db: Path
+
+    @property
+    def notify_dir(self) -> Path:
+        return self.dir / "notify"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.dir / "workspaces"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.dir / "spool"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.dir / "backups"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def sidecars(self) -> tuple[Path, Path]:
+        return Path(f"{self.db}-wal"), Path(f"{self.db}-shm")
+
+
+def resolve(board: str | None = None, db_path: str | os.PathLike[str] | None = None) -> BoardPaths:
+    """Pick the board: an explicit db path, then `--board`, then `HERMES_KANBAN_DB`, `HERMES_KANBAN_BOARD`, default.
+
+    An explicit `--board` wins over a pinned `HERMES_KANBAN_DB` from the environment, so a worker (whose environment
+    pins its own board) can still address another board on purpose.
+    """
+    if db_path is None and board is None:
+        db_path = os.environ.get("HERMES_KANBAN_DB") or None
+    if db_path is not None:
+        db = Path(db_path).expanduser().absolute()
+        slug = board or os.environ.get("HERMES_KANBAN_BOARD") or db.parent.name
+        return BoardPaths(slug=slug, dir=db.parent, db=db)
+    slug = validate_slug(board or os.environ.get("HERMES_KANBAN_BOARD") or DEFAULT_BOARD)
+    d = boards_root() / slug
+    return BoardPaths(slug=slug, dir=d, db=d / DB_NAME)
+
+
+def list_slugs() -> list[str]:
+    root = boards_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if SLUG_RE.match(p.name) and (p / DB_NAME).exists())
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) 0700; refuse a symlink or a non-directory in its place."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageError(f"{path} is a symlink; refusing to follow it (move it aside and retry)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise StorageError(f"{path} exists and is not a directory (move it aside and retry)")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def check_db_path(db: Path, *, must_exist: bool) -> bool:
+    """Validate the db path without opening it. Returns whether it exists."""
+    try:
+        st = os.lstat(db)
+    except FileNotFoundError:
+        if must_exist:
+            raise NotFound(f"board database {db} does not exist (see: hermes kanban init)") from None
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageError(f"board database {db} is a symlink; refusing to follow it (use the real path)")
+    if stat.S_ISDIR(st.st_mode):
+        raise StorageError(f"board database {db} is a directory, not a file (point HERMES_KANBAN_DB at a .db file)")
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(f"board database {db} is not a regular file")
+    return True

@@ -1,0 +1,295 @@
+"""Opening a board database safely, and running transactions on it.
+
+Rules from DESIGN.md (Storage) and reference/sqlite-reliability.md enforced here:
+- APSW only (it bundles a current SQLite); refuse SQLite versions with the WAL-reset bug.
+- WAL is set once, at creation, under synchronous=EXTRA; the directory is fsynced before the board goes live.
+- Every read-modify-write runs in BEGIN IMMEDIATE with a bounded, jittered retry on BUSY.
+- This module never open()s the db, -wal or -shm files: closing any fd to them would drop this process's POSIX locks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import apsw
+
+from ..errors import (
+    BoardBusy,
+    BoardReadOnly,
+    CorruptBoard,
+    HermesError,
+    InvalidValue,
+    StorageError,
+    UnsafeFilesystem,
+    UnsupportedSQLite,
+)
+from ..paths import BoardPaths, check_db_path, ensure_private_dir
+
+T = TypeVar("T")
+
+#: how long SQLite's own busy handler waits inside one attempt
+BUSY_TIMEOUT_MS = 5_000
+#: attempts of a whole transaction on BUSY before giving up with BoardBusy
+BUSY_ATTEMPTS = 8
+SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
+#: filesystems where POSIX locks or shared memory are not reliable (DESIGN.md Health)
+UNSAFE_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "fuseblk", "sshfs", "ceph", "glusterfs", "davfs"}
+
+
+def sqlite_version() -> tuple[int, int, int]:
+    major, minor, patch = (int(p) for p in apsw.sqlite_lib_version().split(".")[:3])
+    return major, minor, patch
+
+
+def version_ok(v: tuple[int, int, int]) -> bool:
+    """3.51.3+ has the WAL-reset fix; 3.50.7 and 3.44.6 are its backports."""
+    return v >= (3, 51, 3) or (v[:2] == (3, 50) and v[2] >= 7) or (v[:2] == (3, 44) and v[2] >= 6)
+
+
+def check_sqlite_version() -> None:
+    v = sqlite_version()
+    if not version_ok(v):
+        raise UnsupportedSQLite(
+            f"SQLite {'.'.join(map(str, v))} has the WAL-reset corruption bug; need >= 3.51.3 "
+            "(or 3.50.7 / 3.44.6) (see: pip install -U apsw)"
+        )
+
+
+def synchronous_mode() -> str:
+    mode = os.environ.get("HERMES_KANBAN_SYNCHRONOUS", "full").strip().lower()
+    if mode not in SYNCHRONOUS_MODES or mode == "off":
+        raise InvalidValue(f"HERMES_KANBAN_SYNCHRONOUS={mode!r} is not one of normal, full, extra")
+    return mode
+
+
+def filesystem_type(path: os.PathLike[str] | str) -> str:
+    """The type of the filesystem holding `path`, from /proc/self/mounts (longest matching mount point)."""
+    target = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        return "unknown"
+    return fstype
+
+
+def check_filesystem(path: os.PathLike[str] | str) -> None:
+    fs = filesystem_type(path)
+    base = fs.split(".")[0]
+    if base in UNSAFE_FS or fs.startswith("fuse."):
+        raise UnsafeFilesystem(
+            f"{path} is on a {fs} filesystem, where SQLite locking is unreliable; "
+            "put boards on a local disk (set HERMES_HOME)"
+        )
+
+
+def fsync_dir(path: os.PathLike[str] | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def translate(exc: BaseException, db: os.PathLike[str] | str) -> HermesError:
+    """Map an APSW exception to the domain error a user should see."""
+    if isinstance(exc, HermesError):
+        return exc
+    if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+        return CorruptBoard(
+            f"board database {db} is corrupt or not a database ({exc}) (see: hermes kanban doctor)"
+        )
+    if isinstance(exc, apsw.ReadOnlyError):
+        return BoardReadOnly(f"board database {db} is read-only ({exc}) (see: hermes kanban doctor)")
+    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        return BoardBusy(f"board database {db} stayed locked by other writers ({exc}); retry later")
+    if isinstance(exc, apsw.FullError):
+        return StorageError(f"disk full writing {db} ({exc}); free space and retry")
+    if isinstance(exc, apsw.CantOpenError):
+        return StorageError(f"cannot open board database {db} ({exc}) (check permissions on {os.path.dirname(db)})")
+    return StorageError(f"board database {db}: {exc} (see: hermes kanban doctor)")
+
+
+class Database:
+    """One APSW connection to one board, with transaction helpers. Not shared between threads."""
+
+    def __init__(self, conn: apsw.Connection, paths: BoardPaths) -> None:
+        self.conn = conn
+        self.paths = paths
+        #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
+        self._after_commit: list[Callable[[], None]] = []
+        self._in_write = False
+
+    # -- reads -------------------------------------------------------------------------------------------------------
+    def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        try:
+            cur = self.conn.execute(sql, params)
+            out: list[dict[str, Any]] = []
+            names: list[str] | None = None
+            for row in cur:
+                if names is None:
+                    names = [d[0] for d in cur.get_description()]
+                out.append(dict(zip(names, row, strict=True)))
+            return out
+        except apsw.Error as exc:
+            raise translate(exc, self.paths.db) from exc
+
+    def row(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+    def value(self, sql: str, params: Any = ()) -> Any:
+        try:
+            for row in self.conn.execute(sql, params):
+                return row[0]
+        except apsw.Error as exc:
+            raise translate(exc, self.paths.db) from exc
+        return None
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        try:
+            self.conn.execute(sql, params)
+        except apsw.Error as exc:
+            raise translate(exc, self.paths.db) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A consistent snapshot across several SELECTs (deferred transaction; never takes the write lock)."""
+        if self._in_write:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    # -- writes ------------------------------------------------------------------------------------------------------
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        if fn not in self._after_commit:
+            self._after_commit.append(fn)
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
+
+        `fn` must only touch the database (it may run more than once). Domain errors roll back and propagate
+        unchanged, so bad input never changes the board.
+        """
+        if self._in_write:
+            return fn()
+        delay = 0.002
+        for attempt in range(BUSY_ATTEMPTS):
+            self._after_commit.clear()
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except (apsw.BusyError, apsw.LockedError) as exc:
+                if attempt == BUSY_ATTEMPTS - 1:
+                    raise translate(exc, self.paths.db) from exc
+                time.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, 0.25)
+                continue
+            except apsw.Error as exc:
+                raise translate(exc, self.paths.db) from exc
+            self._in_write = True
+            try:
+                result = fn()
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, (apsw.BusyError, apsw.LockedError)) and attempt < BUSY_ATTEMPTS - 1:
+                    time.sleep(delay + random.uniform(0, delay))
+                    delay = min(delay * 2, 0.25)
+                    continue
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc, self.paths.db) from exc
+                raise
+            finally:
+                self._in_write = False
+            callbacks, self._after_commit = self._after_commit, []
+            for cb in callbacks:
+                cb()
+            return result
+        raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
+
+    def _rollback(self) -> None:
+        if not self.conn.in_transaction:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except apsw.Error:
+            # A failed ROLLBACK means SQLite already rolled back (e.g. after an I/O error); nothing is left open.
+            pass
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _configure(conn: apsw.Connection, synchronous: str) -> None:
+    conn.setbusytimeout(BUSY_TIMEOUT_MS)
+    conn.execute(
+        f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; "
+        "PRAGMA journal_size_limit=67108864"
+    )
+
+
+def connect(paths: BoardPaths, *, create: bool) -> Database:
+    """Open (and if asked, create) a board database. Never creates anything over an existing file."""
+    check_sqlite_version()
+    exists = check_db_path(paths.db, must_exist=not create)
+    if not exists:
+        ensure_private_dir(paths.dir)
+        check_filesystem(paths.dir)
+        return _create(paths)
+    check_filesystem(paths.dir)
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+    try:
+        conn = apsw.Connection(str(paths.db), flags=flags)
+        _configure(conn, synchronous_mode())
+        # Reading the header page proves the file is a database before we trust anything else in it.
+        conn.execute("PRAGMA schema_version").fetchall()
+    except HermesError:
+        raise
+    except apsw.Error as exc:
+        raise translate(exc, paths.db) from exc
+    return Database(conn, paths)
+
+
+def _create(paths: BoardPaths) -> Database:
+    """Create a new board: WAL switched on under synchronous=EXTRA, then the directory fsynced.
+
+    Two processes creating one board at once is harmless: the loser finds the file and opens it instead. WAL is
+    only switched on when the file is still empty, so an existing database is never re-initialised.
+    """
+    from filelock import FileLock  # lazily: only board creation needs the init lock
+
+    with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
+        if check_db_path(paths.db, must_exist=False):
+            return connect(paths, create=False)
+        old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
+        try:
+            flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
+            conn = apsw.Connection(str(paths.db), flags=flags)
+            conn.setbusytimeout(BUSY_TIMEOUT_MS)
+            conn.execute("PRAGMA synchronous=EXTRA")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            if mode != "wal":
+                raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
+        except apsw.Error as exc:
+            raise translate(exc, paths.db) from exc
+        finally:
+            os.umask(old_umask)
+        fsync_dir(paths.dir)
+        _configure(conn, synchronous_mode())
+        return Database(conn, paths)

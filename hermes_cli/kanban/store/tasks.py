@@ -1,0 +1,309 @@
+"""SQL for tasks, links, runs, comments and events. Callers hold the write transaction (see Database.write)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import NotFound
+from ..models import Comment, Event, Run, Task, TaskStatus
+from .connection import Database
+
+TASK_COLUMNS = (
+    "id, title, body, status, priority, tenant, command, idempotency_key, review_required, max_runtime_s, "
+    "max_retries, attempts, current_run_id, lease_expires_at, retry_at, summary, created_at, updated_at, completed_at"
+)
+RUN_COLUMNS = (
+    "id, task_id, worker, host, pid, pid_create_time, started_at, heartbeat_at, lease_expires_at, ended_at, outcome, "
+    "summary, exit_code"
+)
+SATISFIED = "('done','archived')"
+
+
+# -- events ------------------------------------------------------------------------------------------------------------
+def add_event(
+    db: Database, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
+) -> None:
+    db.execute(
+        "INSERT INTO events(task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        (task_id, run_id, kind, json.dumps(payload, separators=(",", ":"), default=str), now),
+    )
+
+
+def events_after(
+    db: Database,
+    cursor: int = 0,
+    *,
+    task_id: str | None = None,
+    kinds: Sequence[str] | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[Event]:
+    where, params = ["id > ?"], [cursor]
+    if task_id is not None:
+        where.append("task_id = ?")
+        params.append(task_id)
+    if kinds:
+        where.append(f"kind IN ({','.join('?' * len(kinds))})")
+        params.extend(kinds)
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [Event.from_row(r) for r in db.rows(sql, params)]
+
+
+def last_event_id(db: Database) -> int:
+    return int(db.value("SELECT coalesce(max(id), 0) FROM events"))
+
+
+# -- tasks -------------------------------------------------------------------------------------------------------------
+def get_task(db: Database, task_id: str) -> Task:
+    row = db.row(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+    if row is None:
+        raise NotFound(f"task {task_id} not found (see: hermes kanban list)")
+    return Task.from_row(row)
+
+
+def find_by_idempotency_key(db: Database, key: str) -> Task | None:
+    row = db.row(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = ? AND status != 'archived'", (key,)
+    )
+    return None if row is None else Task.from_row(row)
+
+
+def task_exists(db: Database, task_id: str) -> bool:
+    return db.value("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
+
+
+def insert_task(db: Database, values: dict[str, Any]) -> None:
+    cols = ", ".join(values)
+    db.execute(f"INSERT INTO tasks({cols}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+
+def update_task(db: Database, task_id: str, now: float, **values: Any) -> None:
+    values["updated_at"] = now
+    sets = ", ".join(f"{k} = ?" for k in values)
+    db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", (*values.values(), task_id))
+
+
+def list_tasks(
+    db: Database,
+    *,
+    statuses: Iterable[str] | None = None,
+    tenant: str | None = None,
+    parent: str | None = None,
+    search: str | None = None,
+    sort: str = "priority",
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Task]:
+    where: list[str] = []
+    params: list[Any] = []
+    statuses = list(statuses or [])
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    else:
+        where.append("status != 'archived'")
+    if tenant is not None:
+        where.append("tenant = ?")
+        params.append(tenant)
+    if parent is not None:
+        where.append("id IN (SELECT child_id FROM links WHERE parent_id = ?)")
+        params.append(parent)
+    if search:
+        where.append("(instr(lower(title), lower(?)) > 0 OR id = ?)")
+        params.extend([search, search])
+    order = {
+        "priority": "priority DESC, created_at ASC",
+        "age": "created_at ASC",
+        "newest": "created_at DESC",
+        "updated": "updated_at DESC",
+    }[sort]
+    sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} ORDER BY {order}, id"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params.extend([limit, offset])
+    return [Task.from_row(r) for r in db.rows(sql, params)]
+
+
+def count_by_status(db: Database, tenant: str | None = None) -> dict[str, int]:
+    if tenant is None:
+        rows = db.rows("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+    else:
+        rows = db.rows("SELECT status, count(*) AS n FROM tasks WHERE tenant = ? GROUP BY status", (tenant,))
+    counts = {str(s): 0 for s in TaskStatus}
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
+
+
+# -- dependencies ------------------------------------------------------------------------------------------------------
+def parents(db: Database, task_id: str) -> list[Task]:
+    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    return [
+        Task.from_row(r)
+        for r in db.rows(
+            f"SELECT {cols} FROM links l JOIN tasks t ON t.id = l.parent_id WHERE l.child_id = ? ORDER BY t.created_at",
+            (task_id,),
+        )
+    ]
+
+
+def children(db: Database, task_id: str) -> list[Task]:
+    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    return [
+        Task.from_row(r)
+        for r in db.rows(
+            f"SELECT {cols} FROM links l JOIN tasks t ON t.id = l.child_id WHERE l.parent_id = ? ORDER BY t.created_at",
+            (task_id,),
+        )
+    ]
+
+
+def unfinished_parent_count(db: Database, task_id: str) -> int:
+    return int(
+        db.value(
+            f"SELECT count(*) FROM links l JOIN tasks t ON t.id = l.parent_id "
+            f"WHERE l.child_id = ? AND t.status NOT IN {SATISFIED}",
+            (task_id,),
+        )
+    )
+
+
+def is_ancestor(db: Database, maybe_ancestor: str, task_id: str) -> bool:
+    """Whether `maybe_ancestor` is `task_id` or one of its ancestors (so linking task_id -> it makes a cycle)."""
+    return (
+        db.value(
+            """
+            WITH RECURSIVE up(id) AS (
+                SELECT ? UNION SELECT l.parent_id FROM links l JOIN up ON l.child_id = up.id
+            )
+            SELECT 1 FROM up WHERE id = ? LIMIT 1
+            """,
+            (task_id, maybe_ancestor),
+        )
+        is not None
+    )
+
+
+def add_link(db: Database, parent_id: str, child_id: str, now: float) -> bool:
+    if db.value("SELECT 1 FROM links WHERE parent_id = ? AND child_id = ?", (parent_id, child_id)):
+        return False
+    db.execute("INSERT INTO links(parent_id, child_id, created_at) VALUES (?, ?, ?)", (parent_id, child_id, now))
+    return True
+
+
+def remove_link(db: Database, parent_id: str, child_id: str) -> bool:
+    if not db.value("SELECT 1 FROM links WHERE parent_id = ? AND child_id = ?", (parent_id, child_id)):
+        return False
+    db.execute("DELETE FROM links WHERE parent_id = ? AND child_id = ?", (parent_id, child_id))
+    return True
+
+
+def todo_children_ready_to_promote(db: Database, parent_id: str) -> list[str]:
+    rows = db.rows(
+        f"""
+        SELECT c.id FROM links l JOIN tasks c ON c.id = l.child_id
+        WHERE l.parent_id = ? AND c.status = 'todo'
+          AND NOT EXISTS (
+            SELECT 1 FROM links l2 JOIN tasks p ON p.id = l2.parent_id
+            WHERE l2.child_id = c.id AND p.status NOT IN {SATISFIED}
+          )
+        """,
+        (parent_id,),
+    )
+    return [r["id"] for r in rows]
+
+
+# -- runs --------------------------------------------------------------------------------------------------------------
+def insert_run(
+    db: Database,
+    task_id: str,
+    now: float,
+    lease_expires_at: float,
+    worker: str | None,
+    host: str | None,
+    pid: int | None,
+    pid_create_time: float | None,
+) -> int:
+    db.execute(
+        "INSERT INTO runs(task_id, worker, host, pid, pid_create_time, started_at, heartbeat_at, lease_expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (task_id, worker, host, pid, pid_create_time, now, now, lease_expires_at),
+    )
+    return int(db.conn.last_insert_rowid())
+
+
+def get_run(db: Database, run_id: int) -> Run | None:
+    row = db.row(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+    return None if row is None else Run.from_row(row)
+
+
+def runs_for(db: Database, task_id: str) -> list[Run]:
+    return [Run.from_row(r) for r in db.rows(f"SELECT {RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id", (task_id,))]
+
+
+def open_runs(db: Database) -> list[Run]:
+    return [Run.from_row(r) for r in db.rows(f"SELECT {RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY id")]
+
+
+def close_run(
+    db: Database, run_id: int, outcome: str, now: float, summary: str | None = None, exit_code: int | None = None
+) -> None:
+    db.execute(
+        "UPDATE runs SET ended_at = ?, outcome = ?, summary = ?, exit_code = ? WHERE id = ? AND ended_at IS NULL",
+        (now, outcome, summary, exit_code, run_id),
+    )
+
+
+def set_run_process(db: Database, run_id: int, pid: int, pid_create_time: float | None, host: str | None) -> None:
+    db.execute(
+        "UPDATE runs SET pid = ?, pid_create_time = ?, host = ? WHERE id = ?", (pid, pid_create_time, host, run_id)
+    )
+
+
+def extend_run_lease(db: Database, run_id: int, now: float, lease_expires_at: float) -> None:
+    db.execute("UPDATE runs SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ?", (now, lease_expires_at, run_id))
+
+
+def claimable_task_id(db: Database, now: float, tenant: str | None = None) -> str | None:
+    if tenant is None:
+        return db.value(
+            "SELECT id FROM tasks WHERE status = 'ready' AND (retry_at IS NULL OR retry_at <= ?) "
+            "ORDER BY priority DESC, created_at ASC LIMIT 1",
+            (now,),
+        )
+    return db.value(
+        "SELECT id FROM tasks WHERE status = 'ready' AND tenant = ? AND (retry_at IS NULL OR retry_at <= ?) "
+        "ORDER BY priority DESC, created_at ASC LIMIT 1",
+        (tenant, now),
+    )
+
+
+def expired_running(db: Database, now: float) -> list[Task]:
+    return [
+        Task.from_row(r)
+        for r in db.rows(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at",
+            (now,),
+        )
+    ]
+
+
+def next_retry_at(db: Database) -> float | None:
+    return db.value("SELECT min(retry_at) FROM tasks WHERE status = 'ready' AND retry_at IS NOT NULL")
+
+
+# -- comments ----------------------------------------------------------------------------------------------------------
+def insert_comment(db: Database, task_id: str, author: str | None, body: str, now: float) -> Comment:
+    db.execute(
+        "INSERT INTO comments(task_id, author, body, created_at) VALUES (?, ?, ?, ?)", (task_id, author, body, now)
+    )
+    return Comment(int(db.conn.last_insert_rowid()), task_id, author, body, now)
+
+
+def comments_for(db: Database, task_id: str) -> list[Comment]:
+    return [Comment.from_row(r) for r in db.rows("SELECT * FROM comments WHERE task_id = ? ORDER BY id", (task_id,))]

@@ -1,0 +1,89 @@
+"""Parsing and validating user-supplied values. Every failure is an InvalidValue naming the value and the fix."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidValue
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_TITLE = 500
+MAX_BODY = 1_000_000
+PRIORITY_RANGE = (-1000, 1000)
+
+
+def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
+    """`90s`, `30m`, `2h`, `1d`, `250ms` or a bare number of seconds -> seconds (> 0)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = _DURATION_RE.match(str(text))
+        if not m:
+            raise InvalidValue(f"invalid {what} {text!r}: use a number with an optional unit, e.g. 90s, 30m, 2h, 1d")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if not seconds > 0 or seconds > 365 * 86400:
+        raise InvalidValue(f"invalid {what} {text!r}: must be more than 0 and at most 365d")
+    return seconds
+
+
+def check_title(title: str) -> str:
+    t = (title or "").strip()
+    if not t:
+        raise InvalidValue("task title is empty: give a short description, e.g. hermes kanban create \"fix login\"")
+    if len(t) > MAX_TITLE:
+        raise InvalidValue(f"task title is {len(t)} characters; the limit is {MAX_TITLE} (put details in --body)")
+    if any(ord(c) < 32 and c not in "\t" for c in t):
+        raise InvalidValue("task title contains control characters; put multi-line text in --body")
+    return t
+
+
+def check_body(body: str) -> str:
+    if len(body) > MAX_BODY:
+        raise InvalidValue(f"task body is {len(body)} characters; the limit is {MAX_BODY}")
+    return body
+
+
+def check_priority(priority: int | str) -> int:
+    try:
+        p = int(priority)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"invalid priority {priority!r}: use an integer from -1000 to 1000") from None
+    if isinstance(priority, float) or not PRIORITY_RANGE[0] <= p <= PRIORITY_RANGE[1]:
+        raise InvalidValue(f"invalid priority {priority!r}: use an integer from -1000 to 1000")
+    return p
+
+
+def check_retries(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 100:
+        raise InvalidValue(f"invalid max-retries {n!r}: use an integer from 0 to 100")
+    return n
+
+
+def check_text(value: str | None, what: str, limit: int = 200) -> str | None:
+    if value is None:
+        return None
+    v = value.strip()
+    if not v or len(v) > limit or any(ord(c) < 32 for c in v):
+        raise InvalidValue(f"invalid {what} {value!r}: 1-{limit} printable characters")
+    return v
+
+
+def check_task_id(task_id: str) -> str:
+    if not isinstance(task_id, str) or not re.fullmatch(r"t_[0-9a-f]{4,32}", task_id):
+        raise InvalidValue(f"invalid task id {task_id!r}: task ids look like t_3fa2b1c4d5e6 (see: hermes kanban list)")
+    return task_id
+
+
+def check_command(command: str | None) -> str | None:
+    if command is None:
+        return None
+    import shlex
+
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InvalidValue(f"invalid --command {command!r}: {exc}") from None
+    if not argv:
+        raise InvalidValue("invalid --command: it is empty")
+    return command
