@@ -69,3 +69,58 @@ def _reap_if_dead(entry: os.DirEntry[str]) -> None:
             os.unlink(entry.path)
         except OSError:
             return  # another writer reaped it first
+
+
+class Doorbell:
+    """A reader's end: one FIFO owned by this process, opened O_RDWR|O_NONBLOCK.
+
+    Holding a write end ourselves means the FIFO never reports EOF/POLLHUP when writers come and go, so `wait` never
+    busy-loops. Use as a context manager; `close()` removes the FIFO.
+    """
+
+    def __init__(self, notify_dir: Path, name: str) -> None:
+        from .paths import ensure_private_dir
+
+        ensure_private_dir(notify_dir)
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "reader"
+        self.path = notify_dir / f"{os.getpid()}.{safe}.{os.urandom(3).hex()}.fifo"
+        os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if not stat.S_ISFIFO(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise OSError(f"{self.path} is not a FIFO")
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until rung or `timeout` seconds pass. Returns whether it was rung. Coalesces pending rings."""
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            self.drain()
+            return True
+        return False
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            return
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return
+
+    def __enter__(self) -> Doorbell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,171 @@
+"""What every command shares: the `kanban` group, `--json`/`--board` options, error rendering and output.
+
+Commands are thin: parse, make one call into `hermes_cli.kanban`, render. Domain errors become CLI errors here
+only: one `error:` line on stderr (and `{"error": {...}}` on stdout with --json), exit code from the error class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from ..kanban.board import Board
+from ..kanban.errors import HermesError, InvalidValue
+from ..kanban.models import Task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def wants_json(argv: list[str] | None = None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def fail(err: HermesError, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"code": err.code, "message": err.message}}))
+    click.echo(f"error: {err.message}", err=True)
+    sys.exit(err.exit_code)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
+
+
+def board_option(f: F) -> F:
+    return click.option(
+        "--board",
+        "board",
+        metavar="SLUG",
+        default=None,
+        help="Board to use (default: $HERMES_KANBAN_BOARD, or 'default'; $HERMES_KANBAN_DB pins a file).",
+    )(f)
+
+
+def common(f: F) -> F:
+    """--board and --json, stacked."""
+    return board_option(json_option(f))
+
+
+def board_slug(board: str | None) -> str | None:
+    """The command's --board, else the group's --board, else None (environment decides)."""
+    if board is not None:
+        return board
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    for c in _ctx_chain(ctx):
+        if c is not root and isinstance(c.obj, dict) and c.obj.get("board"):
+            return str(c.obj["board"])
+    return None
+
+
+def _ctx_chain(ctx: click.Context | None) -> Iterator[click.Context]:
+    while ctx is not None:
+        yield ctx
+        ctx = ctx.parent
+
+
+@contextmanager
+def open_board(board: str | None, *, create: bool | None = None) -> Iterator[Board]:
+    b = Board.open(board_slug(board), create=create)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def emit(as_json: bool, data: Any, human: str | Callable[[], str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=None, separators=(", ", ": "), default=str))
+    elif human is not None:
+        text = human() if callable(human) else human
+        if text:
+            click.echo(text)
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "-"
+    s = max(0.0, (now or time.time()) - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{int(s // size)}{unit}"
+    return f"{int(s)}s"
+
+
+def task_line(t: Task, now: float | None = None) -> str:
+    tenant = f"  [{t.tenant}]" if t.tenant else ""
+    return f"{t.id}  {t.status:<8} p{t.priority:<4} {age(t.created_at, now):>4}  {t.title}{tenant}"
+
+
+def env_task_and_run(task_id: str | None, run_id: int | None) -> tuple[str, int | None]:
+    """Inside a worker, the task and run come from the environment (HERMES_KANBAN_TASK / HERMES_KANBAN_RUN_ID).
+
+    The environment's run id is used only for the environment's own task, so a worker addressing another task by
+    id does not accidentally present its own fencing token for it.
+    """
+    env_task = os.environ.get("HERMES_KANBAN_TASK") or None
+    task = task_id or env_task
+    if task is None:
+        raise InvalidValue("no task given: pass a task id (or run inside a worker, where HERMES_KANBAN_TASK is set)")
+    if run_id is None and task == env_task:
+        env_run = os.environ.get("HERMES_KANBAN_RUN_ID")
+        if env_run:
+            try:
+                run_id = int(env_run)
+            except ValueError:
+                raise InvalidValue(f"HERMES_KANBAN_RUN_ID={env_run!r} is not a run id (an integer)") from None
+    return task, run_id
+
+
+def read_body(body: str | None, body_file: str | None) -> str:
+    if body is not None and body_file is not None:
+        raise InvalidValue("use either --body or --body-file, not both")
+    if body_file is None:
+        return body or ""
+    try:
+        if body_file == "-":
+            return sys.stdin.read()
+        with open(body_file, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidValue(f"cannot read --body-file {body_file}: {exc.__class__.__name__}: {exc}") from None
+
+
+class KanbanGroup(click.Group):
+    """Keeps commands in the order they were declared in `--help` (the order of the CLI contract)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(name="kanban", cls=KanbanGroup)
+@click.option("--board", "board", metavar="SLUG", default=None, help="Board for every command below.")
+@click.pass_context
+def kanban(ctx: click.Context, board: str | None) -> None:
+    """A local-first task board for fleets of agent processes.
+
+    Example:
+
+    \b
+        hermes kanban create "write the report" --priority 5
+        hermes kanban list --status ready
+    """
+    ctx.obj = {"board": board}
+
+
+def command(name: str, **kwargs: Any) -> Callable[[F], F]:
+    """`@command("create")` registers on the kanban group under the contract's name."""
+
+    def deco(f: F) -> F:
+        return kanban.command(name=name, **kwargs)(f)  # type: ignore[return-value]
+
+    return deco
+

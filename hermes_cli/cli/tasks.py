@@ -1,0 +1,392 @@
+"""Task commands: create, list, show, comment, link, unlink, claim, heartbeat, complete, block, unblock,
+request-review, approve, request-changes, archive, events, stats."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..kanban.board import DEFAULT_LEASE_S
+from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
+from ..kanban.values import check_priority
+from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
+from .reports import report
+
+
+def _task_out(t: Task, **extra: object) -> dict[str, object]:
+    return {**t.as_dict(), **extra}
+
+
+@command("create")
+@click.argument("title")
+@click.option("--body", default=None, help="Task description.")
+@click.option("--body-file", default=None, metavar="PATH", help="Read the description from a file ('-' = stdin).")
+@click.option("--priority", default="0", metavar="N", help="Higher runs first; -1000..1000 (default 0).")
+@click.option("--parent", "parents", multiple=True, metavar="ID", help="A task this one waits for (repeatable).")
+@click.option("--command", "command_", default=None, metavar="CMD", help="Worker argv for the dispatcher (no shell).")
+@click.option("--tenant", default=None, help="Soft namespace; inherited from the first parent that has one.")
+@click.option("--idempotency-key", default=None, metavar="K", help="Creating twice with one key gives one task.")
+@click.option("--max-runtime", default=None, metavar="DUR", help="Kill the worker after this long: 90s, 30m, 2h.")
+@click.option("--max-retries", default=None, type=int, metavar="N", help="Retries after a crash or timeout.")
+@click.option("--review", is_flag=True, help="Gate completion on a review: complete -> review, approve -> done.")
+@common
+def kanban_create(
+    title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
+    command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
+    max_retries: int | None, review: bool, board: str | None, as_json: bool,
+) -> None:
+    """Create a task and print its id.
+
+    Example:
+
+    \b
+        hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
+    """
+    text = read_body(body, body_file)
+    prio = check_priority(priority)
+    with open_board(board) as b:
+        task, created = b.create_task(
+            title, body=text, priority=prio, parents=parents, command=command_, tenant=tenant,
+            idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
+        )
+    emit(as_json, _task_out(task, created=created), task.id)
+
+
+@command("list")
+@click.option("--status", "statuses", multiple=True, metavar="S", help="Only these statuses (repeatable).")
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--parent", default=None, metavar="ID", help="Only children of this task.")
+@click.option("--search", default=None, metavar="TEXT", help="Only titles containing TEXT.")
+@click.option("--sort", type=click.Choice(["priority", "age", "newest", "updated"]), default="priority",
+              show_default=True)
+@click.option("--limit", type=int, default=None, metavar="N", help="At most N tasks.")
+@click.option("--all", "include_archived", is_flag=True, help="Include archived tasks.")
+@common
+def kanban_list(
+    statuses: tuple[str, ...], tenant: str | None, parent: str | None, search: str | None, sort: str,
+    limit: int | None, include_archived: bool, board: str | None, as_json: bool,
+) -> None:
+    """List tasks (archived ones only with --all or --status archived).
+
+    Example:
+
+    \b
+        hermes kanban list --status ready --sort age --json
+    """
+    wanted: list[str] = list(statuses)
+    if include_archived and not wanted:
+        wanted = [str(s) for s in STATUS_ORDER]
+    with open_board(board) as b:
+        tasks = b.list_tasks(status=wanted, tenant=tenant, parent=parent, search=search, sort=sort, limit=limit)
+    now = time.time()
+    emit(as_json, [t.as_dict() for t in tasks],
+         lambda: "\n".join(task_line(t, now) for t in tasks) if tasks else "no tasks")
+
+
+def _render_detail(d: TaskDetail) -> str:
+    t = d.task
+    now = time.time()
+    lines = [
+        f"{t.id}  {t.title}",
+        f"  status {t.status}   priority {t.priority}   attempts {t.attempts}/{t.max_retries + 1}"
+        + (f"   tenant {t.tenant}" if t.tenant else "")
+        + ("   review-gated" if t.review_required else ""),
+        f"  created {iso(t.created_at)} ({age(t.created_at, now)} ago)   updated {iso(t.updated_at)}",
+    ]
+    if t.command:
+        lines.append(f"  command {t.command}")
+    if t.max_runtime_s:
+        lines.append(f"  max runtime {t.max_runtime_s:g}s")
+    if t.current_run_id:
+        lines.append(f"  current run {t.current_run_id}, lease until {iso(t.lease_expires_at)}")
+    if t.retry_at and t.retry_at > now:
+        lines.append(f"  retry after {iso(t.retry_at)}")
+    if t.summary:
+        lines.append(f"  summary: {t.summary}")
+    if t.body:
+        lines += ["", *("  " + ln for ln in t.body.splitlines())]
+    for label, items in (("parents", d.parents), ("children", d.children)):
+        if items:
+            lines += ["", f"{label}:"] + [f"  {p.id}  {p.status:<8} {p.title}" for p in items]
+    if d.runs:
+        lines += ["", "runs:"]
+        for r in d.runs:
+            end = f"{r.outcome or 'open'}" + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
+            pid = f" pid {r.pid}" if r.pid else ""
+            lines.append(f"  #{r.id}  {iso(r.started_at)}  {end}{pid}" + (f"  {r.summary}" if r.summary else ""))
+    if d.comments:
+        lines += ["", "comments:"] + [f"  {iso(c.created_at)} {c.author or '-'}: {c.body}" for c in d.comments]
+    if d.events:
+        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {e.kind}" for e in d.events]
+    return "\n".join(lines)
+
+
+@command("show")
+@click.argument("task_id")
+@click.option("--events", "n_events", type=int, default=20, show_default=True, help="How many recent events.")
+@common
+def kanban_show(task_id: str, n_events: int, board: str | None, as_json: bool) -> None:
+    """Show a task with its parents, children, runs, comments and last events.
+
+    Example:
+
+    \b
+        hermes kanban show t_3fa2b1c4d5e6
+    """
+    with open_board(board) as b:
+        d = b.detail(task_id, events=max(0, n_events))
+    emit(as_json, d.as_dict(), lambda: _render_detail(d))
+
+
+@command("comment")
+@click.argument("task_id")
+@click.argument("text")
+@click.option("--author", default=None, help="Who is speaking (default: unset).")
+@common
+def kanban_comment(task_id: str, text: str, author: str | None, board: str | None, as_json: bool) -> None:
+    """Add a comment to a task.
+
+    Example:
+
+    \b
+        hermes kanban comment t_3fa2b1c4d5e6 "the flaky test is fixed upstream" --author ana
+    """
+    with open_board(board) as b:
+        c = b.comment(task_id, text, author=author)
+    emit(as_json, c.as_dict(), f"comment {c.id} on {c.task_id}")
+
+
+@command("link")
+@click.argument("parent_id")
+@click.argument("child_id")
+@common
+def kanban_link(parent_id: str, child_id: str, board: str | None, as_json: bool) -> None:
+    """Make CHILD wait for PARENT (cycles are refused).
+
+    Example:
+
+    \b
+        hermes kanban link t_aaaaaaaaaaaa t_bbbbbbbbbbbb
+    """
+    with open_board(board) as b:
+        child = b.link(parent_id, child_id)
+    emit(as_json, _task_out(child), f"{parent_id} -> {child.id} ({child.status})")
+
+
+@command("unlink")
+@click.argument("parent_id")
+@click.argument("child_id")
+@common
+def kanban_unlink(parent_id: str, child_id: str, board: str | None, as_json: bool) -> None:
+    """Remove a dependency; a child with no unfinished parents left becomes ready.
+
+    Example:
+
+    \b
+        hermes kanban unlink t_aaaaaaaaaaaa t_bbbbbbbbbbbb
+    """
+    with open_board(board) as b:
+        child = b.unlink(parent_id, child_id)
+    emit(as_json, _task_out(child), f"unlinked {parent_id} -> {child.id} ({child.status})")
+
+
+@command("claim")
+@click.argument("task_id", required=False)
+@click.option("--ttl", default=f"{DEFAULT_LEASE_S:g}s", show_default=True, metavar="DUR", help="Lease length.")
+@click.option("--worker", default=None, metavar="NAME", help="Who is claiming (shown in runs).")
+@click.option("--tenant", default=None, help="With no TASK_ID: claim only this tenant's tasks.")
+@common
+def kanban_claim(task_id: str | None, ttl: str, worker: str | None, tenant: str | None, board: str | None,
+                 as_json: bool) -> None:
+    """Claim a task (or the next ready one) and open a run. Prints the run id: the fencing token for
+    heartbeat/complete/block. A task claimed by a live run exits 3.
+
+    Example:
+
+    \b
+        hermes kanban claim t_3fa2b1c4d5e6 --ttl 5m --json
+    """
+    from ..kanban.errors import NotFound
+
+    with open_board(board) as b:
+        claim = b.claim(task_id, worker=worker, ttl=ttl, tenant=tenant)
+    if claim is None:
+        raise NotFound("no ready task to claim (see: hermes kanban list --status ready)")
+    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
+                   "attempt": claim.attempt},
+         f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
+
+
+@command("heartbeat")
+@click.argument("task_id", required=False)
+@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID).")
+@click.option("--ttl", default=f"{DEFAULT_LEASE_S:g}s", show_default=True, metavar="DUR", help="New lease length.")
+@common
+def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: str | None, as_json: bool) -> None:
+    """Extend your run's lease. A run that is no longer the task's current run exits 3.
+
+    Example:
+
+    \b
+        hermes kanban heartbeat t_3fa2b1c4d5e6 --run-id 42
+    """
+    from ..kanban.errors import InvalidValue
+
+    task, run = env_task_and_run(task_id, run_id)
+    if run is None:
+        raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
+    with open_board(board) as b:
+        claim = b.heartbeat(task, run, ttl=ttl)
+    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at)},
+         f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
+
+
+@command("complete")
+@click.argument("task_id", required=False)
+@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--summary", default=None, help="One line on what was done.")
+@click.option("--force", is_flag=True, help="Complete a task claimed by someone else's live run.")
+@common
+def kanban_complete(task_id: str | None, run_id: int | None, summary: str | None, force: bool, board: str | None,
+                    as_json: bool) -> None:
+    """Mark a task done (or in review, for review-gated tasks). If the board cannot be written, the completion is
+    spooled durably and applied later (see: reconcile-completions).
+
+    Example:
+
+    \b
+        hermes kanban complete t_3fa2b1c4d5e6 --summary "report written"
+    """
+    task, run = env_task_and_run(task_id, run_id)
+    report("complete", board, task, run, summary=summary, force=force, as_json=as_json)
+
+
+@command("block")
+@click.argument("task_id", required=False)
+@click.argument("reason", required=False)
+@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--force", is_flag=True, help="Block a task claimed by someone else's live run.")
+@common
+def kanban_block(task_id: str | None, reason: str | None, run_id: int | None, force: bool, board: str | None,
+                 as_json: bool) -> None:
+    """Block a task until a person unblocks it. Spooled like complete when the board cannot be written.
+
+    Example:
+
+    \b
+        hermes kanban block t_3fa2b1c4d5e6 "needs an API key"
+    """
+    task, run = env_task_and_run(task_id, run_id)
+    report("block", board, task, run, summary=reason, force=force, as_json=as_json)
+
+
+@command("unblock")
+@click.argument("task_id")
+@click.option("--reason", default=None)
+@common
+def kanban_unblock(task_id: str, reason: str | None, board: str | None, as_json: bool) -> None:
+    """Unblock a task: back to ready (or todo while parents are unfinished) with a fresh retry budget.
+
+    Example:
+
+    \b
+        hermes kanban unblock t_3fa2b1c4d5e6
+    """
+    with open_board(board) as b:
+        t = b.unblock(task_id, reason=reason)
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("request-review")
+@click.argument("task_id", required=False)
+@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--summary", default=None)
+@click.option("--force", is_flag=True, help="Override someone else's live run.")
+@common
+def kanban_request_review(task_id: str | None, run_id: int | None, summary: str | None, force: bool,
+                          board: str | None, as_json: bool) -> None:
+    """Send a task to review.
+
+    Example:
+
+    \b
+        hermes kanban request-review t_3fa2b1c4d5e6 --summary "ready for a look"
+    """
+    task, run = env_task_and_run(task_id, run_id)
+    with open_board(board) as b:
+        t = b.request_review(task, run, summary=summary, force=force)
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("approve")
+@click.argument("task_id")
+@click.option("--summary", default=None)
+@common
+def kanban_approve(task_id: str, summary: str | None, board: str | None, as_json: bool) -> None:
+    """Approve a task in review: it becomes done and its children may start.
+
+    Example:
+
+    \b
+        hermes kanban approve t_3fa2b1c4d5e6
+    """
+    with open_board(board) as b:
+        t = b.approve(task_id, summary=summary)
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("request-changes")
+@click.argument("task_id")
+@click.argument("reason")
+@common
+def kanban_request_changes(task_id: str, reason: str, board: str | None, as_json: bool) -> None:
+    """Send a task in review back to ready, with the reason as a comment.
+
+    Example:
+
+    \b
+        hermes kanban request-changes t_3fa2b1c4d5e6 "add a test for the empty case"
+    """
+    with open_board(board) as b:
+        t = b.request_changes(task_id, reason=reason)
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("archive")
+@click.argument("task_id")
+@common
+def kanban_archive(task_id: str, board: str | None, as_json: bool) -> None:
+    """Archive a task (a live run is closed and its worker fenced off).
+
+    Example:
+
+    \b
+        hermes kanban archive t_3fa2b1c4d5e6
+    """
+    with open_board(board) as b:
+        t = b.archive(task_id)
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("stats")
+@common
+def kanban_stats(board: str | None, as_json: bool) -> None:
+    """Counts by status, run outcomes, open runs and expired leases.
+
+    Example:
+
+    \b
+        hermes kanban stats --json
+    """
+    with open_board(board) as b:
+        s = b.stats()
+
+    def human() -> str:
+        by = "  ".join(f"{k} {v}" for k, v in s["by_status"].items())
+        outs = "  ".join(f"{k} {v}" for k, v in sorted(s["run_outcomes"].items())) or "none"
+        return (f"board {s['board']}: {s['total']} tasks\n  {by}\n  run outcomes: {outs}\n"
+                f"  open runs {s['open_runs']}   expired leases {s['expired_leases']}   "
+                f"done in the last hour {s['done_last_hour']}")
+
+    emit(as_json, s, human)
