@@ -28,10 +28,17 @@ def wants_json(argv: list[str] | None = None) -> bool:
     return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
+def one_line(text: str) -> str:
+    """`text` with every line break and control character escaped: an error is always exactly one line, even when
+    it quotes user input (click quotes arguments verbatim, e.g. "unexpected extra argument (a\rb)")."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fail(err: HermesError, as_json: bool) -> None:
+    message = one_line(err.message)
     if as_json:
-        click.echo(json.dumps({"error": {"code": err.code, "message": err.message}}))
-    click.echo(f"error: {err.message}", err=True)
+        click.echo(json.dumps({"error": {"code": err.code, "message": message}}))
+    click.echo(f"error: {message}", err=True)
     sys.exit(err.exit_code)
 
 

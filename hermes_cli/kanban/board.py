@@ -53,6 +53,10 @@ def retry_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF
     return raw * random.uniform(0.75, 1.25)
 
 
+class _NothingToClaim(Exception):
+    """Raised inside a claim transaction that found no ready task, to roll it back."""
+
+
 def new_task_id() -> str:
     return "t_" + secrets.token_hex(6)
 
@@ -67,16 +71,18 @@ class Board:
 
     @classmethod
     def open(
-        cls, board: str | None = None, db_path: str | None = None, *, create: bool | None = None
+        cls, board: str | None = None, db_path: str | None = None, *, create: bool | None = None,
+        vfs: str | None = None,
     ) -> Board:
         """Open a board by slug or db path. The default board and pinned db paths are created on first use;
-        any other slug must have been created (`hermes kanban boards create SLUG`)."""
+        any other slug must have been created (`hermes kanban boards create SLUG`). `vfs` names a registered SQLite
+        VFS (tests/torture's power-cut simulation); None is SQLite's default."""
         paths = resolve(board, db_path)
         if create is None:
             create = paths.slug == DEFAULT_BOARD or db_path is not None or board is None
         if not create and not paths.db.exists():
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        db = connect(paths, create=create)
+        db = connect(paths, create=create, vfs=vfs)
         try:
             migrate(db)
         except BaseException:
@@ -350,7 +356,9 @@ class Board:
                 self._reclaim_expired(now)
                 chosen = sql.claimable_task_id(self.db, now, tenant)
                 if chosen is None:
-                    return None
+                    # Roll back the reclaims too: a claim that finds nothing changes nothing (`claim` then exits 1,
+                    # and a failing command never changes the board). Expired leases are reclaim_expired()'s job.
+                    raise _NothingToClaim
                 task = sql.get_task(self.db, chosen)
             else:
                 task = self._task(task_id)
@@ -369,7 +377,10 @@ class Board:
                     raise InvalidTransition(f"task {task.id} is {task.status}; only ready tasks can be claimed")
             return self._open_run(task, now, ttl, worker, pid, pid_create_time)
 
-        return self._write(tx)
+        try:
+            return self._write(tx)
+        except _NothingToClaim:
+            return None
 
     def _open_run(
         self, task: Task, now: float, ttl: float, worker: str | None, pid: int | None, pid_create_time: float | None
@@ -435,8 +446,9 @@ class Board:
         self._event("reclaimed", now, task.id, run_id, reason="lease expired", attempt=task.attempts)
         return self._after_failure(task, now, RunOutcome.RECLAIMED, retry_at=now if retry else None)
 
-    def _after_failure(self, task: Task, now: float, outcome: RunOutcome, *, retry_at: float | None) -> Task:
-        if task.attempts > task.max_retries:
+    def _after_failure(self, task: Task, now: float, outcome: RunOutcome, *, retry_at: float | None,
+                       give_up: bool = False) -> Task:
+        if give_up or task.attempts > task.max_retries:
             sql.update_task(self.db, task.id, now, status="blocked", current_run_id=None, lease_expires_at=None,
                             retry_at=None)
             self._event("gave_up", now, task.id, task.current_run_id, attempts=task.attempts, last_outcome=str(outcome))
@@ -455,11 +467,13 @@ class Board:
         summary: str | None = None,
         exit_code: int | None = None,
         retry_after: float | None = None,
+        give_up: bool = False,
     ) -> Task:
         """Close a run that ended without a report: `completed` (exit 0), `crashed` or `timed_out`.
 
         Failures retry after exponential backoff with jitter until max_retries, then the task is blocked with a
-        `gave_up` event. Fenced like every worker write.
+        `gave_up` event. `give_up` blocks it now whatever retries are left (the dispatcher's --failure-limit).
+        Fenced like every worker write.
         """
         outcome = RunOutcome(outcome)
         if outcome == RunOutcome.COMPLETED:
@@ -470,13 +484,13 @@ class Board:
         def tx(now: float) -> Task:
             task = self._fenced(task_id, run_id, str(outcome))
             sql.close_run(self.db, run_id, str(outcome), now, summary, exit_code)
-            will_retry = task.attempts <= task.max_retries
+            will_retry = task.attempts <= task.max_retries and not give_up
             delay = retry_delay(task.attempts) if retry_after is None else retry_after
             self._event(
                 str(outcome), now, task.id, run_id, summary=summary, exit_code=exit_code, attempt=task.attempts,
                 will_retry=will_retry, retry_in_s=round(delay, 3) if will_retry else None,
             )
-            return self._after_failure(task, now, outcome, retry_at=now + delay)
+            return self._after_failure(task, now, outcome, retry_at=now + delay, give_up=give_up)
 
         return self._write(tx)
 

@@ -97,13 +97,19 @@ def list_slugs() -> list[str]:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and parents) 0700; refuse a symlink or a non-directory in its place."""
+    """Create `path` (and parents) 0700; refuse a symlink or a non-directory in its place.
+
+    An existing directory is tightened to 0700 only when it is ours: created here, or inside the boards root. A
+    directory a user pinned a board into (HERMES_KANBAN_DB=/tmp/board.db) is theirs and keeps its mode.
+    """
+    created = False
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             os.mkdir(path, 0o700)
+            created = True
         except FileExistsError:
             pass
         st = os.lstat(path)
@@ -111,7 +117,8 @@ def ensure_private_dir(path: Path) -> None:
         raise StorageError(f"{path} is a symlink; refusing to follow it (move it aside and retry)")
     if not stat.S_ISDIR(st.st_mode):
         raise StorageError(f"{path} exists and is not a directory (move it aside and retry)")
-    if stat.S_IMODE(st.st_mode) != 0o700:
+    ours = created or boards_root().absolute() in Path(path).absolute().parents
+    if ours and stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
 
 

@@ -32,6 +32,26 @@ from ..paths import BoardPaths, check_db_path, ensure_private_dir
 
 T = TypeVar("T")
 
+#: (st_dev, st_ino) of every board file this process holds an APSW connection to, with a count. A byte-level copy of
+#: a file SQLite cannot read (store/health.py quarantine) is only allowed when this process holds none: closing the
+#: copy's fd would drop every POSIX lock this process holds on that file (howtocorrupt.html section 2.2).
+_OPEN_FILES: dict[tuple[int, int], int] = {}
+
+
+def _file_id(path: os.PathLike[str] | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # stat opens no fd, so it cannot drop locks
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def holds_connection(path: os.PathLike[str] | str) -> bool:
+    """Whether this process holds an open board connection (Database) to the file at `path`."""
+    fid = _file_id(path)
+    return fid is not None and _OPEN_FILES.get(fid, 0) > 0
+
+
 #: how long SQLite's own busy handler waits inside one attempt
 BUSY_TIMEOUT_MS = 5_000
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
@@ -122,6 +142,18 @@ def translate(exc: BaseException, db: os.PathLike[str] | str) -> HermesError:
     return StorageError(f"board database {db}: {exc} (see: hermes kanban doctor)")
 
 
+def unstorable(exc: UnicodeEncodeError | OverflowError, params: Any) -> InvalidValue:
+    """A value SQLite cannot bind is bad input (exit 1), not a storage failure: text that is not valid UTF-8 (e.g.
+    a non-UTF-8 byte in argv, which Python decodes to a lone surrogate) or an integer beyond 64 bits."""
+    if isinstance(exc, UnicodeEncodeError):
+        around = exc.object[max(0, exc.start - 20) : exc.end + 20]
+        return InvalidValue(f"invalid text {around!r}: it is not valid UTF-8 (check the encoding of your input)")
+    values = params.values() if isinstance(params, dict) else params
+    big = next((v for v in values if isinstance(v, int) and not -(2**63) <= v < 2**63), None)
+    what = "number" if big is None else f"number {big}"
+    return InvalidValue(f"invalid {what}: integers must fit in 64 bits")
+
+
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
@@ -131,6 +163,9 @@ class Database:
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
         self._after_commit: list[Callable[[], None]] = []
         self._in_write = False
+        self._file_id = _file_id(paths.db)
+        if self._file_id is not None:
+            _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
 
     # -- reads -------------------------------------------------------------------------------------------------------
     def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
@@ -145,6 +180,8 @@ class Database:
             return out
         except apsw.Error as exc:
             raise translate(exc, self.paths.db) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise unstorable(exc, params) from None
 
     def row(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         found = self.rows(sql, params)
@@ -156,6 +193,8 @@ class Database:
                 return row[0]
         except apsw.Error as exc:
             raise translate(exc, self.paths.db) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise unstorable(exc, params) from None
         return None
 
     def execute(self, sql: str, params: Any = ()) -> None:
@@ -163,6 +202,8 @@ class Database:
             self.conn.execute(sql, params)
         except apsw.Error as exc:
             raise translate(exc, self.paths.db) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise unstorable(exc, params) from None
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -234,39 +275,78 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        if self._file_id is not None and _OPEN_FILES.get(self._file_id, 0) > 0:
+            _OPEN_FILES[self._file_id] -= 1
+            if not _OPEN_FILES[self._file_id]:
+                del _OPEN_FILES[self._file_id]
+            self._file_id = None
+
+
+def busy_timeout_ms() -> int:
+    """SQLite's busy wait per attempt: BUSY_TIMEOUT_MS, or HERMES_KANBAN_BUSY_TIMEOUT_MS (1..600000). A write gives up
+    with BoardBusy after about BUSY_ATTEMPTS times this; workers that would rather spool a report sooner lower it."""
+    raw = os.environ.get("HERMES_KANBAN_BUSY_TIMEOUT_MS")
+    if not raw:
+        return BUSY_TIMEOUT_MS
+    try:
+        ms = int(raw)
+    except ValueError:
+        ms = -1
+    if not 1 <= ms <= 600_000:
+        raise InvalidValue(f"HERMES_KANBAN_BUSY_TIMEOUT_MS={raw!r} is not a number of milliseconds in 1..600000")
+    return ms
 
 
 def _configure(conn: apsw.Connection, synchronous: str) -> None:
-    conn.setbusytimeout(BUSY_TIMEOUT_MS)
+    conn.setbusytimeout(busy_timeout_ms())
     conn.execute(
         f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; "
         "PRAGMA journal_size_limit=67108864"
     )
 
 
-def connect(paths: BoardPaths, *, create: bool) -> Database:
-    """Open (and if asked, create) a board database. Never creates anything over an existing file."""
+def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None) -> Database:
+    """Open (and if asked, create) a board database. Never creates anything over an existing file.
+
+    Fail-closed (store/health.py): an empty, not-a-database or check-failing file raises CorruptBoard (exit 4) naming
+    the file and the next command, after one content-addressed quarantine copy. `verify=False` skips only the
+    quick_check (doctor and repair open damaged boards on purpose); the header is always read. `vfs` names a
+    registered SQLite VFS (the power-cut simulation in tests/torture); None is SQLite's default.
+    """
     check_sqlite_version()
+    synchronous_mode()  # refuse a bad HERMES_KANBAN_SYNCHRONOUS before anything is created
     exists = check_db_path(paths.db, must_exist=not create)
     if not exists:
         ensure_private_dir(paths.dir)
         check_filesystem(paths.dir)
-        return _create(paths)
+        return _create(paths, vfs=vfs)
     check_filesystem(paths.dir)
+    from . import health as store_health  # lazily: it imports this module
+
+    store_health.check_not_empty(paths)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+    conn: apsw.Connection | None = None
     try:
-        conn = apsw.Connection(str(paths.db), flags=flags)
+        conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
         _configure(conn, synchronous_mode())
         # Reading the header page proves the file is a database before we trust anything else in it.
         conn.execute("PRAGMA schema_version").fetchall()
+        if verify:
+            store_health.verify_on_open(conn, paths)
     except HermesError:
+        if conn is not None:
+            conn.close()
         raise
     except apsw.Error as exc:
+        if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+            raise store_health.fail_closed(paths, exc, conn) from exc
+        if conn is not None:
+            conn.close()
         raise translate(exc, paths.db) from exc
     return Database(conn, paths)
 
 
-def _create(paths: BoardPaths) -> Database:
+def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
     """Create a new board: WAL switched on under synchronous=EXTRA, then the directory fsynced.
 
     Two processes creating one board at once is harmless: the loser finds the file and opens it instead. WAL is
@@ -276,11 +356,11 @@ def _create(paths: BoardPaths) -> Database:
 
     with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
         if check_db_path(paths.db, must_exist=False):
-            return connect(paths, create=False)
+            return connect(paths, create=False, vfs=vfs)
         old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
         try:
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
-            conn = apsw.Connection(str(paths.db), flags=flags)
+            conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA synchronous=EXTRA")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]

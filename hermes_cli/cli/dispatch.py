@@ -1,0 +1,143 @@
+"""Dispatcher commands: dispatch, demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+import click
+
+from ..kanban.errors import InvalidValue, UsageError
+from ..kanban.values import parse_duration
+from .common import board_slug, command, common, emit, json_option, open_board
+
+
+def _progress(prefix: str, quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet:
+        return None
+
+    def log(message: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        click.echo(f"{stamp} {prefix}: {message}", err=True)
+
+    return log
+
+
+@command("dispatch")
+@click.option("--once", is_flag=True, help="One pass: start up to --max-spawn ready tasks, wait for them, exit.")
+@click.option("--until-idle", is_flag=True,
+              help="Dispatch until nothing is ready, running or waiting for a retry, then exit.")
+@click.option("--max-spawn", type=int, default=None, metavar="N", help="Workers running at once (default 4).")
+@click.option("--failure-limit", type=int, default=None, metavar="N",
+              help="Give a task up after N failed attempts, whatever its --max-retries allows.")
+@click.option("--max-runtime-default", default=None, metavar="DUR",
+              help="Max runtime of tasks created without --max-runtime (default: unlimited).")
+@click.option("--timeout", default=None, metavar="DUR",
+              help="Stop after this long: no new workers, outcomes flushed, lease released, running workers kept.")
+@click.option("--all-boards", is_flag=True, help="Dispatch every board, each in its own process.")
+@click.option("--board-retry", default=None, metavar="DUR",
+              help="With --all-boards: restart a board's dispatcher that failed after this long (default 30s).")
+@click.option("--break-lock", is_flag=True, help="First remove the lease of a dead dispatcher (see --max-age).")
+@click.option("--max-age", default=None, metavar="DUR",
+              help="With --break-lock: only if its last refresh is older than this (default: the lease grace).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@common
+def kanban_dispatch(
+    once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None,
+    max_runtime_default: str | None, timeout: str | None, all_boards: bool, board_retry: str | None,
+    break_lock: bool, max_age: str | None, quiet: bool, board: str | None, as_json: bool,
+) -> None:
+    """Run the dispatcher: start a worker process for each ready task, supervise it, record its outcome.
+
+    Runs until stopped (SIGINT/SIGTERM: graceful; a second signal: immediate) unless --once, --until-idle or
+    --timeout say otherwise. A second dispatcher on the same board exits 0 with "skipped: lease held by ...".
+    Settings also come from the board's config.toml ([dispatch] table); flags win.
+
+    Example:
+
+    \b
+        hermes kanban create "nightly report" --command "python3 report.py {task_id} {workspace}"
+        hermes kanban dispatch --until-idle --max-spawn 8
+        hermes kanban dispatch --all-boards --timeout 10m
+    """
+    ctx = click.get_current_context()
+    if once and until_idle:
+        raise UsageError("use either --once or --until-idle, not both")
+    if max_age is not None and not break_lock:
+        raise UsageError("--max-age only applies with --break-lock")
+    if board_retry is not None and not all_boards:
+        raise UsageError("--board-retry only applies with --all-boards")
+    flags = {"max_spawn": max_spawn, "failure_limit": failure_limit, "max_runtime_default": max_runtime_default}
+    timeout_s = None if timeout is None else parse_duration(timeout, what="--timeout")
+    if all_boards:
+        slug = board_slug(board)
+        if slug is not None:
+            raise UsageError("use either --board or --all-boards, not both")
+        from ..kanban.all_boards import run_all_boards
+
+        passthrough: list[str] = []  # each board's dispatcher gets the same settings flags
+        for name, value in (("--max-spawn", max_spawn), ("--failure-limit", failure_limit),
+                            ("--max-runtime-default", max_runtime_default), ("--timeout", timeout),
+                            ("--max-age", max_age)):
+            if value is not None:
+                passthrough += [name, str(value)]
+        for name, on in (("--once", once), ("--until-idle", until_idle), ("--break-lock", break_lock),
+                         ("--quiet", quiet)):
+            if on:
+                passthrough.append(name)
+        retry_s = 30.0 if board_retry is None else parse_duration(board_retry, what="--board-retry")
+        daemon = not (once or until_idle)
+        summary = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s,
+                                 log=_progress("dispatch --all-boards", quiet))
+        emit(as_json, summary.as_dict(), summary.human())
+        ctx.exit(summary.exit_code)
+
+    from ..kanban.board_config import load_settings
+    from ..kanban.dispatcher import Dispatcher
+
+    with open_board(board) as b:
+        settings = load_settings(b.paths, flags)
+        max_age_s = None
+        if break_lock:
+            max_age_s = settings.lease_grace if max_age is None else parse_duration(max_age, what="--max-age")
+            if max_age_s < settings.refresh_interval:
+                raise InvalidValue(
+                    f"--max-age {max_age} is shorter than the lease refresh interval "
+                    f"({settings.refresh_interval:g}s): a live dispatcher would look dead"
+                )
+        dispatcher = Dispatcher(b, settings, once=once, until_idle=until_idle, timeout=timeout_s,
+                                break_lock_max_age=max_age_s, log=_progress(f"dispatch {b.slug}", quiet))
+        result = dispatcher.run()
+    emit(as_json, result.as_dict(), result.human())
+    if result.error is not None:
+        click.echo(f"error: {result.error.message}", err=True)
+    ctx.exit(result.exit_code)
+
+
+@command("demo")
+@click.option("--keep", is_flag=True, help="Keep the demo's HERMES_HOME (a temp dir) and say where it is.")
+@json_option
+def kanban_demo(keep: bool, as_json: bool) -> None:
+    """Run a throwaway board with ~10 tasks through the dispatcher and real worker processes, then print what
+    happened: a dependency chain, a crash and its retry, a timeout, a worker that reports by itself. Never
+    touches your boards (it works in a temp dir); takes about 10 seconds.
+
+    Example:
+
+    \b
+        hermes kanban demo
+        hermes kanban demo --keep --json
+    """
+    from ..kanban.demo import run_demo
+
+    started = time.time()
+    quiet_log = None if as_json else (lambda line: click.echo(line, err=True))
+    report = run_demo(keep=keep, log=quiet_log)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), default=str))
+    else:
+        click.echo(report.human(time.time() - started))
+    if not report.ok:
+        click.echo(f"error: demo outcome differs from what was expected: {'; '.join(report.problems)}", err=True)
+        click.get_current_context().exit(1)

@@ -1,0 +1,103 @@
+"""Live board commands: persistent notification subscriptions and the TUI.
+
+`tui` imports Textual inside the command only: the CLI never loads Textual at startup (CONVENTIONS 8).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..kanban.errors import UsageError
+from ..kanban.models import iso
+from ..kanban.notify import Subscription, list_subscriptions, subscribe, unsubscribe
+from .common import board_slug, command, common, emit, open_board
+
+
+def _sub_line(s: Subscription) -> str:
+    kinds = ",".join(s.kinds) if s.kinds else "all"
+    pending = "" if s.pending is None else f"  pending {s.pending}"
+    return f"{s.name}  cursor {s.cursor}  kinds {kinds}{pending}  updated {iso(s.updated_at)}"
+
+
+@command("notify-subscribe")
+@click.argument("name")
+@click.option("--kinds", default=None, metavar="K1,K2", help="Only these event kinds (default: every kind).")
+@click.option("--after", type=int, default=None, metavar="ID",
+              help="Start after this event id (default: the newest event; 0 replays the whole log).")
+@common
+def kanban_notify_subscribe(name: str, kinds: str | None, after: int | None, board: str | None,
+                            as_json: bool) -> None:
+    """Create a named subscription: a cursor on the event log that is kept in the board.
+
+    Subscribing again under an existing name keeps its cursor (new --kinds replace the old ones). Read it with
+    `events --follow --subscription NAME`; the TUI uses one per board, so a restart shows what it missed.
+
+    Example:
+
+    \b
+        hermes kanban notify-subscribe ops-pager --kinds completed,gave_up,crashed
+        hermes kanban events --follow --subscription ops-pager --json
+    """
+    with open_board(board) as b:
+        sub, created = subscribe(b, name, kinds=kinds, after=after)
+    verb = "subscribed" if created else "already subscribed"
+    emit(as_json, {**sub.as_dict(), "created": created}, f"{verb}: {_sub_line(sub)}")
+
+
+@command("notify-list")
+@common
+def kanban_notify_list(board: str | None, as_json: bool) -> None:
+    """List subscriptions with their cursor and how many events wait after it.
+
+    Example:
+
+    \b
+        hermes kanban notify-list --json
+    """
+    with open_board(board) as b:
+        subs = list_subscriptions(b)
+    emit(as_json, [s.as_dict() for s in subs],
+         lambda: "\n".join(_sub_line(s) for s in subs) or "no subscriptions (see: hermes kanban notify-subscribe)")
+
+
+@command("notify-unsubscribe")
+@click.argument("name")
+@common
+def kanban_notify_unsubscribe(name: str, board: str | None, as_json: bool) -> None:
+    """Remove a subscription (its cursor is forgotten).
+
+    Example:
+
+    \b
+        hermes kanban notify-unsubscribe ops-pager
+    """
+    with open_board(board) as b:
+        sub = unsubscribe(b, name)
+    emit(as_json, {**sub.as_dict(), "removed": True}, f"unsubscribed: {sub.name}")
+
+
+@command("tui")
+@click.option("--subscription", default=None, metavar="NAME",
+              help="Subscription that keeps the TUI's place (default: tui-<board>).")
+@common
+def kanban_tui(subscription: str | None, board: str | None, as_json: bool) -> None:
+    """Open the live board in the terminal (columns, details, actions, toasts).
+
+    Keys: arrows or hjkl move, enter opens details, n new, c complete, b block, u unblock, a approve,
+    x archive, m comment, / filter, s switch board, ? help, q quit.
+
+    Example:
+
+    \b
+        hermes kanban tui --board research
+    """
+    if as_json:
+        raise UsageError("tui is interactive and has no --json output (for a JSON stream use: "
+                         "hermes kanban events --follow --json)")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("tui needs a terminal (for a stream of events use: hermes kanban events --follow)")
+    from tui.app import KanbanApp  # lazily: the CLI never imports textual at startup
+
+    KanbanApp(board=board_slug(board), subscription=subscription).run()

@@ -1,0 +1,135 @@
+"""Dispatcher settings: built-in defaults, then the board's config file, then command-line flags (flags win).
+
+The config file is `<board dir>/config.toml`; the dispatcher reads its `[dispatch]` table once at start:
+
+    [dispatch]
+    max_spawn = 4                  # workers running at once
+    failure_limit = 3              # give a task up after this many attempts, whatever its --max-retries allows
+    max_runtime_default = "30m"    # for tasks created without --max-runtime
+    default_command = "python3 worker.py {task_id}"   # for tasks created without --command
+
+Other tables in the file belong to other parts of hermes and are ignored here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import InvalidValue
+from .paths import BoardPaths
+from .values import check_command, parse_duration
+
+SECTION = "dispatch"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    #: workers running at once (and, with --once, started in the one pass)
+    max_spawn: int = 4
+    #: attempts after which a failing task is given up (blocked + gave_up), on top of its own --max-retries
+    failure_limit: int | None = None
+    #: max runtime of tasks created without --max-runtime (None: unlimited)
+    max_runtime_default: float | None = None
+    #: worker command of tasks created without --command (None: such tasks are left to pull workers)
+    default_command: str | None = None
+    #: fallback poll: the longest the dispatcher sleeps without a doorbell ring (covers lost rings)
+    poll_interval: float = 2.0
+    #: another dispatcher takes the board over when the lease was last refreshed longer ago than this
+    lease_grace: float = 30.0
+    #: lease of each worker's run; the dispatcher extends it while the worker process is alive and not paused
+    worker_ttl: float = 60.0
+    #: after SIGTERM to a worker's process group, SIGKILL follows after this long
+    kill_grace: float = 5.0
+    #: a worker that reported but keeps running is stopped after this long
+    linger: float = 30.0
+    #: a task's log is rotated when it reaches this size at spawn time
+    log_max_bytes: int = 2 * 1024 * 1024
+    #: rotated logs kept per task (<task>.log.1 .. .N)
+    log_backups: int = 2
+    #: wake on the board's doorbell (turn off only to measure the fallback poll)
+    doorbell: bool = True
+
+    @property
+    def refresh_interval(self) -> float:
+        """How often the heartbeat refreshes the dispatcher lease and extends the workers' leases."""
+        return max(0.05, min(self.lease_grace, self.worker_ttl) / 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_DURATIONS = {"max_runtime_default", "poll_interval", "lease_grace", "worker_ttl", "kill_grace", "linger"}
+_POSITIVE_INTS = {"max_spawn": (1, 1000), "failure_limit": (1, 1000), "log_max_bytes": (1024, 2**40),
+                  "log_backups": (0, 100)}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    if value is None:
+        return None
+    if name in _DURATIONS:
+        if isinstance(value, bool):
+            raise InvalidValue(f"{origin}: {name} must be a duration like 30s, got {value!r}")
+        try:
+            return parse_duration(value, what=name.replace("_", "-"))
+        except InvalidValue as exc:
+            raise InvalidValue(f"{origin}: {exc.message}") from None
+    if name in _POSITIVE_INTS:
+        lo, hi = _POSITIVE_INTS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise InvalidValue(f"{origin}: {name} must be an integer from {lo} to {hi}, got {value!r}")
+        return value
+    if name == "doorbell":
+        if not isinstance(value, bool):
+            raise InvalidValue(f"{origin}: doorbell must be true or false, got {value!r}")
+        return value
+    if name == "default_command":
+        if not isinstance(value, str):
+            raise InvalidValue(f"{origin}: default_command must be a string, got {value!r}")
+        try:
+            return check_command(value)
+        except InvalidValue as exc:
+            raise InvalidValue(f"{origin}: {exc.message}") from None
+    raise InvalidValue(f"{origin}: unknown setting {name}")
+
+
+def read_config(paths: BoardPaths) -> dict[str, Any]:
+    """The `[dispatch]` table of the board's config file ({} when there is no file). Refuses a symlink."""
+    path = paths.config_file
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidValue(f"cannot read config {path}: {exc.strerror} (a symlink is refused)") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidValue(f"config {path} is not valid TOML: {exc}") from None
+    section = data.get(SECTION, {})
+    if not isinstance(section, dict):
+        raise InvalidValue(f"config {path}: [{SECTION}] must be a table")
+    return section
+
+
+def load_settings(paths: BoardPaths, flags: Mapping[str, Any] | None = None) -> DispatchSettings:
+    """Defaults, then the board's config file, then `flags` (entries whose value is None are not given)."""
+    known = {f.name for f in fields(DispatchSettings)}
+    values: dict[str, Any] = {}
+    for name, value in read_config(paths).items():
+        if name not in known:
+            raise InvalidValue(
+                f"config {paths.config_file}: unknown setting {SECTION}.{name} (known: {', '.join(sorted(known))})"
+            )
+        values[name] = _coerce(name, value, f"config {paths.config_file}")
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in known:
+            raise InvalidValue(f"unknown dispatcher setting {name}")
+        values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+    return replace(DispatchSettings(), **values)

@@ -1,0 +1,785 @@
+"""The dispatcher: a supervisor that leases ready tasks to worker processes it starts (DESIGN.md: Tasks, runs and
+leases; Worker contract; Notifications).
+
+One dispatcher per board, guaranteed by the board-level lease (leases.py). Its main thread runs the loop below; a
+heartbeat thread (own database connection) refreshes the dispatcher lease and extends the run leases of the worker
+processes it can see alive, so a long spawn or reap never lets a lease lapse.
+
+Each iteration of the loop:
+1. per-tick maintenance (`_per_tick_maintenance`: the one place for board chores such as draining the spool);
+2. reap: workers that exited are recorded (exit 0 = completed, non-zero = crashed, killed on max_runtime =
+   timed_out); a worker's own report (`hermes kanban complete` in the worker) wins over its exit code: finish_run
+   is fenced and a run the worker already closed is left as it is;
+3. enforce: SIGTERM to the group of workers over max_runtime (SIGKILL after kill_grace), stop workers whose run
+   was taken from them (lease expired while paused, task archived), and workers lingering after their report;
+4. reclaim expired leases (only when one is due: a reclaim writes and rings the doorbell);
+5. every poll interval: look at open runs this dispatcher does not supervise. A run recorded on this host with a
+   (pid, start time) that is no longer alive is closed as crashed now; a live one is adopted (supervised, its
+   lease extended, its max_runtime enforced). Runs without a verifiable process are left to lease expiry, which is
+   the final truth;
+6. dispatch: claim ready tasks (in the same transaction that checks this dispatcher still holds the lease) and
+   start their workers, up to max_spawn running at once;
+7. sleep until the doorbell rings (a task became ready, was unblocked, a parent completed...), a worker exits
+   (pidfd), a signal arrives, or the next deadline (retry due, lease expiry, max_runtime, kill grace) — bounded by
+   the fallback poll interval, so a lost ring costs latency only.
+
+Stopping: SIGINT/SIGTERM = graceful (stop spawning, wait for the supervised workers, record them, release the
+lease); a second signal = immediate (the workers still running are listed and left running under their leases:
+the next dispatcher adopts them, or their leases expire and the tasks are reclaimed). `timeout` stops the same
+way as the second signal at the deadline. Workers are never orphaned silently.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import leases, procs, spawn
+from .board import Board
+from .board_config import DispatchSettings
+from .doorbell import Doorbell
+from .errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun, StorageError
+from .leases import DispatcherLease
+from .models import Claim, RunOutcome, Task, TaskStatus, iso
+from .store import dispatch as dsql
+from .store import tasks as tsql
+
+#: run outcomes that mean the worker itself reported (its report wins over its exit code)
+REPORTED = (RunOutcome.COMPLETED, RunOutcome.BLOCKED, RunOutcome.REVIEW_REQUESTED)
+#: Popen objects of workers left running at exit; kept referenced so no finalizer warns about them
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+class StopReason(StrEnum):
+    IDLE = "idle"  #: --until-idle: nothing ready, running or waiting for a retry
+    ONCE = "once"  #: --once: the pass's workers have finished
+    TIMEOUT = "timeout"  #: --timeout reached
+    SIGNAL = "signal"  #: SIGINT/SIGTERM
+    LEASE_LOST = "lease_lost"  #: another dispatcher holds the board now
+    STORAGE = "storage_error"  #: the board's storage is unhealthy
+    SKIPPED = "skipped"  #: another dispatcher held the lease; nothing was done
+
+
+@dataclass
+class Worker:
+    """A worker process this dispatcher supervises: its own child (popen) or one adopted after a restart."""
+
+    task_id: str
+    run_id: int
+    pid: int
+    create_time: float | None
+    attempt: int
+    started_at: float
+    deadline: float | None
+    max_runtime: float | None
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1
+    log: Path | None = None
+    #: why we are stopping it: timed_out | fenced (its run was taken away) | linger (overstayed its report)
+    kill_reason: str | None = None
+    term_at: float | None = None
+    killed_at: float | None = None
+    #: the run was closed by the worker's own report; the process may still be finishing up
+    reported: bool = False
+    linger_until: float | None = None
+
+    @property
+    def adopted(self) -> bool:
+        return self.popen is None
+
+    def signal(self, sig: int) -> bool:
+        if self.popen is not None:
+            # Our child is not reaped until we wait for it, so its pid (and process group id) cannot be reused.
+            return procs.signal_group(self.pid, sig)
+        return procs.signal_verified(self.pid, self.create_time, sig)
+
+    def terminate(self, reason: str, now: float) -> None:
+        self.kill_reason = self.kill_reason or reason
+        self.term_at = now
+        self.signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)  # a paused worker must run to act on SIGTERM
+
+    def next_deadline(self, kill_grace: float) -> float | None:
+        if self.term_at is not None:
+            return None if self.killed_at is not None else self.term_at + kill_grace
+        times = [t for t in (None if self.reported else self.deadline, self.linger_until) if t is not None]
+        return min(times) if times else None
+
+    def brief(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "run_id": self.run_id, "pid": self.pid, "attempt": self.attempt,
+                "adopted": self.adopted}
+
+
+@dataclass
+class DispatchResult:
+    board: str
+    reason: StopReason | None = None
+    message: str = ""
+    epoch: int | None = None
+    holder: DispatcherLease | None = None
+    took_over_from: DispatcherLease | None = None
+    broke_lock: DispatcherLease | None = None
+    started_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    left_running: list[dict[str, Any]] = field(default_factory=list)
+    error: HermesError | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.reason == StopReason.SKIPPED
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.error is None else self.error.exit_code
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("spawned", "completed", "reported", "crashed", "timed_out", "reclaimed", "spawn_failed", "gave_up",
+                "adopted")
+        return {
+            "board": self.board,
+            "skipped": self.skipped,
+            "reason": None if self.reason is None else str(self.reason),
+            "message": self.message,
+            "epoch": self.epoch,
+            "holder": None if self.holder is None else self.holder.as_dict(),
+            "took_over_from": None if self.took_over_from is None else self.took_over_from.as_dict(),
+            "broke_lock": None if self.broke_lock is None else self.broke_lock.as_dict(),
+            "started_at": iso(self.started_at),
+            "stopped_at": iso(self.stopped_at),
+            "duration_s": None if self.stopped_at is None else round(self.stopped_at - self.started_at, 3),
+            **{k: self.counts.get(k, 0) for k in keys},
+            "left_running": self.left_running,
+            "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
+        }
+
+    def human(self) -> str:
+        if self.skipped:
+            return self.message
+        c = self.counts
+        parts = [f"spawned {c['spawned']}", f"completed {c['completed']}", f"reported {c['reported']}",
+                 f"crashed {c['crashed']}", f"timed out {c['timed_out']}", f"reclaimed {c['reclaimed']}",
+                 f"gave up {c['gave_up']}"]
+        if c["spawn_failed"]:
+            parts.append(f"spawn failed {c['spawn_failed']}")
+        if c["adopted"]:
+            parts.append(f"adopted {c['adopted']}")
+        took = self.stopped_at - self.started_at if self.stopped_at else 0.0
+        lines = [f"dispatch {self.board}: stopped ({self.reason}) after {took:.1f}s: " + ", ".join(parts)]
+        if self.broke_lock is not None:
+            lines.append(f"broke the stale lease of {self.broke_lock.describe()}")
+        for w in self.left_running:
+            lines.append(f"left running: {w['task_id']} run {w['run_id']} pid {w['pid']} (the next dispatcher "
+                         "adopts it; otherwise its lease expires and the task is reclaimed)")
+        return "\n".join(lines)
+
+
+class Dispatcher:
+    """Dispatch one board. `run()` returns when stopped; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        board: Board,
+        settings: DispatchSettings,
+        *,
+        once: bool = False,
+        until_idle: bool = False,
+        timeout: float | None = None,
+        break_lock_max_age: float | None = None,
+        log: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.board = board
+        self.s = settings
+        self.once = once
+        self.until_idle = until_idle
+        self.timeout = timeout
+        self.break_lock_max_age = break_lock_max_age
+        self._log = log
+        self.env = dict(os.environ if env is None else env)
+        self.result = DispatchResult(board=board.slug)
+        self.workers: dict[int, Worker] = {}
+        self.epoch = 0
+        self.deadline: float | None = None
+        self.worker_name = f"dispatcher@{procs.HOST}:{os.getpid()}"
+        self._any_command = settings.default_command is not None
+        # signals and wake-ups
+        self._signals = 0
+        self._signals_noted = 0
+        self._last_signal = signal.SIGTERM
+        self._old_handlers: dict[int, Any] = {}
+        self._old_wakeup_fd: int | None = None
+        self._wake_r = self._wake_w = -1
+        self.doorbell: Doorbell | None = None
+        # shared with the heartbeat thread (under _lock)
+        self._lock = threading.Lock()
+        self._beats: dict[int, tuple[str, int, float | None]] = {}
+        self._fenced: set[int] = set()
+        self._lease_lost: str | None = None
+        self._fatal: HermesError | None = None
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+
+    # -- public ------------------------------------------------------------------------------------------------------
+    def run(self) -> DispatchResult:
+        res = self.result
+        self._install_signals()
+        try:
+            if self.break_lock_max_age is not None:
+                res.broke_lock = leases.break_lock(self.board, max_age=self.break_lock_max_age)
+                if res.broke_lock is not None:
+                    self.log(f"broke the stale lease of {res.broke_lock.describe()}")
+            try:
+                lease, previous = leases.acquire(self.board, grace=self.s.lease_grace)
+            except LeaseHeld as exc:
+                res.reason = StopReason.SKIPPED
+                res.message = f"skipped: {exc.message}"
+                res.holder = leases.read_lease(self.board)
+                res.stopped_at = time.time()
+                return res
+            self.epoch = lease.epoch
+            res.epoch, res.holder = lease.epoch, lease
+            res.took_over_from = previous
+            if previous is not None:
+                self.log(f"took over the stale lease of {previous.describe()}")
+            if self.timeout is not None:
+                self.deadline = time.time() + self.timeout
+            try:
+                self._open_wakeups()
+                self._start_heartbeat()
+                self._loop()
+            except LeaseHeld as exc:
+                res.reason, res.error = StopReason.LEASE_LOST, exc
+                self.log(f"error: {exc.message}; stopping")
+            except StorageError as exc:
+                res.reason, res.error = StopReason.STORAGE, exc
+                self.log(f"error: {exc.message}; stopping")
+            finally:
+                self._shutdown()
+            return res
+        finally:
+            self._restore_signals()
+            res.stopped_at = time.time()
+
+    def log(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        res = self.result
+        pass_done = False
+        next_scan = 0.0
+        while True:
+            now = time.time()
+            with self._lock:
+                lost, fatal = self._lease_lost, self._fatal
+            if lost is not None:
+                raise LeaseHeld(lost)
+            if fatal is not None:
+                raise fatal
+            self._note_signals()
+            if self._signals >= 2:
+                res.reason = StopReason.SIGNAL
+                return
+            if self.deadline is not None and now >= self.deadline:
+                res.reason = StopReason.TIMEOUT
+                self.log(f"timeout reached: stopping (workers still running: {len(self.workers)})")
+                return
+            try:
+                scan = now >= next_scan
+                self._maintenance(now, scan=scan)
+                if scan:
+                    next_scan = now + self.s.poll_interval
+                spawning = self._signals == 0 and not pass_done
+                if spawning:
+                    self._dispatch()
+                    pass_done = self.once
+            except BoardBusy as exc:
+                # Transient: other writers held the board past our retry budget. Try again on the next tick.
+                self.log(f"warning: {exc.message}")
+                self._wait(min(1.0, self.s.poll_interval))
+                continue
+            if self._signals >= 1 and not self.workers:
+                res.reason = StopReason.SIGNAL
+                return
+            if self.once and pass_done and not any(not w.adopted for w in self.workers.values()):
+                res.reason = StopReason.ONCE
+                return
+            if self.until_idle and self._idle():
+                res.reason = StopReason.IDLE
+                return
+            self._wait(self._next_wake(time.time(), spawning=self._signals == 0 and not pass_done))
+
+    def _per_tick_maintenance(self) -> None:
+        """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
+        because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
+
+    def _maintenance(self, now: float, *, scan: bool) -> None:
+        self._per_tick_maintenance()
+        for w in list(self.workers.values()):
+            self._reap_if_exited(w)
+        self._take_fenced(now)
+        for w in list(self.workers.values()):
+            self._enforce(w, now)
+        if scan:
+            if self.doorbell is not None and self.doorbell.repair():
+                self.log("warning: the doorbell FIFO had vanished; re-created it")
+            # Before reclaiming: a worker that provably still runs is adopted (and its lease extended) rather than
+            # reclaimed just because its dispatcher was away for longer than its lease.
+            self._scan_runs()
+        expiry = dsql.earliest_lease_expiry(self.board.db)
+        if expiry is not None and expiry < now:
+            self._reclaim_expired()
+
+    def _idle(self) -> bool:
+        """Nothing of ours running, nothing dispatchable now or by a retry, and nothing running on the board at
+        all: a run we cannot supervise (another host, or a pid never recorded) ends by report or lease expiry,
+        and its task may then need us again."""
+        if self.workers:
+            return False
+        now = time.time()
+        db = self.board.db
+        if dsql.dispatchable(db, now, any_command=self._any_command, limit=1):
+            return False
+        if dsql.earliest_lease_expiry(db) is not None:
+            return False
+        return dsql.next_retry_at(db, any_command=self._any_command, after=now) is None
+
+    def _next_wake(self, now: float, *, spawning: bool) -> float:
+        until = now + self.s.poll_interval
+        if self.deadline is not None:
+            until = min(until, self.deadline)
+        db = self.board.db
+        if spawning and len(self.workers) < self.s.max_spawn:
+            retry = dsql.next_retry_at(db, any_command=self._any_command, after=now)
+            if retry is not None:
+                until = min(until, retry)
+        expiry = dsql.earliest_lease_expiry(db)
+        if expiry is not None and expiry >= now:
+            until = min(until, expiry + 0.005)
+        for w in self.workers.values():
+            d = w.next_deadline(self.s.kill_grace)
+            if d is not None:
+                until = min(until, d)
+            if w.pidfd < 0:
+                until = min(until, now + 0.1)  # no pidfd on this kernel: poll for its exit
+        return max(0.0, until - now)
+
+    def _wait(self, timeout: float) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if self.doorbell is not None:
+            poller.register(self.doorbell.fileno(), select.POLLIN)
+        for w in self.workers.values():
+            if w.pidfd >= 0:
+                poller.register(w.pidfd, select.POLLIN)
+        poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        self._drain_wake()
+        if self.doorbell is not None:
+            self.doorbell.drain()
+
+    # -- dispatching -------------------------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for _ in range(max(0, self.s.max_spawn - len(self.workers))):
+            got = self._claim_next()
+            if got is None:
+                return
+            self._spawn(*got)
+
+    def _claim_next(self) -> tuple[Claim, Task] | None:
+        board = self.board
+
+        def tx() -> tuple[Claim, Task] | None:
+            leases.check_held(board, self.epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
+            ids = dsql.dispatchable(board.db, time.time(), any_command=self._any_command, limit=1)
+            if not ids:
+                return None
+            claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
+            assert claim is not None  # a specific ready task in our own transaction is always claimable
+            return claim, tsql.get_task(board.db, claim.task_id)
+
+        return board.db.write(tx)
+
+    def _spawn(self, claim: Claim, task: Task) -> None:
+        command = task.command or self.s.default_command
+        assert command is not None  # dispatchable() only returns tasks with a command unless there is a default
+        try:
+            started = spawn.start(
+                self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
+                attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
+                backups=self.s.log_backups,
+            )
+        except (OSError, subprocess.SubprocessError, HermesError) as exc:
+            # No such program, not executable, a bad command line, a symlink where the workspace or log should
+            # be: the attempt fails like a crash, so retries (with backoff) and max_retries bound a spawn loop.
+            self.result.counts["spawn_failed"] += 1
+            reason = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+            self._record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}", None)
+            return
+        pid = started.popen.pid
+        max_runtime = task.max_runtime_s or self.s.max_runtime_default
+        now = time.time()
+        w = Worker(
+            task_id=task.id, run_id=claim.run_id, pid=pid, create_time=procs.create_time(pid), attempt=claim.attempt,
+            started_at=now, deadline=None if max_runtime is None else now + max_runtime, max_runtime=max_runtime,
+            popen=started.popen, pidfd=procs.pidfd(pid), log=started.log,
+        )
+        self._supervise(w)
+        self.result.counts["spawned"] += 1
+        self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}: {shlex.join(started.argv)}")
+        try:
+            self.board.set_run_process(claim.run_id, pid, w.create_time)
+        except BoardBusy as exc:
+            # The worker runs and is supervised; only its pid is missing from the board (lease expiry still rules).
+            self.log(f"warning: could not record pid {pid} of run {claim.run_id}: {exc.message}")
+
+    def _supervise(self, w: Worker) -> None:
+        self.workers[w.run_id] = w
+        with self._lock:
+            self._beats[w.run_id] = (w.task_id, w.pid, w.create_time)
+
+    def _unsupervise(self, w: Worker) -> None:
+        self.workers.pop(w.run_id, None)
+        with self._lock:
+            self._beats.pop(w.run_id, None)
+            self._fenced.discard(w.run_id)
+        if w.pidfd >= 0:
+            os.close(w.pidfd)
+            w.pidfd = -1
+
+    # -- reaping -----------------------------------------------------------------------------------------------------
+    def _reap_if_exited(self, w: Worker) -> None:
+        if w.popen is not None:
+            if not procs.exited(w.pid):
+                return
+            if w.kill_reason is not None:
+                # Still unreaped, so the group id is reserved: clean up whatever it left behind in its group.
+                procs.signal_group(w.pid, signal.SIGKILL)
+            returncode: int | None = w.popen.wait()
+        else:
+            if procs.state(w.pid, w.create_time) != procs.ProcState.DEAD:
+                return
+            returncode = None
+        self._unsupervise(w)
+        self._finish(w, returncode)
+
+    def _finish(self, w: Worker, returncode: int | None) -> None:
+        took = time.time() - w.started_at
+        run = tsql.get_run(self.board.db, w.run_id)
+        if run is not None and run.ended_at is not None:
+            # Closed before the process ended: by the worker's own report (it wins), a reclaim or an archive.
+            if run.outcome in REPORTED:
+                self.result.counts["reported"] += 1
+            self._note(w, f"{w.task_id} run {w.run_id} {_exit_text(returncode)}{_after(took)}; "
+                          f"its run was already closed: {run.outcome}")
+            return
+        if w.kill_reason == "timed_out":
+            outcome = RunOutcome.TIMED_OUT
+            summary = f"killed after max runtime {w.max_runtime:g}s ({_exit_text(returncode)})"
+        elif returncode is None:
+            outcome = RunOutcome.CRASHED
+            summary = f"worker pid {w.pid} exited while not supervised by its own dispatcher (exit status unknown)"
+        elif returncode == 0:
+            outcome, summary = RunOutcome.COMPLETED, "exited 0"
+        else:
+            outcome, summary = RunOutcome.CRASHED, _exit_text(returncode)
+        self._record(w.task_id, w.run_id, w.attempt, outcome, summary, returncode, took=took, worker=w)
+
+    def _record(self, task_id: str, run_id: int, attempt: int, outcome: RunOutcome, summary: str,
+                exit_code: int | None, *, took: float | None = None, worker: Worker | None = None) -> None:
+        give_up = self.s.failure_limit is not None and attempt >= self.s.failure_limit
+        try:
+            task = self.board.finish_run(task_id, run_id, outcome, summary=summary, exit_code=exit_code,
+                                         give_up=give_up and outcome != RunOutcome.COMPLETED)
+        except StaleRun:
+            run = tsql.get_run(self.board.db, run_id)
+            if run is not None and run.outcome in REPORTED:
+                self.result.counts["reported"] += 1
+            text = (f"{task_id} run {run_id}{_after(took)}: {summary}; the run was already closed "
+                    f"({run.outcome if run else '?'})")
+            self._note(worker, text)
+            return
+        except NotFound:
+            self.log(f"{task_id} run {run_id}: {summary}; the task is gone")
+            return
+        self.result.counts[str(outcome)] += 1
+        text = f"{task_id} run {run_id} {outcome}{_after(took)}: {summary}"
+        if outcome != RunOutcome.COMPLETED:
+            if task.status == TaskStatus.BLOCKED:
+                self.result.counts["gave_up"] += 1
+                text += f"; gave up after {_plural(task.attempts, 'attempt')} (blocked)"
+            elif task.retry_at is not None:
+                text += f"; retry in {max(0.0, task.retry_at - time.time()):.1f}s"
+        self._note(worker, text)
+
+    def _note(self, w: Worker | None, text: str) -> None:
+        """A line for the progress log, and for the task's own log when we know the worker."""
+        self.log(text)
+        if w is not None and w.log is not None:
+            spawn.append_log_line(w.log, text)
+
+    # -- enforcing ---------------------------------------------------------------------------------------------------
+    def _take_fenced(self, now: float) -> None:
+        """Workers whose run is no longer current (the heartbeat was refused): stop them unless they reported."""
+        with self._lock:
+            fenced, self._fenced = self._fenced, set()
+        for run_id in fenced:
+            w = self.workers.get(run_id)
+            if w is None or w.term_at is not None or w.reported:
+                continue
+            run = tsql.get_run(self.board.db, run_id)
+            if run is not None and run.outcome in REPORTED:
+                w.reported = True
+                w.linger_until = now + self.s.linger
+                continue
+            why = "its run was closed" if run is None else f"its run was closed as {run.outcome}"
+            self.log(f"stopping {w.task_id} run {run_id} pid {w.pid}: {why}")
+            w.terminate("fenced", now)
+
+    def _enforce(self, w: Worker, now: float) -> None:
+        if w.term_at is None:
+            if not w.reported and w.deadline is not None and now >= w.deadline:
+                self.log(f"{w.task_id} run {w.run_id} exceeded max runtime {w.max_runtime:g}s: SIGTERM to pid {w.pid}")
+                w.terminate("timed_out", now)
+            elif w.linger_until is not None and now >= w.linger_until:
+                self.log(f"{w.task_id} run {w.run_id} still running {self.s.linger:g}s after its report: stopping it")
+                w.terminate("linger", now)
+        elif w.killed_at is None and now >= w.term_at + self.s.kill_grace:
+            self.log(f"{w.task_id} run {w.run_id} pid {w.pid} ignored SIGTERM for {self.s.kill_grace:g}s: SIGKILL")
+            w.signal(signal.SIGKILL)
+            w.killed_at = now
+
+    def _reclaim_expired(self) -> None:
+        by_task = {w.task_id: w for w in self.workers.values()}
+        now = time.time()
+        for task in self.board.reclaim_expired():
+            self.result.counts["reclaimed"] += 1
+            state = "gave up (blocked)" if task.status == TaskStatus.BLOCKED else f"back to {task.status}"
+            if task.status == TaskStatus.BLOCKED:
+                self.result.counts["gave_up"] += 1
+            self.log(f"{task.id}: lease expired, run reclaimed; {state}")
+            w = by_task.get(task.id)
+            if w is not None and w.term_at is None:
+                self.log(f"stopping {w.task_id} run {w.run_id} pid {w.pid}: its lease expired (paused or hung)")
+                w.terminate("fenced", now)
+
+    # -- runs we do not supervise yet --------------------------------------------------------------------------------
+    def _scan_runs(self) -> None:
+        for run in self.board.open_runs():
+            if run.id in self.workers:
+                continue
+            if run.host != procs.HOST or run.pid is None or run.pid_create_time is None:
+                continue  # nothing to verify here: lease expiry decides
+            state = procs.state(run.pid, run.pid_create_time)
+            if state == procs.ProcState.DEAD:
+                task = self._task_or_none(run.task_id)
+                attempt = task.attempts if task is not None else 0
+                self._record(run.task_id, run.id, attempt, RunOutcome.CRASHED,
+                             f"worker pid {run.pid} is gone (no process with that pid and start time); "
+                             "exit status unknown", None)
+                continue
+            task = self._task_or_none(run.task_id)
+            if task is None or task.status != TaskStatus.RUNNING or task.current_run_id != run.id:
+                continue
+            fd = procs.pidfd(run.pid)
+            if procs.state(run.pid, run.pid_create_time) == procs.ProcState.DEAD:  # exited while we opened it
+                if fd >= 0:
+                    os.close(fd)
+                continue
+            if state == procs.ProcState.ALIVE:
+                try:
+                    self.board.heartbeat(task.id, run.id, ttl=self.s.worker_ttl)
+                except StaleRun:  # closed meanwhile (its report, or a reclaim): nothing to adopt
+                    if fd >= 0:
+                        os.close(fd)
+                    continue
+            max_runtime = task.max_runtime_s or self.s.max_runtime_default
+            w = Worker(
+                task_id=task.id, run_id=run.id, pid=run.pid, create_time=run.pid_create_time, attempt=task.attempts,
+                started_at=run.started_at,
+                deadline=None if max_runtime is None else run.started_at + max_runtime, max_runtime=max_runtime,
+                pidfd=fd, log=spawn.log_path(self.board.paths, task.id),
+            )
+            self._supervise(w)
+            self.result.counts["adopted"] += 1
+            self.log(f"adopted {task.id} run {run.id} pid {run.pid} ({state}), left by an earlier dispatcher")
+
+    def _task_or_none(self, task_id: str) -> Task | None:
+        try:
+            return self.board.get_task(task_id)
+        except NotFound:
+            return None
+
+    # -- heartbeat thread --------------------------------------------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        self._hb_thread = threading.Thread(target=self._heartbeat_main, name="dispatcher-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    def _heartbeat_main(self) -> None:
+        # Signals are the main thread's business; keep them off this thread's SQLite calls.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+        paths = self.board.paths
+        try:
+            board = Board.open(paths.slug, db_path=str(paths.db))
+        except HermesError as exc:
+            with self._lock:
+                self._fatal = exc
+            self._wake()
+            return
+        try:
+            while not self._hb_stop.wait(self.s.refresh_interval):
+                self._beat(board)
+        finally:
+            board.close()
+
+    def _beat(self, board: Board) -> None:
+        try:
+            held = leases.refresh(board, self.epoch)
+            if not held:
+                lease = leases.read_lease(board)
+                who = "nobody" if lease is None else lease.describe()
+                with self._lock:
+                    self._lease_lost = f"dispatcher lease (epoch {self.epoch}) was lost; it is now held by {who}"
+                self._wake()
+                return
+        except BoardBusy:
+            return  # try again on the next beat; the grace period is several beats long
+        except StorageError as exc:
+            with self._lock:
+                self._fatal = exc
+            self._wake()
+            return
+        with self._lock:
+            beats = list(self._beats.items())
+        for run_id, (task_id, pid, started) in beats:
+            if procs.state(pid, started) != procs.ProcState.ALIVE:
+                continue  # paused or gone: its lease runs out (paused) or the main loop reaps it (gone)
+            try:
+                board.heartbeat(task_id, run_id, ttl=self.s.worker_ttl)
+            except (StaleRun, NotFound):
+                with self._lock:
+                    self._beats.pop(run_id, None)
+                    self._fenced.add(run_id)
+                self._wake()
+            except BoardBusy:
+                continue
+            except StorageError as exc:
+                with self._lock:
+                    self._fatal = exc
+                self._wake()
+                return
+
+    # -- signals and wake-ups ----------------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in a thread (tests): the host program owns signals
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers.clear()
+        if self._old_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._old_wakeup_fd = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only count: printing from a handler can re-enter a buffered write the main thread is in the middle of.
+        self._signals += 1
+        self._last_signal = signum
+
+    def _note_signals(self) -> None:
+        if self._signals == self._signals_noted:
+            return
+        self._signals_noted = self._signals
+        name = signal.Signals(self._last_signal).name
+        if self._signals == 1:
+            self.log(f"{name}: stopping gracefully, waiting for {len(self.workers)} worker(s); "
+                     "signal again to stop now and leave them running")
+        else:
+            self.log(f"{name}: stopping now")
+
+    def _open_wakeups(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._old_handlers:
+            self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if self.s.doorbell:
+            self.doorbell = Doorbell(self.board.paths.notify_dir, "dispatcher")
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EBADF):
+                raise
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            return
+
+    # -- stopping ----------------------------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        res = self.result
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=30)
+        if res.error is None or not isinstance(res.error, StorageError):
+            try:
+                for w in list(self.workers.values()):
+                    self._reap_if_exited(w)  # flush: record whatever has exited meanwhile
+            except StorageError as exc:
+                self.log(f"warning: could not record the last exits: {exc.message}")
+        for w in list(self.workers.values()):
+            res.left_running.append(w.brief())
+            self.log(f"left running: {w.task_id} run {w.run_id} pid {w.pid} (the next dispatcher adopts it; "
+                     "otherwise its lease expires and the task is reclaimed)")
+            if w.popen is not None:
+                _LEFT_RUNNING.append(w.popen)
+            self._unsupervise(w)
+        if self.epoch and not isinstance(res.error, LeaseHeld):
+            try:
+                leases.release(self.board, self.epoch, reason=str(res.reason))
+            except StorageError as exc:
+                self.log(f"warning: could not release the dispatcher lease ({exc.message}); it expires after "
+                         f"{self.s.lease_grace:g}s")
+        if self.doorbell is not None:
+            self.doorbell.close()
+            self.doorbell = None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _after(took: float | None) -> str:
+    return "" if took is None else f" after {took:.1f}s"
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "exit status unknown"
+    if returncode < 0:
+        return f"killed by {procs.signal_name(returncode)}"
+    return f"exited {returncode}"

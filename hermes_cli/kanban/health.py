@@ -1,0 +1,370 @@
+"""Board health: `doctor` (every check of DESIGN.md Health), `quick_health` for status lines, and `repair`.
+
+Each finding has a level — `ok`, `info`, `warn` (the board works but needs attention: exit 1) or `fail` (storage
+unhealthy: exit 4) — and names the next command to run. doctor never writes to the board: it opens it without
+migrating and without the fail-closed quick_check (it runs its own checks and reports them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from . import spool
+from .errors import CorruptBoard, HermesError, NotFound, StorageError
+from .models import iso
+from .paths import BoardPaths
+from .store import health as store_health
+from .store.connection import (
+    UNSAFE_FS,
+    Database,
+    connect,
+    filesystem_type,
+    sqlite_version,
+    version_ok,
+)
+
+if TYPE_CHECKING:
+    from .board import Board
+
+OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
+_RANK = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
+#: a WAL larger than this means checkpoints are starved by a long reader (journal_size_limit is 64 MiB)
+WAL_WARN_BYTES = 128 << 20
+#: a dispatcher lease not refreshed for this long is stale (the dispatcher refreshes every few seconds)
+LEASE_STALE_S = 60.0
+#: the newest backup should be younger than this
+BACKUP_MAX_AGE_S = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str
+    level: str
+    message: str
+    next: str | None = None  #: the command to run next (None when nothing is needed)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "level": self.level, "message": self.message, "next": self.next,
+                "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    board: str
+    db: str
+    findings: tuple[Finding, ...]
+    full: bool
+
+    @property
+    def level(self) -> str:
+        return max((f.level for f in self.findings), key=lambda lv: _RANK[lv], default=OK)
+
+    @property
+    def healthy(self) -> bool:
+        return _RANK[self.level] == 0
+
+    @property
+    def exit_code(self) -> int:
+        return {0: 0, 1: 1, 2: 4}[_RANK[self.level]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"board": self.board, "db": self.db, "healthy": self.healthy, "level": self.level, "full": self.full,
+                "exit_code": self.exit_code, "findings": [f.as_dict() for f in self.findings]}
+
+
+def _b(slug: str) -> str:
+    """The --board part of a suggested command (none for the default board)."""
+    return f" --board {slug}" if slug != "default" else ""
+
+
+def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -> DoctorReport:
+    """Run every health check on the board at `paths`. Never raises for an unhealthy board: that is a finding."""
+    now = time.time() if now is None else now
+    bo = _b(paths.slug)
+    findings: list[Finding] = []
+
+    v = sqlite_version()
+    vs = ".".join(map(str, v))
+    findings.append(
+        Finding("sqlite_version", OK, f"SQLite {vs} (APSW {apsw.apsw_version()})", data={"sqlite": vs})
+        if version_ok(v)
+        else Finding("sqlite_version", FAIL, f"SQLite {vs} has the WAL-reset corruption bug; need >= 3.51.3 "
+                     "(or 3.50.7 / 3.44.6)", "pip install -U apsw", {"sqlite": vs})
+    )
+
+    fs = filesystem_type(paths.dir if paths.dir.exists() else paths.dir.parent)
+    unsafe = fs.split(".")[0] in UNSAFE_FS or fs.startswith("fuse.")
+    findings.append(
+        Finding("filesystem", FAIL, f"{paths.dir} is on {fs}, where SQLite locking is unreliable",
+                "move the board to a local disk (set HERMES_HOME) and restore a backup there", {"type": fs})
+        if unsafe else Finding("filesystem", OK, f"{fs} (local)", data={"type": fs})
+    )
+
+    db: Database | None = None
+    if not paths.db.exists():
+        raise NotFound(f"board database {paths.db} does not exist (see: hermes kanban init)")
+    try:
+        db = connect(paths, create=False, verify=False)
+    except StorageError as err:
+        nxt = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
+        findings.append(Finding("database", FAIL, err.message, nxt))
+    if db is not None:
+        try:
+            findings.extend(_db_checks(db, paths, full, now, bo))
+        finally:
+            db.close()
+
+    findings.extend(_spool_checks(paths, bo))
+    findings.extend(_backup_checks(paths, now, bo))
+    q = store_health.list_quarantine(paths)
+    if q:
+        findings.append(Finding("quarantine", INFO, f"{len(q)} quarantined cop{'y' if len(q) == 1 else 'ies'} in "
+                                f"{store_health.quarantine_dir(paths)} (evidence; delete when done)",
+                                data={"copies": [e.as_dict() for e in q]}))
+    return DoctorReport(paths.slug, str(paths.db), tuple(findings), full)
+
+
+def _has_backup(paths: BoardPaths) -> bool:
+    from . import backup
+
+    return any(b.verified for b in backup.list_backups(paths))
+
+
+def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str) -> list[Finding]:
+    out: list[Finding] = []
+    conn = db.conn
+    restore_next = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
+    try:
+        problems = store_health.integrity_check(conn) if full else store_health.quick_check(conn)
+        if full and not problems:
+            problems = store_health.foreign_key_check(conn)
+    except (apsw.BusyError, apsw.LockedError) as exc:
+        out.append(Finding("integrity", WARN, f"the check could not run: the board is busy ({exc})",
+                           f"hermes kanban doctor{bo}"))
+        problems = None
+    if conn.readonly("main"):
+        out.append(Finding("writable", FAIL, f"{paths.db} is read-only to this process (file flags, permissions or "
+                           "a read-only mount); reports are being spooled",
+                           "make it writable (chattr -i, chmod u+w, remount rw), then hermes kanban "
+                           f"reconcile-completions{bo} --apply"))
+    else:
+        out.append(Finding("writable", OK, "writable"))
+    name = "integrity_check" if full else "quick_check"
+    if problems is not None:
+        if not problems:
+            key = store_health.db_key(paths.db)
+            if key is not None and not full:
+                store_health.remember_ok(paths, key)
+            out.append(Finding("integrity", OK, f"{name} ok" + (" and foreign_key_check ok" if full else "")))
+        else:
+            index_only = store_health.index_only_damage(conn, problems)
+            if index_only is not None:
+                out.append(Finding("integrity", FAIL, f"{name}: index-only damage in {', '.join(sorted(index_only))}"
+                                   f" ({problems[0]})", f"hermes kanban repair{bo}",
+                                   {"problems": problems, "indexes": sorted(index_only)}))
+            else:
+                out.append(Finding("integrity", FAIL, f"{name}: the board is corrupt ({problems[0]})",
+                                   restore_next, {"problems": problems}))
+                return out  # the remaining queries would only read garbage
+    try:
+        from .store.schema import LATEST, current_version
+
+        ver = current_version(db)
+        if ver < LATEST:
+            out.append(Finding("schema", INFO, f"schema v{ver}; v{LATEST} is applied on the next write",
+                               data={"version": ver}))
+        out.extend(_lease_checks(db, now, bo, ver))
+    except CorruptBoard as err:
+        out.append(Finding("integrity", FAIL, err.message, restore_next))
+        return out
+    wal = paths.sidecars[0]
+    size = wal.stat().st_size if wal.exists() else 0
+    out.append(
+        Finding("wal_size", WARN, f"WAL is {size / (1 << 20):.1f} MiB: checkpoints are starved by a long reader",
+                "close long-lived readers (TUI, events --follow), then hermes kanban doctor", {"bytes": size})
+        if size > WAL_WARN_BYTES else Finding("wal_size", OK, f"WAL {size / (1 << 20):.1f} MiB", data={"bytes": size})
+    )
+    return out
+
+
+def _lease_checks(db: Database, now: float, bo: str, schema: int) -> list[Finding]:
+    out: list[Finding] = []
+    ready = int(db.value("SELECT count(*) FROM tasks WHERE status = 'ready'") or 0)
+    lease = store_health.dispatcher_lease(db) if schema >= 2 else None
+    if lease is None:
+        if ready:
+            out.append(Finding("dispatcher", WARN, f"no dispatcher holds the board lease; {ready} ready task(s) wait",
+                               f"hermes kanban dispatch{bo}", {"ready": ready}))
+        else:
+            out.append(Finding("dispatcher", INFO, "no dispatcher running (nothing is ready)", data={"ready": 0}))
+    else:
+        age = now - float(lease["refreshed_at"])
+        who = f"{lease['host']} pid {lease['pid']}"
+        if age > LEASE_STALE_S:
+            out.append(Finding("dispatcher", WARN, f"dispatcher lease held by {who} was last refreshed {age:.0f}s ago",
+                               f"hermes kanban dispatch{bo} --break-lock --max-age {int(LEASE_STALE_S)}",
+                               {"holder": who, "age_s": round(age, 1)}))
+        else:
+            out.append(Finding("dispatcher", OK, f"dispatcher {who} (refreshed {age:.0f}s ago)",
+                               data={"holder": who, "age_s": round(age, 1)}))
+    stale = store_health.stale_claims(db, now)
+    if stale:
+        ids = ", ".join(s["id"] for s in stale[:5])
+        out.append(Finding("stale_claims", WARN, f"{len(stale)} running task(s) with expired leases: {ids}",
+                           f"hermes kanban dispatch{bo}  (it reclaims them)",
+                           {"tasks": [{"id": s["id"], "run_id": s["run_id"], "lease_expires_at": iso(
+                               s["lease_expires_at"])} for s in stale]}))
+    else:
+        out.append(Finding("stale_claims", OK, "no expired leases"))
+    return out
+
+
+def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
+    reports, invalid = spool.pending(paths)
+    out = []
+    if reports:
+        out.append(Finding("spool", WARN, f"{len(reports)} report(s) wait in {paths.spool_dir}",
+                           f"hermes kanban reconcile-completions{bo}  (then --apply)",
+                           {"pending": len(reports)}))
+    else:
+        out.append(Finding("spool", OK, "spool empty", data={"pending": 0}))
+    if invalid:
+        out.append(Finding("spool_files", WARN, f"{len(invalid)} file(s) in the spool are not valid reports: "
+                           f"{invalid[0]['file']} ({invalid[0]['problem']})",
+                           f"inspect and move them out of {paths.spool_dir}", {"invalid": invalid}))
+    return out
+
+
+def _backup_checks(paths: BoardPaths, now: float, bo: str) -> list[Finding]:
+    from . import backup
+
+    backups = [b for b in backup.list_backups(paths) if b.verified]
+    if not backups:
+        return [Finding("backup", WARN, "no verified backup", f"hermes kanban backup{bo}")]
+    age = now - backups[0].created_at
+    data = {"latest": str(backups[0].path), "age_s": round(age, 1), "count": len(backups)}
+    if age > BACKUP_MAX_AGE_S:
+        return [Finding("backup", WARN, f"newest backup is {age / 3600:.0f}h old", f"hermes kanban backup{bo}", data)]
+    return [Finding("backup", OK, f"newest backup {age / 60:.0f} min old ({len(backups)} kept)", data=data)]
+
+
+# -- quick health for status lines -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QuickHealth:
+    level: str
+    text: str
+    spool: int
+    stale_claims: int
+
+    @property
+    def ok(self) -> bool:
+        """True unless storage is unhealthy (warnings such as a spool backlog do not count)."""
+        return self.level != FAIL
+
+    @property
+    def summary(self) -> str:
+        return self.text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "ok": self.ok, "text": self.text, "spool": self.spool,
+                "stale_claims": self.stale_claims}
+
+
+def quick_health(board: Board) -> QuickHealth:
+    """A cheap health summary for an open board (the TUI status line, the dispatcher's spool drain).
+
+    quick_check runs only when the db file changed since the last good check (store/health.py cache), so a quiet
+    board costs a stat and two small queries.
+    """
+    paths = board.paths
+    parts: list[str] = []
+    level = OK
+    n_spool = spool.backlog(paths)
+    if board.db.conn.readonly("main"):
+        return QuickHealth(FAIL, "read-only: reports are being spooled (see: hermes kanban doctor)", n_spool, 0)
+    try:
+        key = store_health.db_key(paths.db)
+        if key is None or not store_health.cached_ok(paths, key):
+            problems = store_health.quick_check(board.db.conn)
+            if problems:
+                return QuickHealth(FAIL, f"corrupt: {problems[0]} (see: hermes kanban doctor)", n_spool, 0)
+            if key is not None:
+                store_health.remember_ok(paths, key)
+        stale = len(store_health.stale_claims(board.db, time.time()))
+    except (apsw.BusyError, apsw.LockedError):
+        stale = 0  # busy is never unhealthy; the next call checks again
+    except HermesError as err:
+        return QuickHealth(FAIL, err.message, n_spool, 0)
+    if n_spool:
+        level, _ = WARN, parts.append(f"{n_spool} spooled")
+    if stale:
+        level, _ = WARN, parts.append(f"{stale} stale claim{'s' if stale != 1 else ''}")
+    return QuickHealth(level, "; ".join(parts) or "healthy", n_spool, stale)
+
+
+# -- repair --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RepairResult:
+    status: str  #: ok (nothing to do) | repaired
+    db: str
+    problems_before: tuple[str, ...] = ()
+    reindexed: tuple[str, ...] = ()
+    quarantine: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "db": self.db, "problems_before": list(self.problems_before),
+                "reindexed": list(self.reindexed), "quarantine": self.quarantine, "integrity_check": "ok"}
+
+
+def repair(paths: BoardPaths) -> RepairResult:
+    """Heal index-only damage with REINDEX and re-check; refuse anything else (exit 4) with the way out.
+
+    A quarantine copy is taken before anything is changed.
+    """
+    if not paths.db.exists():
+        raise NotFound(f"board database {paths.db} does not exist (see: hermes kanban init)")
+    bo = _b(paths.slug)
+    restore_hint = (f"hermes kanban restore --latest{bo}" if _has_backup(paths)
+                    else f"hermes kanban backups list{bo}")
+    db = connect(paths, create=False, verify=False)
+    try:
+        problems = store_health.integrity_check(db.conn)
+        if not problems:
+            problems = store_health.foreign_key_check(db.conn)
+            if problems:
+                raise CorruptBoard(f"board {paths.db} has broken references ({problems[0]}); REINDEX cannot fix "
+                                   f"that, repair refused (see: {restore_hint})")
+            return RepairResult("ok", str(paths.db))
+        indexes = store_health.index_only_damage(db.conn, problems)
+        q = store_health.quarantine_via_backup(db.conn, paths, f"before repair: {problems[0]}")
+        if indexes is None:
+            raise CorruptBoard(
+                f"board {paths.db} has damage beyond its indexes ({problems[0]}); repair refused, nothing changed"
+                + (f"; a copy is in {q}" if q else "") + f" (see: {restore_hint})"
+            )
+        try:
+            store_health.reindex(db, indexes)
+        except CorruptBoard as err:
+            raise CorruptBoard(
+                f"REINDEX of {', '.join(sorted(indexes))} failed on {paths.db} ({err.message}); repair refused "
+                f"(see: {restore_hint})"
+            ) from err
+        after = store_health.integrity_check(db.conn) or store_health.foreign_key_check(db.conn)
+        if after:
+            raise CorruptBoard(f"board {paths.db} still fails integrity_check after REINDEX ({after[0]}) "
+                               f"(see: {restore_hint})")
+    finally:
+        db.close()
+    store_health.forget_check(paths)
+    return RepairResult("repaired", str(paths.db), tuple(problems), tuple(sorted(indexes)),
+                        None if q is None else str(q))
+
+
+def quarantine_path(paths: BoardPaths) -> Path:
+    return store_health.quarantine_dir(paths)

@@ -1,0 +1,120 @@
+"""CLI test helpers: run `hermes` in-process through `hermes_cli.main.main` (where errors are rendered, so exit codes
+and `error:` lines are the real ones), or as the installed console script in a subprocess; dump a board file."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from hermes_cli.kanban import Board
+from hermes_cli.main import main
+
+#: the console script installed next to this interpreter (pip install puts them in one bin/)
+HERMES = str(Path(sys.executable).with_name("hermes"))
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def error_line(self) -> str:
+        """The one line a failure prints on stderr."""
+        lines = self.err.splitlines()
+        assert len(lines) == 1, self.err
+        return lines[0]
+
+
+def invoke(argv: Sequence[str], stdin: str | None = None) -> Result:
+    """`hermes <argv>` in this process. main() always ends in sys.exit, which carries the exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(argv))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            else:
+                raise AssertionError("main() returned without sys.exit")
+    finally:
+        sys.stdin = old_stdin
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli() -> Cli:
+    """`cli("create", "x", "--json")` runs `hermes kanban create x --json` in-process."""
+    return lambda *args, stdin=None: invoke(["kanban", *args], stdin=stdin)
+
+
+def run_hermes(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+               timeout: float = 60) -> Result:
+    """The real console script in a subprocess (environment inherited, HERMES_HOME from the autouse fixture)."""
+    p = subprocess.run([HERMES, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def hermes() -> Callable[..., Result]:
+    return run_hermes
+
+
+def dump_db(db_path: Path | str) -> dict[str, Any]:
+    """Every row of every table, the schema and the user_version, read through a separate read-only connection."""
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
+        out: dict[str, Any] = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        out["__schema__"] = conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name").fetchall()
+        out["__user_version__"] = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        return out
+    finally:
+        conn.close()
+
+
+def dump_home(home: Path) -> dict[str, Any]:
+    """Every board under a HERMES_HOME: which exist, and all of their rows."""
+    boards = home / "kanban" / "boards"
+    if not boards.is_dir():
+        return {}
+    return {
+        p.name: dump_db(p / "kanban.db") if (p / "kanban.db").exists() else None
+        for p in sorted(boards.iterdir())
+        if p.is_dir()
+    }
+
+
+@pytest.fixture
+def board(hermes_home: Path) -> Iterator[Board]:
+    """The default board, opened through the API (for arranging state quickly)."""
+    b = Board.open()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def home_dump(hermes_home: Path) -> Callable[[], dict[str, Any]]:
+    return lambda: dump_home(hermes_home)

@@ -1,0 +1,177 @@
+"""What the dispatcher records for real worker processes: exits, crashes and retries, reports, timeouts, spawn
+failures, the worker contract (argv, environment, cwd, session, log). The dispatcher runs in this process
+(`--until-idle` semantics); the workers are real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban.dispatcher import StopReason
+
+from .conftest import alive, configure, dispatch, outcomes, pycmd, runs_of, worker
+
+
+def test_exit_zero_completes_and_nonzero_crashes_then_gives_up(board: Board) -> None:
+    ok, _ = board.create_task("ok", command=worker("work", "0.05"))
+    bad, _ = board.create_task("bad", command=pycmd("import sys; sys.exit(3)"), max_retries=1)
+    res = dispatch(board)
+    assert res.reason == StopReason.IDLE and res.error is None
+    assert board.get_task(ok.id).status == TaskStatus.DONE
+    assert [(r.outcome, r.summary, r.exit_code) for r in runs_of(board, ok.id)] == [("completed", "exited 0", 0)]
+    t = board.get_task(bad.id)
+    assert t.status == TaskStatus.BLOCKED and t.attempts == 2
+    runs = runs_of(board, bad.id)
+    assert [(r.outcome, r.summary, r.exit_code) for r in runs] == [("crashed", "exited 3", 3)] * 2
+    # the retry waited for its backoff (1 s +-25% for the first retry)
+    assert runs[1].started_at - runs[0].ended_at >= 0.75
+    assert [e.kind for e in board.events(task_id=bad.id, kinds=["crashed", "gave_up"])] == [
+        "crashed", "crashed", "gave_up"]
+    assert (res.counts["spawned"], res.counts["completed"], res.counts["crashed"], res.counts["gave_up"]) == (3, 1, 2, 1)
+
+
+def test_a_workers_own_report_wins_over_its_exit_code(board: Board) -> None:
+    blocks, _ = board.create_task("blocks itself, exits 1", command=worker("block", "needs a key"))
+    reports, _ = board.create_task("reports, exits 0", command=worker("report", "all written"))
+    then_fails, _ = board.create_task(
+        "completes, then exits 3",
+        command=pycmd("import subprocess, sys; subprocess.check_call([sys.executable, '-m', 'hermes_cli.main', "
+                      "'kanban', 'complete', '--summary', 'done early']); sys.exit(3)"),
+    )
+    res = dispatch(board)
+    assert board.get_task(blocks.id).status == TaskStatus.BLOCKED
+    assert outcomes(board, blocks.id) == ["blocked"]  # not crashed, not retried
+    assert [r.summary for r in runs_of(board, blocks.id)] == ["needs a key"]
+    assert board.get_task(reports.id).summary == "all written"
+    assert outcomes(board, reports.id) == ["completed"]
+    done = board.get_task(then_fails.id)
+    assert done.status == TaskStatus.DONE and done.summary == "done early" and done.attempts == 1
+    assert res.counts["reported"] == 3 and res.counts["crashed"] == 0
+
+
+def test_worker_contract_argv_env_cwd_session_log(board: Board) -> None:
+    code = (
+        "import json, os, sys; "
+        "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(), 'sid_is_pid': os.getsid(0) == os.getpid(), "
+        "'stdin': os.readlink('/proc/self/fd/0'), "
+        "'env': {k: v for k, v in os.environ.items() if k.startswith('HERMES_KANBAN_')}}))"
+    )
+    task, _ = board.create_task("a 'quoted' title; $(no shell)", command=pycmd(code, "{task_id}", "{run_id}",
+                                                                                 "{board}", "{workspace}", "{title}"))
+    dispatch(board)
+    run = runs_of(board, task.id)[0]
+    ws = board.paths.workspaces_dir / task.id
+    log = (board.paths.logs_dir / f"{task.id}.log").read_text(encoding="utf-8")
+    seen = json.loads(next(ln for ln in log.splitlines() if ln.startswith("{")))
+    assert seen["argv"] == [task.id, str(run.id), "default", str(ws), "a 'quoted' title; $(no shell)"]
+    assert seen["cwd"] == str(ws) and seen["sid_is_pid"] and seen["stdin"] == "/dev/null"
+    assert seen["env"] == {
+        "HERMES_KANBAN_DB": str(board.paths.db), "HERMES_KANBAN_BOARD": "default", "HERMES_KANBAN_TASK": task.id,
+        "HERMES_KANBAN_RUN_ID": str(run.id), "HERMES_KANBAN_WORKSPACE": str(ws),
+    }
+    # the dispatcher's own lines frame the worker's output in the task's log
+    assert log.splitlines()[0].endswith(f"run {run.id} attempt 1: {pycmd(code, task.id, str(run.id), 'default', str(ws), task.title)}")
+    assert f"{task.id} run {run.id} completed" in log.splitlines()[-1]
+    assert run.pid is not None and run.pid_create_time is not None and run.host
+    assert oct(os.stat(ws).st_mode & 0o777) == "0o700"
+
+
+def test_spawn_failures_are_attempts_so_a_spawn_loop_is_bounded(board: Board) -> None:
+    task, _ = board.create_task("no such program", command="/nonexistent/worker --go", max_retries=1)
+    res = dispatch(board)
+    t = board.get_task(task.id)
+    assert t.status == TaskStatus.BLOCKED and t.attempts == 2
+    runs = runs_of(board, task.id)
+    assert [r.outcome for r in runs] == ["crashed", "crashed"]
+    assert all(r.summary.startswith("spawn failed: FileNotFoundError: ") for r in runs)
+    assert res.counts["spawn_failed"] == 2 and res.counts["gave_up"] == 1
+
+
+def test_failure_limit_caps_attempts_below_max_retries(board: Board) -> None:
+    task, _ = board.create_task("always fails", command=pycmd("raise SystemExit(1)"), max_retries=5)
+    dispatch(board, failure_limit=2)
+    t = board.get_task(task.id)
+    assert t.status == TaskStatus.BLOCKED and t.attempts == 2
+    assert [e.kind for e in board.events(task_id=task.id, kinds=["gave_up"])] == ["gave_up"]
+
+
+def test_timeout_kills_the_whole_group_even_when_sigterm_is_ignored(board: Board) -> None:
+    code = (
+        "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "p = subprocess.Popen(['sleep', '60']); open('grandchild.pid', 'w').write(str(p.pid)); time.sleep(60)"
+    )
+    task, _ = board.create_task("hangs", command=pycmd(code), max_runtime="1s", max_retries=0)
+    log: list[str] = []
+    res = dispatch(board, log=log)
+    t = board.get_task(task.id)
+    assert t.status == TaskStatus.BLOCKED
+    run = runs_of(board, task.id)[0]
+    assert run.outcome == "timed_out" and run.exit_code == -9
+    assert run.summary == "killed after max runtime 1s (killed by SIGKILL)"
+    assert any("ignored SIGTERM for 0.5s: SIGKILL" in line for line in log)
+    grandchild = int((board.paths.workspaces_dir / task.id / "grandchild.pid").read_text())
+    assert not alive(grandchild, None)
+    assert res.counts["timed_out"] == 1
+
+
+def test_max_runtime_default_applies_to_tasks_without_their_own(board: Board) -> None:
+    task, _ = board.create_task("hangs", command=worker("hang"), max_retries=0)
+    dispatch(board, max_runtime_default="1s")
+    assert outcomes(board, task.id) == ["timed_out"]
+
+
+def test_tasks_without_a_command_are_left_for_pull_workers_unless_the_board_has_a_default(board: Board) -> None:
+    task, _ = board.create_task("manual")
+    res = dispatch(board)
+    assert res.counts["spawned"] == 0 and board.get_task(task.id).status == TaskStatus.READY
+    configure(board, default_command=worker("work", "0.05", "{title}"))
+    dispatch(board)
+    assert board.get_task(task.id).status == TaskStatus.DONE
+    assert "manual" in (board.paths.logs_dir / f"{task.id}.log").read_text(encoding="utf-8")
+
+
+def test_a_chain_runs_in_dependency_order(board: Board) -> None:
+    a, _ = board.create_task("a", command=worker("work", "0.1"))
+    b, _ = board.create_task("b", command=worker("work", "0.1"), parents=[a.id])
+    c, _ = board.create_task("c", command=worker("work", "0.1"), parents=[b.id])
+    dispatch(board)
+    ra, rb, rc = (runs_of(board, t.id)[0] for t in (a, b, c))
+    assert ra.ended_at <= rb.started_at and rb.ended_at <= rc.started_at
+    assert all(board.get_task(t.id).status == TaskStatus.DONE for t in (a, b, c))
+
+
+def test_once_starts_at_most_max_spawn_and_waits_for_them(board: Board) -> None:
+    tasks = [board.create_task(f"t{i}", command=worker("work", "0.2"))[0] for i in range(5)]
+    res = dispatch(board, once=True, max_spawn=2)
+    assert res.reason == StopReason.ONCE and res.counts["spawned"] == 2 and res.left_running == []
+    statuses = sorted(str(board.get_task(t.id).status) for t in tasks)
+    assert statuses == ["done", "done", "ready", "ready", "ready"]
+
+
+def test_max_spawn_bounds_concurrency(board: Board) -> None:
+    tasks = [board.create_task(f"t{i}", command=worker("work", "0.3"))[0] for i in range(6)]
+    dispatch(board, max_spawn=2)
+    spans = sorted((r.started_at, r.ended_at) for t in tasks for r in runs_of(board, t.id))
+    for t0, _ in spans:
+        running = sum(1 for s, e in spans if s <= t0 < e)
+        assert running <= 2
+
+
+def test_the_dispatcher_wakes_for_a_due_retry_without_a_poll(board: Board) -> None:
+    configure(board, poll_interval="1h")
+    task, _ = board.create_task("flaky", command=worker("crash-once"), max_retries=1)
+    res = dispatch(board, timeout=20)
+    # Had it slept a poll interval (1 h) instead of waking at the retry, it would have stopped on its timeout.
+    assert res.reason == StopReason.IDLE
+    assert outcomes(board, task.id) == ["crashed", "completed"]
+
+
+def test_a_refused_log_path_is_a_failed_attempt_not_a_dispatcher_crash(board: Board, tmp_path) -> None:
+    task, _ = board.create_task("x", command=worker("work", "0.01"), max_retries=0)
+    board.paths.logs_dir.mkdir(mode=0o700, exist_ok=True)
+    (board.paths.logs_dir / f"{task.id}.log").symlink_to(tmp_path / "elsewhere.log")
+    res = dispatch(board)
+    assert res.error is None and res.counts["spawn_failed"] == 1
+    assert runs_of(board, task.id)[0].summary.startswith("spawn failed: OSError: ")
+    assert not (tmp_path / "elsewhere.log").exists()

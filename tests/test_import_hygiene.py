@@ -1,0 +1,78 @@
+"""Layering and start-up cost: the headless CLI never imports textual, and `--help` / `create` stay light.
+
+"Fast" is checked structurally, not with a stopwatch (timed assertions belong in bench/store_bench.py, which
+prints the median wall time of `hermes kanban create` next to a bare interpreter): each command runs in a fresh
+interpreter and must not import any of the heavy or unneeded modules below.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: never imported by the headless CLI
+NEVER = {"textual", "rich", "tui"}
+#: not needed to print help or create a task: each costs start-up time (or, for sqlite3, risks a second SQLite
+#: library in a process that talks to the board through APSW)
+HEAVY = NEVER | {"asyncio", "psutil", "filelock", "sqlite3", "_sqlite3", "multiprocessing", "concurrent", "ssl",
+                 "http", "email", "urllib3", "hypothesis", "pytest", "xml", "tomllib", "unittest"}
+
+PROBE = r"""
+import json, sys
+argv = json.loads(sys.argv[1])
+from hermes_cli.main import main
+try:
+    main(argv)
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+print("\nMODULES " + json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def _imported(argv: list[str]) -> tuple[int, set[str]]:
+    p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], capture_output=True, text=True, timeout=60)
+    marker = p.stdout.rindex("\nMODULES ")
+    data = json.loads(p.stdout[marker + len("\nMODULES "):])
+    return data["code"], set(data["modules"])
+
+
+def test_importing_the_cli_does_not_import_textual() -> None:
+    p = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, hermes_cli, hermes_cli.main, hermes_cli.cli, hermes_cli.kanban; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'tui')))"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, "[]\n", "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["kanban", "--help"],
+        ["kanban", "create", "--help"],
+        ["kanban", "create", "import hygiene", "--priority", "3"],
+        ["kanban", "create", "import hygiene", "--json"],
+        ["kanban", "list", "--json"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_light_commands_import_nothing_heavy(argv: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "init"], capture_output=True, timeout=60,
+                   check=True)  # the board exists, as it does for every create after the first
+    code, modules = _imported(argv)
+    assert code in (0, None)
+    assert modules & HEAVY == set(), f"hermes {' '.join(argv)} imported {sorted(modules & HEAVY)}"
+    assert "apsw" in modules or "--help" in argv
+
+
+def test_the_console_script_entry_point() -> None:
+    """pyproject's `hermes = hermes_cli.main:main`: running the module is running the script."""
+    p = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("Usage: hermes kanban [OPTIONS] COMMAND [ARGS]...")

@@ -1,0 +1,54 @@
+"""The status line: board, totals, dispatcher lease holder, health, newest event and the active filter."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from hermes_cli.kanban.view import DispatcherInfo, HealthInfo
+
+#: a dispatcher lease not refreshed for this long is shown as stale
+STALE_LEASE_S = 60.0
+
+
+class StatusLine(Static):
+    """One line at the bottom. The app sets the attributes; the line renders them."""
+
+    board: reactive[str] = reactive("")
+    total: reactive[int] = reactive(0)
+    dispatcher: reactive[DispatcherInfo | None] = reactive(None)
+    dispatcher_known: reactive[bool] = reactive(False)
+    health: reactive[HealthInfo | None] = reactive(None)
+    last_event: reactive[int] = reactive(0)
+    filter_text: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        out = Text(no_wrap=True, overflow="ellipsis")
+        out.append(f" {self.board} ", style="bold reverse")
+        out.append(f"  {self.total:,} tasks")
+        out.append("  ·  dispatcher: ")
+        d = self.dispatcher
+        if not self.dispatcher_known:
+            out.append("…", style="dim")
+        elif d is None:
+            out.append("none", style="yellow")
+        else:
+            lag = d.age(time.time())
+            style = "green" if lag < STALE_LEASE_S else "red"
+            out.append(f"{d.holder} epoch {d.epoch} ({int(lag)}s ago)", style=style)
+        out.append("  ·  health: ")
+        h = self.health
+        if h is None:
+            out.append("…", style="dim")
+        else:
+            style = {"ok": "green", "info": "green", "warn": "yellow"}.get(h.status, "bold red")
+            out.append(h.status, style=style)
+            if h.detail and h.status not in ("ok", "info"):
+                out.append(f" ({h.detail})", style="dim")
+        out.append(f"  ·  event #{self.last_event}", style="dim")
+        if self.filter_text:
+            out.append(f"  ·  filter: {self.filter_text}", style="bold yellow")
+        return out
