@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", type=int, default=300, help="power cuts per mode (default 300)")
     p.add_argument("--modes", default="full,normal,off,extra", help="comma-separated synchronous modes")
-    p.add_argument(
-        "--seed", type=int, default=None, help="seed for every random choice (default: random, printed)"
-    )
+    p.add_argument("--seed", type=int, default=None, help="seed for every random choice (default: random, printed)")
     p.add_argument(
         "--cuts-per-run",
         type=int,
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(harness.format_table(results))
         for r in results:
             for e in r.examples[:2]:
-                print(f"  {r.mode} example: {e.outcome} at op {e.op} after {e.acked} acked calls: {e.detail[:80]}")
+                print(f"  {r.mode} example: {e.outcome} at op {e.op}, {e.acked} calls acked: {e.detail[:70]}")
     return 0
 
 

@@ -136,7 +136,7 @@ class Session:
         words = shlex.split(step.command)
         if words[0] == "export":
             k, v = words[1].split("=", 1)
-            self.env[k] = self._value(v)
+            self.env[k] = self._arg(v)
             got: list[str] = []
         elif words == ["echo", "$?"]:
             got = [str(self.code)]
@@ -144,7 +144,7 @@ class Session:
             env = dict(self.env)
             while "=" in words[0] and not words[0].startswith("-"):
                 k, v = words.pop(0).split("=", 1)
-                env[k] = self._value(v)
+                env[k] = self._arg(v)
             assert words[0] == "hermes", f"{step.where}: only hermes commands are executed: {step.command}"
             self.code, out, err = self.execute([self._arg(a) for a in words[1:]], env)
             got = out.splitlines() + err.splitlines()
@@ -231,3 +231,11 @@ def test_quick_start_after_pip_install_in_a_fresh_venv(tmp_path: Path, clean_env
     for step in quick:
         session.run(step)
     assert any("create" in s.command for s in quick) and any("complete" in s.command for s in quick)
+
+
+def test_the_bench_readme_indexes_every_bench_script() -> None:
+    bench = ROOT / "bench"
+    index = (bench / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in bench.glob("*.py")) + ["compare/"]
+    missing = [s for s in scripts if f"]({s}" not in index and f"]({s}README.md)" not in index]
+    assert not missing, f"bench/README.md does not list {missing} (one line each, with the command)"

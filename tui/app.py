@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -48,7 +50,9 @@ STATUS_EVERY_S = 5.0
 #: the health check (doctor's quick result) runs every this many status polls
 HEALTH_EVERY = 6
 #: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
-REFRESH_GAP_S = 0.1
+REFRESH_GAP_S = 0.2
+#: at most TOAST_BURST toasts per this many seconds; more are summed up in one toast
+TOAST_WINDOW_S = 2.0
 #: typing in the filter box applies after this pause
 FILTER_DEBOUNCE_S = 0.25
 #: verbs whose result is already announced by a toast from the doorbell
@@ -81,7 +85,8 @@ def subscription_for(slug: str) -> str:
 class KanbanApp(App[None]):
     """The live board: one column per status, a detail pane, actions, toasts and a status line."""
 
-    CSS_PATH = "app.tcss"
+    #: absolute, so subclasses defined elsewhere (benchmarks, tests) find it too
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "hermes kanban"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -193,6 +198,9 @@ class KanbanApp(App[None]):
         self._filter_timer: Timer | None = None
         self._status_polls = 0
         self._error_screen: BoardErrorScreen | None = None
+        self._toast_times: deque[float] = deque()
+        self._toast_backlog: list[Event] = []
+        self._backlog_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -285,6 +293,28 @@ class KanbanApp(App[None]):
         self._status_polls = 0
         self.poll_status()
 
+    def show_toasts(self, events: list[Event], titles: dict[str, str]) -> None:
+        """One toast per event, at most TOAST_BURST per TOAST_WINDOW_S; the rest become one summary toast."""
+        now = time.monotonic()
+        while self._toast_times and now - self._toast_times[0] > TOAST_WINDOW_S:
+            self._toast_times.popleft()
+        for ev in events:
+            if len(self._toast_times) < TOAST_BURST and not self._toast_backlog:
+                head, body, severity = toast(ev, titles.get(ev.task_id or ""))
+                self.notify(body, title=head, severity=severity, markup=False)  # type: ignore[arg-type]
+                self._toast_times.append(now)
+            else:
+                self._toast_backlog.append(ev)
+        if self._toast_backlog and self._backlog_timer is None:
+            self._backlog_timer = self.set_timer(TOAST_WINDOW_S, self._flush_toast_backlog)
+
+    def _flush_toast_backlog(self) -> None:
+        self._backlog_timer = None
+        rest, self._toast_backlog = self._toast_backlog, []
+        if rest:
+            self.notify(burst_summary(rest), title=f"…and {len(rest)} more", markup=False)
+            self._toast_times.append(time.monotonic())
+
     def _toast_missed(self, missed: dict[str, int], recent: list[Event], titles: dict[str, str]) -> None:
         total = sum(missed.values())
         counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(missed.items(), key=lambda kv: -kv[1]))
@@ -307,7 +337,8 @@ class KanbanApp(App[None]):
                     if worker.is_cancelled:
                         break
                     if events:
-                        ids = [e.task_id for e in events if e.kind in TOAST_KINDS and e.task_id]
+                        ids = [e.task_id for e in events
+                               if e.kind in TOAST_KINDS and e.task_id and "title" not in e.payload]
                         titles = view.titles(b, ids) if ids else {}
                         self.post_message(self.BoardChanged(board_gen, events, reader.cursor, titles))
             finally:
@@ -339,14 +370,7 @@ class KanbanApp(App[None]):
     def _board_changed(self, msg: BoardChanged) -> None:
         if msg.board_gen != self.board_gen:
             return
-        toasts = [e for e in msg.events if e.kind in TOAST_KINDS]
-        shown = toasts if len(toasts) <= TOAST_BURST else toasts[: TOAST_BURST - 1]
-        for ev in shown:
-            head, body, severity = toast(ev, msg.titles.get(ev.task_id or ""))
-            self.notify(body, title=head, severity=severity, markup=False)  # type: ignore[arg-type]
-        if len(toasts) > len(shown):
-            rest = toasts[len(shown):]
-            self.notify(burst_summary(rest), title=f"…and {len(rest)} more", markup=False)
+        self.show_toasts([e for e in msg.events if e.kind in TOAST_KINDS], msg.titles)
         self.handled_upto = max(self.handled_upto, msg.cursor)
         self.query_one(StatusLine).last_event = msg.events[-1].id
         self.request_refresh()

@@ -18,7 +18,7 @@ TOASTS: dict[str, tuple[str, str]] = {
     "crashed": ("✖", "error"),
     "timed_out": ("⏱", "warning"),
 }
-#: a batch with more toast-worthy events than this gets the first few toasts and one summary toast
+#: at most this many toasts in a short window (the app's TOAST_WINDOW_S); more are summed up in one toast
 TOAST_BURST = 4
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
 

@@ -45,16 +45,40 @@ DURABILITIES = ["full", "normal"]
 
 PROFILES = {
     "full": {
-        "repeats": 3, "b1_board": 20_000, "b1_window": 2.0, "b1_workers": [1, 2, 4, 8],
-        "b2_tasks": 400, "b2_task_s": 0.25, "b2_workers": 4, "b2_kill_every": 3.0, "b2_repeats": 3,
-        "lease": 2.0, "stall_k": 3, "b3_sizes": [10_000, 100_000], "b3_duration": 4.0, "b3_repeats": 3,
-        "fsync_seconds": 2.0, "strace_tasks": 300,
+        "repeats": 3,
+        "b1_board": 20_000,
+        "b1_window": 2.0,
+        "b1_workers": [1, 2, 4, 8],
+        "b2_tasks": 400,
+        "b2_task_s": 0.25,
+        "b2_workers": 4,
+        "b2_kill_every": 3.0,
+        "b2_repeats": 3,
+        "lease": 2.0,
+        "stall_k": 3,
+        "b3_sizes": [10_000, 100_000],
+        "b3_duration": 4.0,
+        "b3_repeats": 3,
+        "fsync_seconds": 1.0,
+        "strace_tasks": 300,
     },
     "quick": {
-        "repeats": 1, "b1_board": 2_000, "b1_window": 0.5, "b1_workers": [1, 2, 4, 8],
-        "b2_tasks": 100, "b2_task_s": 0.25, "b2_workers": 4, "b2_kill_every": 3.0, "b2_repeats": 1,
-        "lease": 2.0, "stall_k": 2, "b3_sizes": [2_000, 10_000], "b3_duration": 2.0, "b3_repeats": 1,
-        "fsync_seconds": 1.0, "strace_tasks": 100,
+        "repeats": 1,
+        "b1_board": 2_000,
+        "b1_window": 0.5,
+        "b1_workers": [1, 2, 4, 8],
+        "b2_tasks": 100,
+        "b2_task_s": 0.25,
+        "b2_workers": 4,
+        "b2_kill_every": 3.0,
+        "b2_repeats": 1,
+        "lease": 2.0,
+        "stall_k": 2,
+        "b3_sizes": [2_000, 10_000],
+        "b3_duration": 2.0,
+        "b3_repeats": 1,
+        "fsync_seconds": 0.5,
+        "strace_tasks": 100,
     },
 }
 
@@ -99,8 +123,11 @@ def ensure_venv(name: str, venv_root: Path) -> tuple[Path | None, str | None, fl
 
     def pip(*args):
         with open(pip_log, "a") as f:
-            r = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
-                               stdout=f, stderr=subprocess.STDOUT)
+            r = subprocess.run(
+                [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
         if r.returncode != 0:
             tail = pip_log.read_text()[-800:]
             raise RuntimeError(f"pip install {' '.join(args)} failed:\n{tail}")
@@ -156,8 +183,14 @@ class Proc:
         self.args = args
         self.stderr_path = stderr_path
         self._err = open(stderr_path, "ab")
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=self._err, text=True, env=child_env())
+        self.p = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            env=child_env(),
+        )
         self.pid = self.p.pid
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -348,8 +381,12 @@ class Bench:
             return self.helpers[name].call("verify", dir=str(cell / "board"))
         except RuntimeError as exc:
             # e.g. hermes-agent's connect() refusing a board that failed its integrity probe
-            return {"integrity": f"verify failed: {str(exc).splitlines()[0][:300]}", "done": None, "open": None,
-                    "inflight": None}
+            return {
+                "integrity": f"verify failed: {str(exc).splitlines()[0][:300]}",
+                "done": None,
+                "open": None,
+                "inflight": None,
+            }
 
     def done_with(self, cell: Path, keep=False):
         """Delete a scratch board, or move it under .cache/kept/ when it showed a problem (evidence)."""
@@ -371,7 +408,9 @@ class Bench:
         return self.info[name]["durability"].get(durability)
 
     # ---- fsync probe ------------------------------------------------------------------------------------------
-    def fsync_probe(self):
+    def fsync_probe(self, when: str):
+        """4 KiB pwrite + fdatasync loop. Probed several times during the run (the disk may be shared); the
+        ceiling uses the median of the probes' p50."""
         seconds = self.cfg["fsync_seconds"]
         path = self.work / "fsync-probe.bin"
         buf = os.urandom(4096)
@@ -392,22 +431,50 @@ class Bench:
         finally:
             os.close(fd)
             path.unlink()
-        fs = subprocess.run(["stat", "-f", "-c", "%T", str(self.work)], capture_output=True, text=True).stdout.strip()
-        res = {
-            "dir": str(self.work), "fs_type": fs, "n": len(lat), "p50_ms": ms(pct(lat, 50)),
-            "p99_ms": ms(pct(lat, 99)), "mean_ms": ms(statistics.mean(lat)),
-            "ceiling_per_s": 1.0 / pct(lat, 50),
+        probe = {
+            "when": when,
+            "n": len(lat),
+            "p50_ms": ms(pct(lat, 50)),
+            "p99_ms": ms(pct(lat, 99)),
+            "mean_ms": ms(statistics.mean(lat)),
+            "loadavg": os.getloadavg()[0],
         }
-        self.results["fsync"] = res
-        log(f"fsync probe: p50 {res['p50_ms']:.3f} ms, p99 {res['p99_ms']:.3f} ms over {len(lat)} "
-            f"writes -> ceiling {res['ceiling_per_s']:.0f} commits/s")
+        probes = self.results.setdefault("fsync_probes", [])
+        probes.append(probe)
+        fs = subprocess.run(["stat", "-f", "-c", "%T", str(self.work)], capture_output=True, text=True).stdout.strip()
+        p50 = med([p["p50_ms"] for p in probes])
+        self.results["fsync"] = {
+            "dir": str(self.work),
+            "fs_type": fs,
+            "probes": len(probes),
+            "n": sum(p["n"] for p in probes),
+            "p50_ms": p50,
+            "p99_ms": med([p["p99_ms"] for p in probes]),
+            "p50_range_ms": [min(p["p50_ms"] for p in probes), max(p["p50_ms"] for p in probes)],
+            "ceiling_per_s": 1000.0 / p50,
+        }
+        log(
+            f"fsync probe ({when}): p50 {probe['p50_ms']:.3f} ms, p99 {probe['p99_ms']:.3f} ms over {len(lat)} "
+            f"writes (load {probe['loadavg']:.1f})"
+        )
 
     # ---- B1 -----------------------------------------------------------------------------------------------------
     def b1_cell(self, name, durability, workers, rep):
         cfg = self.cfg
         cell, ids = self.fresh_board(name, cfg["b1_board"], f"b1-{durability}-w{workers}-r{rep}")
-        procs = [self.spawn(name, "burn", cell, f"w{k}", durability=durability, lease=60,
-                            out=cell / f"w{k}.json", stop_on_empty=True) for k in range(workers)]
+        procs = [
+            self.spawn(
+                name,
+                "burn",
+                cell,
+                f"w{k}",
+                durability=durability,
+                lease=60,
+                out=cell / f"w{k}.json",
+                stop_on_empty=True,
+            )
+            for k in range(workers)
+        ]
         try:
             err = wait_ready(procs, 180)
             if err:
@@ -435,15 +502,21 @@ class Bench:
         claim = [x for o in outs for x in o["claim_lat"]]
         comp = [x for o in outs for x in o["complete_lat"]]
         res = {
-            "completed": len(completed), "elapsed_s": elapsed,
+            "completed": len(completed),
+            "elapsed_s": elapsed,
             "tasks_per_s": len(completed) / elapsed if elapsed > 0 else None,
-            "claim_p50_ms": ms(pct(claim, 50)), "claim_p99_ms": ms(pct(claim, 99)),
-            "complete_p50_ms": ms(pct(comp, 50)), "complete_p99_ms": ms(pct(comp, 99)),
-            "busy": sum(o["busy"] for o in outs), "errors": sum(o["errors"] for o in outs),
+            "claim_p50_ms": ms(pct(claim, 50)),
+            "claim_p99_ms": ms(pct(claim, 99)),
+            "complete_p50_ms": ms(pct(comp, 50)),
+            "complete_p99_ms": ms(pct(comp, 99)),
+            "busy": sum(o["busy"] for o in outs),
+            "errors": sum(o["errors"] for o in outs),
             "error_samples": [e for o in outs for e in o["error_samples"]][:5],
             "conflicts": sum(o.get("conflicts", 0) for o in outs),
             "rejected": sum(o["rejected"] for o in outs),
-            "duplicates": len(completed) - len(uniq), "unknown_ids": len(uniq - idset), "verify": v,
+            "duplicates": len(completed) - len(uniq),
+            "unknown_ids": len(uniq - idset),
+            "verify": v,
         }
         problems = []
         if res["duplicates"]:
@@ -473,41 +546,52 @@ class Bench:
         return res
 
     def run_b1(self):
+        """Repeats are interleaved (repeat -> cell -> system) so that a noisy stretch of time hits every system."""
         cfg = self.cfg
+        cells = [(d, w) for d in DURABILITIES for w in cfg["b1_workers"]]
+        runs: dict[tuple, list] = {}
+        for rep in range(cfg["repeats"]):
+            log(f"B1 repeat {rep + 1}/{cfg['repeats']}")
+            for durability, w in cells:
+                for name in self.avail():
+                    if self.durability_na(name, durability):
+                        continue
+                    r = self.b1_cell(name, durability, w, rep)
+                    runs.setdefault((name, durability, w), []).append(r)
+                    if "error" in r:
+                        log(f"B1 {name} {durability} w={w} r{rep}: ERROR {r['error'][:300]}")
+                    else:
+                        log(
+                            f"B1 {name} {durability} w={w} r{rep}: {r['tasks_per_s']:.0f} tasks/s "
+                            f"({r['completed']} in {r['elapsed_s']:.2f}s) busy={r['busy']} "
+                            f"{'ok' if r['correct'] else 'PROBLEMS: ' + '; '.join(r['problems'])[:300]}"
+                        )
         rows = []
         for name in self.avail():
-            for durability in DURABILITIES:
+            for durability, w in cells:
+                row = {"system": name, "durability": durability, "workers": w}
                 na = self.durability_na(name, durability)
-                for w in cfg["b1_workers"]:
-                    row = {"system": name, "durability": durability, "workers": w}
-                    if na:
-                        row["na"] = na
-                        rows.append(row)
-                        continue
-                    runs = []
-                    for rep in range(cfg["repeats"]):
-                        r = self.b1_cell(name, durability, w, rep)
-                        runs.append(r)
-                        if "error" in r:
-                            log(f"B1 {name} {durability} w={w} r{rep}: ERROR {r['error'][:300]}")
-                        else:
-                            log(f"B1 {name} {durability} w={w} r{rep}: {r['tasks_per_s']:.0f} tasks/s "
-                                f"({r['completed']} in {r['elapsed_s']:.2f}s) busy={r['busy']} "
-                                f"{'ok' if r['correct'] else 'PROBLEMS: ' + '; '.join(r['problems'])}")
-                    good = [r for r in runs if "error" not in r]
-                    row["runs"] = runs
-                    if not good:
-                        row["error"] = runs[0]["error"]
-                    else:
-                        for key in ("tasks_per_s", "claim_p50_ms", "claim_p99_ms", "complete_p50_ms",
-                                    "complete_p99_ms"):
-                            row[key] = med([r[key] for r in good])
-                        for key in ("busy", "errors", "duplicates", "conflicts", "rejected", "completed"):
-                            row[key] = sum(r[key] for r in good)
-                        row["correct"] = all(r["correct"] for r in good) and len(good) == len(runs)
-                        row["problems"] = sorted({p for r in good for p in r["problems"]})
-                        row["n_runs"] = len(good)
+                if na:
+                    row["na"] = na
                     rows.append(row)
+                    continue
+                cell_runs = runs[(name, durability, w)]
+                good = [r for r in cell_runs if "error" not in r]
+                row["runs"] = cell_runs
+                if not good:
+                    row["error"] = cell_runs[0]["error"]
+                else:
+                    for key in ("tasks_per_s", "claim_p50_ms", "claim_p99_ms", "complete_p50_ms", "complete_p99_ms"):
+                        row[key] = med([r[key] for r in good])
+                    for key in ("busy", "errors", "duplicates", "conflicts", "rejected", "completed"):
+                        row[key] = sum(r[key] for r in good)
+                    failing = [r for r in good if not r["correct"]]
+                    row["correct"] = not failing and len(good) == len(cell_runs)
+                    row["problems"] = (
+                        [f"{len(failing)}/{len(cell_runs)} runs"] + failing[0]["problems"] if failing else []
+                    )
+                    row["n_runs"] = len(good)
+                rows.append(row)
         self.results["b1"] = rows
 
     # ---- B2 chaos -------------------------------------------------------------------------------------------
@@ -519,8 +603,18 @@ class Bench:
         stop = cell / "stop"
         status_file = cell / "status.json"
         tick_recovery = self.info[name]["recovery"] == "tick"
-        monitor = self.spawn(name, "monitor", cell, "monitor", stdin=False, lease=lease, tick=0.25,
-                             recover=tick_recovery, out=status_file, stop_file=stop)
+        monitor = self.spawn(
+            name,
+            "monitor",
+            cell,
+            "monitor",
+            stdin=False,
+            lease=lease,
+            tick=0.25,
+            recover=tick_recovery,
+            out=status_file,
+            stop_file=stop,
+        )
         incarnation = [0] * W
         slots: list[Proc] = []
         logs: list[Path] = []  # every incarnation's log, index-aligned with slot_of
@@ -531,8 +625,17 @@ class Bench:
             lp = cell / f"w{k}.{incarnation[k]}.log"
             slot_log[k] = lp
             logs.append(lp)
-            return self.spawn(name, "chaos", cell, f"w{k}.{incarnation[k]}", stdin=False, lease=lease,
-                              task_s=cfg["b2_task_s"], log=lp, stop_file=stop)
+            return self.spawn(
+                name,
+                "chaos",
+                cell,
+                f"w{k}.{incarnation[k]}",
+                stdin=False,
+                lease=lease,
+                task_s=cfg["b2_task_s"],
+                log=lp,
+                stop_file=stop,
+            )
 
         slots = [start(k) for k in range(W)]
         kills = []
@@ -595,9 +698,18 @@ class Bench:
                 pr.close()
         v = self.verify(name, cell)
         res = self._b2_analyze(ids, logs, kills, t0)
-        res.update({"drain_s": t_end - t0, "timed_out": timed_out, "kills": len(kills), "verify": v,
-                    "worker_crashes": crashed, "crash_sample": crash_sample, "stuck": stuck,
-                    "integrity": v["integrity"]})
+        res.update(
+            {
+                "drain_s": t_end - t0,
+                "timed_out": timed_out,
+                "kills": len(kills),
+                "verify": v,
+                "worker_crashes": crashed,
+                "crash_sample": crash_sample,
+                "stuck": stuck,
+                "integrity": v["integrity"],
+            }
+        )
         try:
             res["monitor"] = json.loads(status_file.read_text())
         except (OSError, ValueError):
@@ -684,10 +796,17 @@ class Bench:
                 else:
                     unreclaimed += 1
         return {
-            "tasks": len(ids), "lost": len(lost), "lost_sample": lost[:5], "dup_exec": dup_exec,
-            "dup_accepted": dup_accepted, "rejected_completions": rejected, "reexecutions": reexec,
-            "killed_holding": held_total, "unreclaimed": unreclaimed,
-            "reclaim_p50_s": med(latencies), "reclaim_max_s": max(latencies) if latencies else None,
+            "tasks": len(ids),
+            "lost": len(lost),
+            "lost_sample": lost[:5],
+            "dup_exec": dup_exec,
+            "dup_accepted": dup_accepted,
+            "rejected_completions": rejected,
+            "reexecutions": reexec,
+            "killed_holding": held_total,
+            "unreclaimed": unreclaimed,
+            "reclaim_p50_s": med(latencies),
+            "reclaim_max_s": max(latencies) if latencies else None,
             "reclaim_latencies": latencies,
         }
 
@@ -695,11 +814,13 @@ class Bench:
         cfg = self.cfg
         rows = {name: {"system": name, "runs": []} for name in self.avail()}
         for rep in range(cfg["b2_repeats"]):
-            log(f"B2 chaos repeat {rep + 1}/{cfg['b2_repeats']}: {cfg['b2_tasks']} tasks x {cfg['b2_task_s']}s, "
-                f"{cfg['b2_workers']} workers, SIGKILL every {cfg['b2_kill_every']}s; systems side by side")
+            log(
+                f"B2 chaos repeat {rep + 1}/{cfg['b2_repeats']}: {cfg['b2_tasks']} tasks x {cfg['b2_task_s']}s, "
+                f"{cfg['b2_workers']} workers, SIGKILL every {cfg['b2_kill_every']}s; systems side by side"
+            )
             threads = []
 
-            def one(name):
+            def one(name, rep):
                 try:
                     r = self.b2_once(name, rep)
                 except Exception as exc:  # noqa: BLE001 - one system's failure must not stop the others
@@ -709,13 +830,15 @@ class Bench:
                     log(f"B2 {name} r{rep}: ERROR {r['error'][:300]}")
                 else:
                     end = " (TIMED OUT)" if r["timed_out"] else " (STUCK: no progress for 10 s)" if r["stuck"] else ""
-                    log(f"B2 {name} r{rep}: ended after {r['drain_s']:.1f}s{end}, crashes={r['worker_crashes']}"
+                    log(
+                        f"B2 {name} r{rep}: ended after {r['drain_s']:.1f}s{end}, crashes={r['worker_crashes']}"
                         f", kills={r['kills']} lost={r['lost']} dup_exec={r['dup_exec']} "
                         f"dup_accepted={r['dup_accepted']} reclaim_p50={r['reclaim_p50_s']} "
-                        f"integrity={r['integrity']}")
+                        f"integrity={r['integrity']}"
+                    )
 
             for name in self.avail():
-                th = threading.Thread(target=one, args=(name,))
+                th = threading.Thread(target=one, args=(name, rep))
                 th.start()
                 threads.append(th)
             for th in threads:
@@ -726,8 +849,16 @@ class Bench:
                 row["error"] = row["runs"][0]["error"] if row["runs"] else "no run"
                 continue
             row["n_runs"] = len(good)
-            for key in ("lost", "dup_exec", "dup_accepted", "rejected_completions", "reexecutions", "kills",
-                        "killed_holding", "unreclaimed"):
+            for key in (
+                "lost",
+                "dup_exec",
+                "dup_accepted",
+                "rejected_completions",
+                "reexecutions",
+                "kills",
+                "killed_holding",
+                "unreclaimed",
+            ):
                 row[key] = sum(r[key] for r in good)
             row["reclaim_p50_s"] = med([x for r in good for x in r["reclaim_latencies"]])
             row["reclaim_max_s"] = max([x for r in good for x in r["reclaim_latencies"]], default=None)
@@ -736,8 +867,11 @@ class Bench:
             row["stuck"] = sum(1 for r in good if r["stuck"])
             row["worker_crashes"] = sum(r["worker_crashes"] for r in good)
             row["crash_sample"] = next((r["crash_sample"] for r in good if r["crash_sample"]), None)
-            row["integrity"] = "ok" if all(r["integrity"] == "ok" for r in good) else "; ".join(
-                r["integrity"] for r in good if r["integrity"] != "ok")
+            row["integrity"] = (
+                "ok"
+                if all(r["integrity"] == "ok" for r in good)
+                else "; ".join(r["integrity"] for r in good if r["integrity"] != "ok")
+            )
             row["recovery"] = self.info[name]["recovery_desc"]
         self.results["b2"] = [rows[n] for n in self.avail()]
 
@@ -749,8 +883,18 @@ class Bench:
         cell, ids = self.fresh_board(name, K, "stall")
         stop = cell / "stop"
         tick_recovery = self.info[name]["recovery"] == "tick"
-        monitor = self.spawn(name, "monitor", cell, "monitor", stdin=False, lease=lease, tick=0.25,
-                             recover=tick_recovery, out=cell / "status.json", stop_file=stop)
+        monitor = self.spawn(
+            name,
+            "monitor",
+            cell,
+            "monitor",
+            stdin=False,
+            lease=lease,
+            tick=0.25,
+            recover=tick_recovery,
+            out=cell / "status.json",
+            stop_file=stop,
+        )
         a_procs, b_procs = [], []
         res = {"k": K}
         try:
@@ -758,8 +902,7 @@ class Bench:
                 return {"error": err}
             held = {}  # tid -> (A proc, t_stop)
             for i in range(K):
-                a = self.spawn(name, "stall", cell, f"a{i}", stdin=False, lease=lease, hold=1.0,
-                               claim_timeout=20)
+                a = self.spawn(name, "stall", cell, f"a{i}", stdin=False, lease=lease, hold=1.0, claim_timeout=20)
                 a_procs.append(a)
                 if err := wait_ready([a], 180):
                     return {"error": err}
@@ -771,8 +914,17 @@ class Bench:
             t_stopped = time.time()
             hb_every = lease / 4
             for i in range(K):
-                b = self.spawn(name, "stall", cell, f"b{i}", stdin=False, lease=lease, hold=2.0,
-                               heartbeat_every=hb_every, claim_timeout=lease + 6)
+                b = self.spawn(
+                    name,
+                    "stall",
+                    cell,
+                    f"b{i}",
+                    stdin=False,
+                    lease=lease,
+                    hold=2.0,
+                    heartbeat_every=hb_every,
+                    claim_timeout=lease + 6,
+                )
                 b_procs.append(b)
             if err := wait_ready(b_procs, 180):
                 return {"error": err}
@@ -796,16 +948,20 @@ class Bench:
                 t, line = b.next_line(30)
                 if line and line.startswith("F "):
                     b_acc[line.split()[1]] = int(line.split()[3])
-            res.update({
-                "takeovers": len(takeovers), "no_claim": no_claim,
-                "takeover_p50_s": med(list(takeovers.values())),
-                "stale_attempts": sum(1 for tid in takeovers if a_acc.get(tid) is not None),
-                "stale_accepted": sum(1 for tid in takeovers if a_acc.get(tid) == 1),
-                "paused_completed_without_takeover": sum(1 for tid, acc in a_acc.items()
-                                                         if tid not in takeovers and acc == 1),
-                "new_owner_accepted": sum(b_acc.values()),
-                "both_accepted": sum(1 for tid in takeovers if a_acc.get(tid) == 1 and b_acc.get(tid) == 1),
-            })
+            res.update(
+                {
+                    "takeovers": len(takeovers),
+                    "no_claim": no_claim,
+                    "takeover_p50_s": med(list(takeovers.values())),
+                    "stale_attempts": sum(1 for tid in takeovers if a_acc.get(tid) is not None),
+                    "stale_accepted": sum(1 for tid in takeovers if a_acc.get(tid) == 1),
+                    "paused_completed_without_takeover": sum(
+                        1 for tid, acc in a_acc.items() if tid not in takeovers and acc == 1
+                    ),
+                    "new_owner_accepted": sum(b_acc.values()),
+                    "both_accepted": sum(1 for tid in takeovers if a_acc.get(tid) == 1 and b_acc.get(tid) == 1),
+                }
+            )
         finally:
             stop.touch()
             for pr in a_procs:
@@ -821,8 +977,10 @@ class Bench:
 
     def run_stall(self):
         rows = {}
-        log(f"B2 stall: {self.cfg['stall_k']} workers SIGSTOPped right after claiming, lease {self.cfg['lease']}s; "
-            "systems side by side")
+        log(
+            f"B2 stall: {self.cfg['stall_k']} workers SIGSTOPped right after claiming, lease {self.cfg['lease']}s; "
+            "systems side by side"
+        )
 
         def one(name):
             try:
@@ -853,8 +1011,7 @@ class Bench:
             procs.append(obs)
             wr = self.spawn(name, "writer", cell, "writer", interval=0.2, out=cell / "writer.json")
             procs.append(wr)
-            workers = [self.spawn(name, "burn", cell, f"w{k}", lease=60, out=cell / f"w{k}.json")
-                       for k in range(2)]
+            workers = [self.spawn(name, "burn", cell, f"w{k}", lease=60, out=cell / f"w{k}.json") for k in range(2)]
             procs += workers
             if err := wait_ready(procs[1:], 300):
                 return {"error": err}
@@ -872,49 +1029,74 @@ class Bench:
             for pr in procs:
                 pr.close()
         v = self.verify(name, cell)
-        self.done_with(cell)
+        self.done_with(cell, keep=v["integrity"] != "ok")
         return {
-            "observer_p50_ms": ms(pct(o["lat"], 50)), "observer_p99_ms": ms(pct(o["lat"], 99)),
-            "observer_max_ms": ms(max(o["lat"])) if o["lat"] else None, "observer_reads": len(o["lat"]),
-            "writer_p50_ms": ms(pct(w["lat"], 50)), "writer_p99_ms": ms(pct(w["lat"], 99)),
+            "observer_p50_ms": ms(pct(o["lat"], 50)),
+            "observer_p99_ms": ms(pct(o["lat"], 99)),
+            "observer_max_ms": ms(max(o["lat"])) if o["lat"] else None,
+            "observer_reads": len(o["lat"]),
+            "writer_p50_ms": ms(pct(w["lat"], 50)),
+            "writer_p99_ms": ms(pct(w["lat"], 99)),
             "writer_adds": len(w["lat"]),
-            "busy_observer": o["busy"], "busy_writer": w["busy"], "busy_workers": sum(x["busy"] for x in ws),
+            "busy_observer": o["busy"],
+            "busy_writer": w["busy"],
+            "busy_workers": sum(x["busy"] for x in ws),
             "errors": o["errors"] + w["errors"] + sum(x["errors"] for x in ws),
             "error_samples": (o["error_samples"] + w["error_samples"])[:5],
             "worker_tasks_per_s": sum(len(x["completed"]) for x in ws) / cfg["b3_duration"],
+            "fatal": [x["fatal"] for x in [o, w, *ws] if x.get("fatal")],
             "integrity": v["integrity"],
         }
 
     def run_b3(self):
         cfg = self.cfg
+        runs: dict[tuple, list] = {}
+        supported = [n for n in self.avail() if not self.info[n].get("summary")]
+        for rep in range(cfg["b3_repeats"]):
+            for size in cfg["b3_sizes"]:
+                for name in supported:
+                    prev = runs.get((name, size), [])
+                    if prev and ("na" in prev[-1] or "error" in prev[-1]):
+                        continue
+                    r = self.b3_cell(name, size, rep)
+                    runs.setdefault((name, size), []).append(r)
+                    log(
+                        f"B3 {name} {size} r{rep}: "
+                        + json.dumps(
+                            {
+                                k: (round(v, 2) if isinstance(v, float) else v)
+                                for k, v in r.items()
+                                if k != "error_samples"
+                            }
+                        )[:600]
+                    )
         rows = []
         for name in self.avail():
-            na = self.info[name].get("summary")
             for size in cfg["b3_sizes"]:
                 row = {"system": name, "size": size}
+                na = self.info[name].get("summary")
                 if na:
                     row["na"] = na
                     rows.append(row)
                     continue
-                runs = []
-                for rep in range(cfg["b3_repeats"]):
-                    r = self.b3_cell(name, size, rep)
-                    runs.append(r)
-                    log(f"B3 {name} {size} r{rep}: " + json.dumps(
-                        {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}))
-                    if "na" in r or "error" in r:
-                        break
-                row["runs"] = runs
-                good = [r for r in runs if "na" not in r and "error" not in r]
+                cell_runs = runs.get((name, size), [])
+                row["runs"] = cell_runs
+                good = [r for r in cell_runs if "na" not in r and "error" not in r]
                 if not good:
-                    row.update({k: runs[0][k] for k in ("na", "error") if k in runs[0]})
+                    row.update({k: cell_runs[0][k] for k in ("na", "error") if k in cell_runs[0]})
                 else:
-                    for key in ("observer_p50_ms", "observer_p99_ms", "writer_p50_ms", "writer_p99_ms",
-                                "worker_tasks_per_s"):
+                    for key in (
+                        "observer_p50_ms",
+                        "observer_p99_ms",
+                        "writer_p50_ms",
+                        "writer_p99_ms",
+                        "worker_tasks_per_s",
+                    ):
                         row[key] = med([r[key] for r in good])
                     row["observer_max_ms"] = max(r["observer_max_ms"] or 0 for r in good)
                     for key in ("busy_observer", "busy_writer", "busy_workers", "errors"):
                         row[key] = sum(r[key] for r in good)
+                    row["fatal"] = [f for r in good for f in r.get("fatal", [])]
                     row["integrity"] = "ok" if all(r["integrity"] == "ok" for r in good) else "FAIL"
                     row["n_runs"] = len(good)
                 rows.append(row)
@@ -925,13 +1107,35 @@ class Bench:
         """fsync+fdatasync calls made by one FULL-mode worker doing n_tasks claim->complete (via strace -c)."""
         cell, _ = self.fresh_board(name, self.cfg["b1_board"], f"strace-{n_tasks}")
         out = cell / "strace.txt"
-        args = ["strace", "-f", "-c", "-o", str(out), "-e", "trace=fsync,fdatasync",
-                str(self.py[name]), str(WORKER), "burn", "--adapter", name, "--dir", str(cell / "board"),
-                "--durability", "full", "--lease", "60", "--out", str(cell / "w.json"), "--stop-on-empty",
-                "--max-tasks", str(n_tasks)]
+        args = [
+            "strace",
+            "-f",
+            "-c",
+            "-o",
+            str(out),
+            "-e",
+            "trace=fsync,fdatasync",
+            str(self.py[name]),
+            str(WORKER),
+            "burn",
+            "--adapter",
+            name,
+            "--dir",
+            str(cell / "board"),
+            "--durability",
+            "full",
+            "--lease",
+            "60",
+            "--out",
+            str(cell / "w.json"),
+            "--stop-on-empty",
+            "--max-tasks",
+            str(n_tasks),
+        ]
         with open(cell / "strace.stderr", "wb") as err:
-            p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                                 env=child_env())
+            p = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=child_env()
+            )
             line = p.stdout.readline()
             if line.strip() != "ready":
                 p.kill()
@@ -973,8 +1177,15 @@ class Bench:
             else:
                 row["strace_error"] = "n/a: strace not installed"
             one = b1.get((name, "full", 1), {})
-            best = max((r for r in self.results.get("b1", []) if r["system"] == name and r["durability"] == "full"
-                        and r.get("tasks_per_s")), key=lambda r: r["tasks_per_s"], default={})
+            best = max(
+                (
+                    r
+                    for r in self.results.get("b1", [])
+                    if r["system"] == name and r["durability"] == "full" and r.get("tasks_per_s")
+                ),
+                key=lambda r: r["tasks_per_s"],
+                default={},
+            )
             row["tasks_per_s_w1"] = one.get("tasks_per_s")
             row["tasks_per_s_best"] = best.get("tasks_per_s")
             row["best_workers"] = best.get("workers")
@@ -1012,18 +1223,19 @@ def fmt(x, nd=1):
 def table(headers, rows):
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-           "  ".join("-" * w for w in widths)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)), "  ".join("-" * w for w in widths)]
     for r in rows:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
     return "\n".join(out)
 
 
 def render(res: dict) -> str:
     out = []
     meta = res["meta"]
-    out.append(f"hermes kanban peer comparison — {meta['date']} — {meta['host']}, {meta['cpus']} cpus, "
-               f"python {meta['python']}, profile {meta['profile']}")
+    out.append(
+        f"hermes kanban peer comparison — {meta['date']} — {meta['host']}, {meta['cpus']} cpus, "
+        f"python {meta['python']}, profile {meta['profile']}"
+    )
     for note in res["notes"]:
         out.append(f"NOTE: {note}")
     out.append("systems: " + ", ".join(f"{n} {i['version']} (sqlite {i['sqlite']})" for n, i in res["systems"].items()))
@@ -1031,32 +1243,65 @@ def render(res: dict) -> str:
         out.append(f"  {n}: {why}")
     if "fsync" in res:
         f = res["fsync"]
-        out.append(f"\nfsync probe ({f['fs_type']}, 4 KiB pwrite+fdatasync x {f['n']}): p50 {f['p50_ms']:.3f} ms, "
-                   f"p99 {f['p99_ms']:.3f} ms -> ceiling {f['ceiling_per_s']:.0f} commits/s")
+        out.append(
+            f"\nfsync probe ({f['fs_type']}, 4 KiB pwrite+fdatasync, {f['probes']} probes, {f['n']} syncs): "
+            f"median p50 {f['p50_ms']:.3f} ms (probes {f['p50_range_ms'][0]:.3f}..{f['p50_range_ms'][1]:.3f}), "
+            f"p99 {f['p99_ms']:.3f} ms -> ceiling {f['ceiling_per_s']:.0f} commits/s"
+        )
     if res.get("b1"):
         c = res["config"]
-        out.append(f"\nB1 burn-down: board of {c['b1_board']} no-op tasks, "
-                   + (f"{c['b1_window']} s window per run" if c["b1_window"] else "drained completely")
-                   + f", median of {c['repeats']} run(s); latency in ms; busy/dups summed over runs")
+        out.append(
+            f"\nB1 burn-down: board of {c['b1_board']} no-op tasks, "
+            + (f"{c['b1_window']} s window per run" if c["b1_window"] else "drained completely")
+            + f", median of {c['repeats']} run(s); latency in ms; busy/dups summed over runs"
+        )
         rows = []
         for r in res["b1"]:
             if "na" in r:
                 rows.append([r["system"], r["durability"], r["workers"], r["na"], "", "", "", "", "", ""])
             elif "error" in r:
-                rows.append([r["system"], r["durability"], r["workers"], "ERROR " + r["error"][:60], "", "", "", "",
-                             "", ""])
+                rows.append(
+                    [r["system"], r["durability"], r["workers"], "ERROR " + r["error"][:60], "", "", "", "", "", ""]
+                )
             else:
-                rows.append([r["system"], r["durability"], r["workers"], fmt(r["tasks_per_s"], 0),
-                             fmt(r["claim_p50_ms"], 2), fmt(r["claim_p99_ms"], 2), fmt(r["complete_p50_ms"], 2),
-                             fmt(r["complete_p99_ms"], 2), r["busy"],
-                             "ok" if r["correct"] else "FAIL: " + "; ".join(r["problems"])[:70]])
-        out.append(table(["system", "sync", "W", "tasks/s", "claim p50", "claim p99", "compl p50", "compl p99",
-                          "busy", "exactly-once"], rows))
+                rows.append(
+                    [
+                        r["system"],
+                        r["durability"],
+                        r["workers"],
+                        fmt(r["tasks_per_s"], 0),
+                        fmt(r["claim_p50_ms"], 2),
+                        fmt(r["claim_p99_ms"], 2),
+                        fmt(r["complete_p50_ms"], 2),
+                        fmt(r["complete_p99_ms"], 2),
+                        r["busy"],
+                        "ok" if r["correct"] else "FAIL: " + "; ".join(r["problems"])[:70],
+                    ]
+                )
+        out.append(
+            table(
+                [
+                    "system",
+                    "sync",
+                    "W",
+                    "tasks/s",
+                    "claim p50",
+                    "claim p99",
+                    "compl p50",
+                    "compl p99",
+                    "busy",
+                    "exactly-once",
+                ],
+                rows,
+            )
+        )
     if res.get("b2"):
         c = res["config"]
-        out.append(f"\nB2 chaos: {c['b2_tasks']} tasks x {c['b2_task_s']} s, {c['b2_workers']} workers, one SIGKILLed "
-                   f"every {c['b2_kill_every']} s and respawned, lease/threshold {c['lease']} s; {c['b2_repeats']} "
-                   "run(s), counts summed, reclaim = kill -> task claimed again (median/max)")
+        out.append(
+            f"\nB2 chaos: {c['b2_tasks']} tasks x {c['b2_task_s']} s, {c['b2_workers']} workers, one SIGKILLed "
+            f"every {c['b2_kill_every']} s and respawned, lease/threshold {c['lease']} s; {c['b2_repeats']} "
+            "run(s), counts summed, reclaim = kill -> task claimed again (median/max)"
+        )
         rows = []
         for r in res["b2"]:
             if "error" in r:
@@ -1067,57 +1312,143 @@ def render(res: dict) -> str:
                 ended += f" ({r['timed_out']} timed out)"
             if r["stuck"]:
                 ended += f" ({r['stuck']} stuck)"
-            rows.append([r["system"], r["kills"], r["worker_crashes"], r["lost"], r["dup_exec"], r["dup_accepted"],
-                         f"{fmt(r['reclaim_p50_s'], 2)}/{fmt(r['reclaim_max_s'], 2)}",
-                         f"{r['unreclaimed']}/{r['killed_holding']}", ended, r["integrity"][:60]])
-        out.append(table(["system", "kills", "crashes", "lost", "dup exec", "dup accepted", "reclaim s p50/max",
-                          "unreclaimed/held", "drain s", "integrity"], rows))
+            rows.append(
+                [
+                    r["system"],
+                    r["kills"],
+                    r["worker_crashes"],
+                    r["lost"],
+                    r["dup_exec"],
+                    r["dup_accepted"],
+                    f"{fmt(r['reclaim_p50_s'], 2)}/{fmt(r['reclaim_max_s'], 2)}",
+                    f"{r['unreclaimed']}/{r['killed_holding']}",
+                    ended,
+                    r["integrity"][:60],
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "system",
+                    "kills",
+                    "crashes",
+                    "lost",
+                    "dup exec",
+                    "dup accepted",
+                    "reclaim s p50/max",
+                    "unreclaimed/held",
+                    "drain s",
+                    "integrity",
+                ],
+                rows,
+            )
+        )
     if res.get("stall"):
-        out.append("\nB2 stall: a worker SIGSTOPped while holding a task past the lease, another worker takes it "
-                   "over, the paused one is SIGCONTed and completes")
+        out.append(
+            "\nB2 stall: a worker SIGSTOPped while holding a task past the lease, another worker takes it "
+            "over, the paused one is SIGCONTed and completes"
+        )
         rows = []
         for r in res["stall"]:
             if "error" in r:
                 rows.append([r["system"], "ERROR " + r["error"][:70], "", "", "", ""])
                 continue
-            stale = (f"{r['stale_accepted']}/{r['stale_attempts']}" if r["takeovers"]
-                     else "n/a (no takeover)")
-            rows.append([r["system"], f"{r['takeovers']}/{r['k']}", fmt(r["takeover_p50_s"], 2), stale,
-                         f"{r['new_owner_accepted']}", r["both_accepted"], r["integrity"]])
-        out.append(table(["system", "takeovers", "takeover s", "stale accepted", "new owner accepted",
-                          "both accepted", "integrity"], rows))
+            stale = f"{r['stale_accepted']}/{r['stale_attempts']}" if r["takeovers"] else "n/a (no takeover)"
+            rows.append(
+                [
+                    r["system"],
+                    f"{r['takeovers']}/{r['k']}",
+                    fmt(r["takeover_p50_s"], 2),
+                    stale,
+                    f"{r['new_owner_accepted']}",
+                    r["both_accepted"],
+                    r["integrity"],
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "system",
+                    "takeovers",
+                    "takeover s",
+                    "stale accepted",
+                    "new owner accepted",
+                    "both accepted",
+                    "integrity",
+                ],
+                rows,
+            )
+        )
     if res.get("b3"):
         c = res["config"]
-        out.append(f"\nB3 observer contention: 2 workers burning, 1 writer adding 5 tasks/s, 1 observer reading the "
-                   f"board summary every 250 ms, {c['b3_duration']} s, median of {c['b3_repeats']} run(s); ms")
+        out.append(
+            f"\nB3 observer contention: 2 workers burning, 1 writer adding 5 tasks/s, 1 observer reading the "
+            f"board summary every 250 ms, {c['b3_duration']} s, median of {c['b3_repeats']} run(s); ms"
+        )
         rows = []
         for r in res["b3"]:
             if "na" in r or "error" in r:
                 rows.append([r["system"], r["size"], r.get("na") or "ERROR " + r["error"][:60]] + [""] * 6)
                 continue
-            rows.append([r["system"], r["size"], fmt(r["observer_p50_ms"], 2), fmt(r["observer_p99_ms"], 2),
-                         fmt(r["writer_p50_ms"], 2), fmt(r["writer_p99_ms"], 2),
-                         f"{r['busy_observer']}/{r['busy_writer']}/{r['busy_workers']}",
-                         fmt(r["worker_tasks_per_s"], 0), r["integrity"]])
-        out.append(table(["system", "board", "obs p50", "obs p99", "write p50", "write p99", "busy o/w/workers",
-                          "worker tasks/s", "integrity"], rows))
+            rows.append(
+                [
+                    r["system"],
+                    r["size"],
+                    fmt(r["observer_p50_ms"], 2),
+                    fmt(r["observer_p99_ms"], 2),
+                    fmt(r["writer_p50_ms"], 2),
+                    fmt(r["writer_p99_ms"], 2),
+                    f"{r['busy_observer']}/{r['busy_writer']}/{r['busy_workers']}",
+                    fmt(r["worker_tasks_per_s"], 0),
+                    r["integrity"],
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "system",
+                    "board",
+                    "obs p50",
+                    "obs p99",
+                    "write p50",
+                    "write p99",
+                    "busy o/w/workers",
+                    "worker tasks/s",
+                    "integrity",
+                ],
+                rows,
+            )
+        )
     if res.get("physical"):
         f = res.get("fsync") or {}
-        out.append(f"\nPhysical limit: ceiling 1/fsync = {fmt(f.get('ceiling_per_s'), 0)} syncs/s; syncs/task counted "
-                   "with strace (fsync+fdatasync, FULL, 1 worker); fraction = tasks/s x syncs/task / ceiling")
+        out.append(
+            f"\nPhysical limit: ceiling 1/fsync = {fmt(f.get('ceiling_per_s'), 0)} syncs/s; syncs/task counted "
+            "with strace (fsync+fdatasync, FULL, 1 worker); fraction = tasks/s x syncs/task / ceiling"
+        )
         rows = []
         for r in res["physical"]:
             if "na" in r:
                 rows.append([r["system"], r["na"]] + [""] * 5)
                 continue
-            rows.append([r["system"], fmt(r.get("syncs_per_task"), 2) if r.get("syncs_per_task") is not None
-                         else r.get("strace_error", "-")[:40],
-                         fmt(r.get("tasks_per_s_w1"), 0), fmt(r.get("syncs_per_s_w1"), 0),
-                         fmt(r.get("fraction_w1"), 3),
-                         f"{fmt(r.get('tasks_per_s_best'), 0)} (W={r.get('best_workers')})",
-                         fmt(r.get("fraction_best"), 3)])
-        out.append(table(["system", "syncs/task", "tasks/s W=1", "syncs/s W=1", "fraction W=1", "tasks/s best",
-                          "fraction best"], rows))
+            rows.append(
+                [
+                    r["system"],
+                    fmt(r.get("syncs_per_task"), 2)
+                    if r.get("syncs_per_task") is not None
+                    else r.get("strace_error", "-")[:40],
+                    fmt(r.get("tasks_per_s_w1"), 0),
+                    fmt(r.get("syncs_per_s_w1"), 0),
+                    fmt(r.get("fraction_w1"), 3),
+                    f"{fmt(r.get('tasks_per_s_best'), 0)} (W={r.get('best_workers')})",
+                    fmt(r.get("fraction_best"), 3),
+                ]
+            )
+        out.append(
+            table(
+                ["system", "syncs/task", "tasks/s W=1", "syncs/s W=1", "fraction W=1", "tasks/s best", "fraction best"],
+                rows,
+            )
+        )
     out.append(f"\nwall time: {res['meta']['wall_s']:.0f} s (plus {res.get('setup_seconds', 0):.0f} s venv setup)")
     return "\n".join(out)
 
@@ -1127,8 +1458,11 @@ def main():
     p.add_argument("--quick", action="store_true", help="small boards, 1 repeat: a smoke test, not for publication")
     p.add_argument("--out", default=None, help="write all results as JSON here (default bench/results/<ts>.json)")
     p.add_argument("--systems", default=",".join(ORDER), help="comma list, default all: " + ",".join(ORDER))
-    p.add_argument("--scenarios", default="fsync,b1,b2,stall,b3,physical",
-                   help="comma list of fsync,b1,b2,stall,b3,physical (physical uses b1's numbers)")
+    p.add_argument(
+        "--scenarios",
+        default="fsync,b1,b2,stall,b3,physical",
+        help="comma list of fsync,b1,b2,stall,b3,physical (physical uses b1's numbers)",
+    )
     p.add_argument("--repeats", type=int, help="B1 runs per cell (median reported)")
     p.add_argument("--b1-board", type=int, help="B1 board size")
     p.add_argument("--b1-window", type=float, help="B1 seconds per run; 0 = drain the whole board")
@@ -1136,8 +1470,11 @@ def main():
     p.add_argument("--b3-repeats", type=int)
     p.add_argument("--b3-sizes", help="comma list of B3 board sizes")
     p.add_argument("--venv-dir", default=str(BENCH / ".venvs"))
-    p.add_argument("--cache-dir", default=str(BENCH / ".cache"),
-                   help="seeded template boards and the scratch boards of the run (same disk is measured)")
+    p.add_argument(
+        "--cache-dir",
+        default=str(BENCH / ".cache"),
+        help="seeded template boards and the scratch boards of the run (same disk is measured)",
+    )
     p.add_argument("--keep", action="store_true", help="keep every scratch board and log")
     args = p.parse_args()
 
@@ -1162,16 +1499,21 @@ def main():
                 bench.template(name, n)
         t_seeded = time.time()
         res["seed_seconds"] = round(t_seeded - t0, 1)
-        if "fsync" in scenarios or "physical" in scenarios:
-            bench.fsync_probe()
+        probe = "fsync" in scenarios or "physical" in scenarios
+        if probe:
+            bench.fsync_probe("start")
         if "b1" in scenarios:
             bench.run_b1()
+            if probe:
+                bench.fsync_probe("after B1")
         if "b2" in scenarios:
             bench.run_b2()
         if "stall" in scenarios:
             bench.run_stall()
         if "b3" in scenarios:
             bench.run_b3()
+        if probe:
+            bench.fsync_probe("end")
         if "physical" in scenarios:
             bench.run_physical()
     finally:
@@ -1181,21 +1523,31 @@ def main():
     if args.quick:
         res["notes"].append("QUICK MODE: small boards and 1 repeat — a smoke test of the harness, not a result")
     if cfg["b1_window"] and cfg["b1_board"] > 0:
-        res["notes"].append(f"B1 is scaled to fit the 10-minute budget: each run measures a {cfg['b1_window']} s "
-                            f"window on a {cfg['b1_board']}-task board instead of draining it "
-                            "(use --b1-window 0 to drain)")
+        res["notes"].append(
+            f"B1 is scaled to fit the 10-minute budget: each run measures a {cfg['b1_window']} s "
+            f"window on a {cfg['b1_board']}-task board instead of draining it "
+            "(use --b1-window 0 to drain)"
+        )
     load_end = os.getloadavg()
     if load_start[0] > 0.5:
-        res["notes"].append(f"the machine was busy when the run started (load average {load_start[0]:.2f}): "
-                            "other processes compete for the 2 cores and the disk; compare runs with care")
+        res["notes"].append(
+            f"the machine was busy when the run started (load average {load_start[0]:.2f}): "
+            "other processes compete for the 2 cores and the disk; compare runs with care"
+        )
     if wall > 600:
         res["notes"].append(f"over budget: the run took {wall:.0f} s (> 600 s)")
     res["meta"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "host": platform.node(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "kernel": platform.release(),
-        "profile": "quick" if args.quick else "full", "wall_s": wall,
-        "seeding_s": res.get("seed_seconds"), "setup_s": t0 - t_setup,
-        "loadavg_start": load_start, "loadavg_end": load_end,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "profile": "quick" if args.quick else "full",
+        "wall_s": wall,
+        "seeding_s": res.get("seed_seconds"),
+        "setup_s": t0 - t_setup,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
     }
     res["config"] = cfg

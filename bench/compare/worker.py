@@ -71,6 +71,13 @@ class Stats:
         return {"busy": self.busy, "errors": self.errors, "error_samples": self.error_samples}
 
 
+def _close_quietly(session) -> None:
+    try:
+        session.close()
+    except Exception:  # noqa: BLE001 - results are already written; a failing close changes nothing
+        pass
+
+
 def barrier() -> tuple[float, float]:
     print("ready", flush=True)
     line = sys.stdin.readline().split()
@@ -134,10 +141,7 @@ def role_burn(ad, a):
         **st.as_dict(),
     }
     write_json(a.out, out)
-    try:
-        s.close()
-    except Exception:  # noqa: BLE001 - results are already written
-        pass
+    _close_quietly(s)
 
 
 def role_chaos(ad, a):
@@ -217,8 +221,7 @@ def role_stall(ad, a):
     else:
         time.sleep(a.hold)  # a single sleep, so SIGSTOP/SIGCONT simply stretch it
     ok = st.call(s.complete, tok)
-    print(f"F {tid} {time.time():.6f} {int(bool(ok))} {json.dumps(hb_results)} {json.dumps(st.as_dict())}",
-          flush=True)
+    print(f"F {tid} {time.time():.6f} {int(bool(ok))} {json.dumps(hb_results)} {json.dumps(st.as_dict())}", flush=True)
     s.close()
 
 
@@ -235,14 +238,18 @@ def role_observer(ad, a):
     while time.time() < t_go:
         time.sleep(0.0005)
     nxt = time.time()
-    while time.time() < t_end:
-        t0 = time.perf_counter()
-        st.call(s.summary)
-        lat.append(time.perf_counter() - t0)
-        nxt += a.interval
-        time.sleep(max(0.0, nxt - time.time()))
-    s.close()
-    write_json(a.out, {"lat": lat, **st.as_dict()})
+    fatal = None
+    try:
+        while time.time() < t_end:
+            t0 = time.perf_counter()
+            st.call(s.summary)
+            lat.append(time.perf_counter() - t0)
+            nxt += a.interval
+            time.sleep(max(0.0, nxt - time.time()))
+    except Exception as exc:  # noqa: BLE001 - too many errors: stop, but still report
+        fatal = f"{type(exc).__name__}: {exc}"[:500]
+    write_json(a.out, {"lat": lat, "fatal": fatal, **st.as_dict()})
+    _close_quietly(s)
 
 
 def role_writer(ad, a):
@@ -254,15 +261,19 @@ def role_writer(ad, a):
         time.sleep(0.0005)
     nxt = time.time()
     i = 10_000_000
-    while time.time() < t_end:
-        t0 = time.perf_counter()
-        st.call(s.add_task, i)
-        lat.append(time.perf_counter() - t0)
-        i += 1
-        nxt += a.interval
-        time.sleep(max(0.0, nxt - time.time()))
-    s.close()
-    write_json(a.out, {"lat": lat, **st.as_dict()})
+    fatal = None
+    try:
+        while time.time() < t_end:
+            t0 = time.perf_counter()
+            st.call(s.add_task, i)
+            lat.append(time.perf_counter() - t0)
+            i += 1
+            nxt += a.interval
+            time.sleep(max(0.0, nxt - time.time()))
+    except Exception as exc:  # noqa: BLE001 - too many errors: stop, but still report
+        fatal = f"{type(exc).__name__}: {exc}"[:500]
+    write_json(a.out, {"lat": lat, "fatal": fatal, **st.as_dict()})
+    _close_quietly(s)
 
 
 def role_serve(ad, a):
@@ -286,8 +297,12 @@ def role_serve(ad, a):
                 raise ValueError(f"unknown op {op}")
             print(json.dumps({"ok": True, "result": res}), flush=True)
         except Exception as exc:  # noqa: BLE001 - reported to the orchestrator, which decides
-            print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                              "trace": traceback.format_exc()[-2000:]}), flush=True)
+            print(
+                json.dumps(
+                    {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+                ),
+                flush=True,
+            )
 
 
 def main():
@@ -315,8 +330,13 @@ def main():
         print(json.dumps(ad.info()))
         return
     roles = {
-        "serve": role_serve, "burn": role_burn, "chaos": role_chaos, "monitor": role_monitor,
-        "stall": role_stall, "observer": role_observer, "writer": role_writer,
+        "serve": role_serve,
+        "burn": role_burn,
+        "chaos": role_chaos,
+        "monitor": role_monitor,
+        "stall": role_stall,
+        "observer": role_observer,
+        "writer": role_writer,
     }
     try:
         roles[a.role](ad, a)

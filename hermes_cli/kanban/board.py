@@ -114,7 +114,9 @@ class Board:
 
         return self.db.write(tx)
 
-    def _event(self, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any) -> None:
+    def _event(
+        self, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
+    ) -> None:
         sql.add_event(self.db, kind, now, task_id, run_id, **payload)
 
     def _task(self, task_id: str) -> Task:
@@ -163,7 +165,8 @@ class Board:
             )
 
     def events(
-        self, after: int = 0, *, task_id: str | None = None, kinds: Sequence[str] | None = None, limit: int | None = None
+        self, after: int = 0, *, task_id: str | None = None, kinds: Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> list[Event]:
         if task_id is not None:
             check_task_id(task_id)
@@ -222,7 +225,8 @@ class Board:
         max_retries: int | None = None,
         review: bool = False,
     ) -> tuple[Task, bool]:
-        """Create a task. Returns (task, created); with an idempotency key already in use, the existing task and False."""
+        """Create a task. Returns (task, created); with an idempotency key already in use, the existing task and
+        False."""
         title = check_title(title)
         body = check_body(body or "")
         priority = check_priority(priority)
@@ -301,7 +305,9 @@ class Board:
             if parent.status == TaskStatus.ARCHIVED:
                 raise InvalidValue(f"parent {parent.id} is archived; pick a live parent")
             if sql.is_ancestor(self.db, child.id, parent.id):
-                raise CycleRefused(f"linking {parent.id} -> {child.id} would create a cycle ({child.id} is an ancestor)")
+                raise CycleRefused(
+                    f"linking {parent.id} -> {child.id} would create a cycle ({child.id} is an ancestor)"
+                )
             if not sql.add_link(self.db, parent.id, child.id, now):
                 return child
             self._event("linked", now, child.id, parent=parent.id)
@@ -372,7 +378,9 @@ class Board:
                     if task.status != TaskStatus.READY:
                         raise InvalidTransition(f"task {task.id} gave up after {task.attempts} attempts and is blocked")
                 elif task.status == TaskStatus.TODO:
-                    raise InvalidTransition(f"task {task.id} is waiting on its parents (see: hermes kanban show {task.id})")
+                    raise InvalidTransition(
+                        f"task {task.id} is waiting on its parents (see: hermes kanban show {task.id})"
+                    )
                 elif task.status != TaskStatus.READY:
                     raise InvalidTransition(f"task {task.id} is {task.status}; only ready tasks can be claimed")
             return self._open_run(task, now, ttl, worker, pid, pid_create_time)
@@ -392,7 +400,8 @@ class Board:
             self.db, task.id, now, status="running", attempts=attempt, current_run_id=run_id,
             lease_expires_at=expires, retry_at=None,
         )
-        self._event("claimed", now, task.id, run_id, attempt=attempt, worker=worker, pid=pid, lease_expires_at=expires)
+        self._event("claimed", now, task.id, run_id, attempt=attempt, worker=worker, pid=pid,
+                    lease_expires_at=_iso(expires))  # JSON timestamps are ISO 8601 UTC (the CLI contract)
         return Claim(task_id=task.id, run_id=run_id, lease_expires_at=expires, attempt=attempt)
 
     def _fenced(self, task_id: str, run_id: int, action: str) -> Task:

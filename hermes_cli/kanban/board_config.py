@@ -67,33 +67,43 @@ _POSITIVE_INTS = {"max_spawn": (1, 1000), "failure_limit": (1, 1000), "log_max_b
                   "log_backups": (0, 100)}
 
 
-def _coerce(name: str, value: Any, origin: str) -> Any:
+def _coerce(name: str, value: Any, origin: str | None) -> Any:
+    """Validate one setting. `origin` is the config file's path (None: a command-line flag)."""
+
+    def bad(rule: str) -> InvalidValue:
+        if origin is None:
+            return InvalidValue(f"invalid --{name.replace('_', '-')} {value!r}: {rule}")
+        return InvalidValue(f"config {origin}: {name} {rule}, got {value!r}")
+
     if value is None:
         return None
     if name in _DURATIONS:
-        if isinstance(value, bool):
-            raise InvalidValue(f"{origin}: {name} must be a duration like 30s, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("must be a duration like 30s")
         try:
             return parse_duration(value, what=name.replace("_", "-"))
         except InvalidValue as exc:
-            raise InvalidValue(f"{origin}: {exc.message}") from None
+            if origin is None:
+                raise InvalidValue(exc.message.replace(f"invalid {name.replace('_', '-')} ",
+                                                       f"invalid --{name.replace('_', '-')} ", 1)) from None
+            raise InvalidValue(f"config {origin}: {exc.message}") from None
     if name in _POSITIVE_INTS:
         lo, hi = _POSITIVE_INTS[name]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise InvalidValue(f"{origin}: {name} must be an integer from {lo} to {hi}, got {value!r}")
+            raise bad(f"must be an integer from {lo} to {hi}")
         return value
     if name == "doorbell":
         if not isinstance(value, bool):
-            raise InvalidValue(f"{origin}: doorbell must be true or false, got {value!r}")
+            raise bad("must be true or false")
         return value
     if name == "default_command":
         if not isinstance(value, str):
-            raise InvalidValue(f"{origin}: default_command must be a string, got {value!r}")
+            raise bad("must be a string")
         try:
             return check_command(value)
         except InvalidValue as exc:
-            raise InvalidValue(f"{origin}: {exc.message}") from None
-    raise InvalidValue(f"{origin}: unknown setting {name}")
+            raise InvalidValue(f"config {origin}: {exc.message}") from None
+    raise InvalidValue(f"unknown dispatcher setting {name}")
 
 
 def read_config(paths: BoardPaths) -> dict[str, Any]:
@@ -125,11 +135,11 @@ def load_settings(paths: BoardPaths, flags: Mapping[str, Any] | None = None) -> 
             raise InvalidValue(
                 f"config {paths.config_file}: unknown setting {SECTION}.{name} (known: {', '.join(sorted(known))})"
             )
-        values[name] = _coerce(name, value, f"config {paths.config_file}")
+        values[name] = _coerce(name, value, str(paths.config_file))
     for name, value in (flags or {}).items():
         if value is None:
             continue
         if name not in known:
             raise InvalidValue(f"unknown dispatcher setting {name}")
-        values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+        values[name] = _coerce(name, value, None)
     return replace(DispatchSettings(), **values)

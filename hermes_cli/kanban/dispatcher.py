@@ -31,7 +31,6 @@ way as the second signal at the deadline. Workers are never orphaned silently.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import shlex
@@ -47,7 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import leases, procs, spawn
+from . import leases, procs, spawn, spool
 from .board import Board
 from .board_config import DispatchSettings
 from .doorbell import Doorbell
@@ -327,6 +326,7 @@ class Dispatcher:
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
         because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
+        spool.drain_if_healthy(self.board)
 
     def _maintenance(self, now: float, *, scan: bool) -> None:
         self._per_tick_maintenance()
@@ -697,10 +697,11 @@ class Dispatcher:
         if self._old_wakeup_fd is not None:
             signal.set_wakeup_fd(self._old_wakeup_fd)
             self._old_wakeup_fd = None
-        for fd in (self._wake_r, self._wake_w):
+        with self._lock:  # the heartbeat thread may still call _wake(): never let it write to a reused fd number
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self._wake_r = self._wake_w = -1
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only count: printing from a handler can re-enter a buffered write the main thread is in the middle of.
@@ -726,11 +727,13 @@ class Dispatcher:
             self.doorbell = Doorbell(self.board.paths.notify_dir, "dispatcher")
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EBADF):
-                raise
+        with self._lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                return  # the pipe is full of wake-ups: the main loop wakes anyway
 
     def _drain_wake(self) -> None:
         try:

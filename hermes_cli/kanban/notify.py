@@ -104,6 +104,10 @@ def subscribe(
     wanted = parse_kinds(kinds)
     if after is not None and after < 0:
         raise InvalidValue(f"invalid cursor {after}: event ids start at 1 (use 0 to replay everything)")
+    existing = subs_sql.get(board.db, name)
+    if existing is not None and (kinds is None or subs_sql.decode_kinds(existing["kinds"]) == wanted):
+        # Nothing to change: no write transaction, so a TUI opening a busy board never waits for the write lock.
+        return Subscription.from_store(existing), False
 
     def tx() -> tuple[Subscription, bool]:
         now = time.time()

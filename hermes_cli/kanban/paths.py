@@ -106,13 +106,22 @@ def ensure_private_dir(path: Path) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            os.mkdir(path, 0o700)
-            created = True
-        except FileExistsError:
-            pass
-        st = os.lstat(path)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                os.mkdir(path, 0o700)
+                created = True
+            except FileExistsError:
+                pass
+            st = os.lstat(path)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create board directory {path}: {exc.strerror} (check HERMES_HOME and HERMES_KANBAN_DB)"
+            ) from None
+    except OSError as exc:  # e.g. a parent is a regular file (ENOTDIR)
+        raise StorageError(
+            f"cannot use board directory {path}: {exc.strerror} (check HERMES_HOME and HERMES_KANBAN_DB)"
+        ) from None
     if stat.S_ISLNK(st.st_mode):
         raise StorageError(f"{path} is a symlink; refusing to follow it (move it aside and retry)")
     if not stat.S_ISDIR(st.st_mode):
@@ -130,6 +139,10 @@ def check_db_path(db: Path, *, must_exist: bool) -> bool:
         if must_exist:
             raise NotFound(f"board database {db} does not exist (see: hermes kanban init)") from None
         return False
+    except OSError as exc:  # e.g. a parent is a regular file (ENOTDIR): no board can live there
+        raise StorageError(
+            f"cannot use board database path {db}: {exc.strerror} (check HERMES_HOME and HERMES_KANBAN_DB)"
+        ) from None
     if stat.S_ISLNK(st.st_mode):
         raise StorageError(f"board database {db} is a symlink; refusing to follow it (use the real path)")
     if stat.S_ISDIR(st.st_mode):

@@ -212,8 +212,8 @@ def apply(board: Board, *, backup: bool = True, keep: int | None = None) -> Appl
             spool.archive(board.paths, d.report, spool.APPLIED)
             result.applied += 1
         elif d.proposed_action == SKIP and d.reason in FINAL_SKIPS:
-            spool.archive(board.paths, d.report, spool.SKIPPED)
-            result.filed += 1
+            if spool.archive(board.paths, d.report, spool.SKIPPED) is not None:
+                result.filed += 1
     return result
 
 

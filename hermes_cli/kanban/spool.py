@@ -189,6 +189,8 @@ def pending(paths: BoardPaths) -> tuple[list[SpooledReport], list[dict[str, str]
     bad: list[dict[str, str]] = []
     for e in _entries(paths):
         r = read_report(Path(e.path))
+        if isinstance(r, str) and not os.path.lexists(e.path):
+            continue  # filed away by a concurrent reconcile since the scan
         if isinstance(r, str):
             bad.append({"file": e.path, "problem": r})
         else:
@@ -197,8 +199,9 @@ def pending(paths: BoardPaths) -> tuple[list[SpooledReport], list[dict[str, str]
     return reports, bad
 
 
-def archive(paths: BoardPaths, report: SpooledReport, where: str = APPLIED) -> Path:
-    """Move a handled report out of the pending spool (never overwriting an older archived file)."""
+def archive(paths: BoardPaths, report: SpooledReport, where: str = APPLIED) -> Path | None:
+    """Move a handled report out of the pending spool (never overwriting an older archived file). Returns None when
+    the file is already gone: another reconcile (the dispatcher's drain, a person's --apply) filed it first."""
     target_dir = paths.spool_dir / where
     ensure_private_dir(target_dir)
     target = target_dir / report.path.name
@@ -206,7 +209,10 @@ def archive(paths: BoardPaths, report: SpooledReport, where: str = APPLIED) -> P
     while target.exists():
         target = target_dir / f"{report.path.stem}.{n}.json"
         n += 1
-    os.rename(report.path, target)
+    try:
+        os.rename(report.path, target)
+    except FileNotFoundError:
+        return None
     fsync_dir(target_dir)
     fsync_dir(paths.spool_dir)
     return target
@@ -222,11 +228,24 @@ def drain_if_healthy(board: Board) -> int:
     if backlog(board.paths) == 0:
         return 0
     from . import health, reconcile
+    from .store.tasks import last_event_id
 
-    if not health.quick_health(board).ok:
-        return 0
     try:
-        return reconcile.apply(board).applied
-    except StorageError:
+        # Reports that could not apply last time (conflict, review gate, unknown task) are not re-read every tick:
+        # only when the spool or the board changed since.
+        state = (os.stat(board.paths.spool_dir).st_mtime_ns, last_event_id(board.db))
+        if _NOTHING_TO_DRAIN.get(str(board.paths.db)) == state:
+            return 0
+        if not health.quick_health(board).ok:
+            return 0
+        applied = reconcile.apply(board).applied
+    except (StorageError, OSError):
         # The board went unhealthy between the check and the apply: the reports stay spooled, nothing is lost.
         return 0
+    if applied == 0:
+        _NOTHING_TO_DRAIN[str(board.paths.db)] = state
+    return applied
+
+
+#: per board: (spool dir mtime, last event id) when a drain last found nothing it could apply
+_NOTHING_TO_DRAIN: dict[str, tuple[int, int]] = {}

@@ -10,7 +10,7 @@ import pytest
 
 from hermes_cli.kanban import Board
 
-from .conftest import Cli
+from .conftest import Cli, invoke
 
 TASK_KEYS = [
     "id", "title", "body", "status", "priority", "tenant", "command", "idempotency_key", "review_required",
@@ -373,9 +373,6 @@ def test_help_of_every_command_has_an_example(cli: Cli) -> None:
         assert r.code == 0 and "Example:" in r.out and f"hermes kanban {name}" in r.out, name
 
 
-def test_version(cli: Cli) -> None:
-    from hermes_cli.main import main  # noqa: F401  (the console script's entry point)
-    from .conftest import invoke
-
+def test_version() -> None:
     r = invoke(["--version"])
     assert r.code == 0 and re.fullmatch(r"hermes, version \S+\n", r.out)

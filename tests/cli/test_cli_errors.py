@@ -53,7 +53,8 @@ CASES: list[tuple[list[str], int, str]] = [
     # invalid transitions
     (["claim", "{done}"], 1, "task {done} is done; only ready tasks can be claimed"),
     (["claim", "{todo}"], 1, "task {todo} is waiting on its parents (see: hermes kanban show {todo})"),
-    (["complete", "{review}"], 1, "cannot complete task {review}: it is in review (see: hermes kanban approve {review})"),
+    (["complete", "{review}"], 1,
+     "cannot complete task {review}: it is in review (see: hermes kanban approve {review})"),
     (["complete", "{done}"], 1, "cannot complete task {done}: it is already done"),
     (["complete", "{archived}"], 1, "cannot complete task {archived}: it is archived"),
     (["block", "{blocked}"], 1, "cannot block task {blocked}: it is already blocked "
@@ -124,7 +125,8 @@ CASES: list[tuple[list[str], int, str]] = [
      "invalid number -99999999999999999999: integers must fit in 64 bits"),
     (["create", "bad \udcff byte"], 1, "invalid text 'bad \\udcff byte': it is not valid UTF-8 "
                                        "(check the encoding of your input)"),
-    (["list", "--search", "\udce9"], 1, "invalid text '\\udce9': it is not valid UTF-8 (check the encoding of your input)"),
+    (["list", "--search", "\udce9"], 1,
+     "invalid text '\\udce9': it is not valid UTF-8 (check the encoding of your input)"),
     # boards and slugs
     (["--board", "Research", "list"], 1,
      "invalid board slug 'Research': use 1-64 chars of a-z, 0-9, '_' or '-', starting with a letter or digit"),
@@ -250,7 +252,9 @@ def test_body_file_that_is_not_text(cli: Cli, tasks: dict[str, str], home_dump, 
     before = home_dump()
     r = cli("create", "x", "--body-file", str(f))
     assert r.code == 1
-    assert r.error_line.startswith(f"error: cannot read --body-file {f}: UnicodeDecodeError: 'utf-8' codec can't decode")
+    assert r.error_line.startswith(
+        f"error: cannot read --body-file {f}: UnicodeDecodeError: 'utf-8' codec can't decode"
+    )
     assert home_dump() == before
 
 
@@ -330,3 +334,25 @@ def test_bad_environment_values(cli: Cli, tasks: dict[str, str], home_dump, monk
     r = cli("list")
     assert r.code == 1 and r.error_line.startswith("error: invalid board slug 'Not A Slug'")
     assert home_dump() == before
+
+
+def test_an_unusable_hermes_home_is_a_storage_error_not_a_crash(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Regression: a HERMES_HOME that is a file (or sits on a path that cannot hold directories) used to end in
+    "internal error: NotADirectoryError"."""
+    home_file = tmp_path / "home-is-a-file"
+    home_file.write_text("oops")
+    monkeypatch.setenv("HERMES_HOME", str(home_file))
+    db = home_file / "kanban" / "boards" / "default" / "kanban.db"
+    for argv in (["list"], ["create", "x"], ["init", "--json"]):
+        r = cli(*argv)
+        assert r.code == 4, r
+        assert r.error_line == (
+            f"error: cannot use board database path {db}: Not a directory (check HERMES_HOME and HERMES_KANBAN_DB)"
+        )
+    assert home_file.read_text() == "oops"
+    monkeypatch.setenv("HERMES_HOME", "/proc/hermes-cannot-live-here")
+    r = cli("create", "x")
+    assert (r.code, r.err) == (4, "error: cannot create board directory /proc/hermes-cannot-live-here/kanban/boards/"
+                                  "default: No such file or directory (check HERMES_HOME and HERMES_KANBAN_DB)\n")

@@ -8,6 +8,7 @@ a task in every status (and an expired lease, and a second board). For every com
   schema) and the set of boards unchanged, and stderr is exactly one line starting `error: `;
 - with --json, stdout is JSON: the result, or `{"error": {"code", "message"}}`.
 Commands that succeed may change the board; the next command of the same example then starts from that state.
+Some commands run with HERMES_KANBAN_TASK / HERMES_KANBAN_RUN_ID set, as inside a worker.
 """
 
 from __future__ import annotations
@@ -161,8 +162,15 @@ def test_random_command_lines_never_change_the_board_when_they_fail(
     home = fresh_home()
     for _ in range(data.draw(st.integers(1, 4), label="commands")):
         argv = data.draw(command_line(template), label="argv")
+        worker_env = data.draw(st.one_of(st.just({}), st.fixed_dictionaries(
+            {"HERMES_KANBAN_TASK": _values(template), "HERMES_KANBAN_RUN_ID": _values(template)})), label="env")
         before = dump_home(home)
-        r = invoke(argv, stdin=data.draw(st.sampled_from(["", "from stdin\n"]), label="stdin"))
+        os.environ.update(worker_env)  # as inside a worker; the autouse fixture cleared these before the test
+        try:
+            r = invoke(argv, stdin=data.draw(st.sampled_from(["", "from stdin\n"]), label="stdin"))
+        finally:
+            for k in worker_env:
+                os.environ.pop(k, None)
         assert r.code in (0, 1, 2, 3, 4), (argv, r)
         assert "Traceback" not in r.err and "internal error" not in r.err, (argv, r)
         if r.code != 0:

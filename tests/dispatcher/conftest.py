@@ -105,6 +105,7 @@ class Reaper:
         self.tmp = tmp
         self.owned: list[tuple[int, float]] = []
         self.boards: list[tuple[str, str]] = []
+        self.procs: list[Proc] = []
         self._n = 0
 
     def own(self, pid: int) -> None:
@@ -125,7 +126,9 @@ class Reaper:
             popen = subprocess.Popen([HERMES, *args], stdout=subprocess.PIPE, stderr=ferr, text=True,
                                      env={**os.environ, **(env or {})})
         self.own(popen.pid)
-        return Proc(popen, err)
+        proc = Proc(popen, err)
+        self.procs.append(proc)
+        return proc
 
     def cleanup(self) -> None:
         for slug, db in self.boards:
@@ -148,6 +151,8 @@ class Reaper:
                         p.send_signal(sig)
             except psutil.NoSuchProcess:
                 continue
+        for proc in self.procs:  # reap them and close their pipes (killed above if they were still running)
+            proc.popen.communicate(timeout=30)
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban import Board, TaskStatus, procs
 from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban import procs
 from hermes_cli.kanban.dispatcher import StopReason
 
 from .conftest import HERMES, PY, Reaper, alive, configure, dispatch, outcomes, pycmd, runs_of, started_run, wait_for
@@ -134,7 +132,7 @@ def test_dispatcher_sigkilled_under_load_then_restarted(board: Board, reaper: Re
     assert fds_busy - fds_idle <= 2 * 5, (fds_idle, fds_busy)
 
     d1.popen.send_signal(signal.SIGKILL)
-    d1.popen.wait(timeout=10)
+    assert d1.finish(timeout=10)[0] == -signal.SIGKILL
     killed_at: dict[int, float] = {}
     for run in first_runs[:2]:  # two workers die with it
         os.killpg(run.pid, signal.SIGKILL)
@@ -199,6 +197,8 @@ def test_a_paused_worker_loses_its_lease_is_stopped_and_the_task_retried(board: 
     task, _ = board.create_task("pausable", command=pycmd(PAUSE_ON_FIRST))
     d = reaper.hermes("kanban", "dispatch", "--until-idle", "--json")
     first = wait_for(lambda: started_run(board, task.id), what="the worker to start")
+    marker = board.paths.workspaces_dir / task.id / "first"
+    wait_for(lambda: marker.exists() and marker.read_text() == str(first.pid), what="the worker to get going")
     os.kill(first.pid, signal.SIGSTOP)
     code, out, err = d.finish(timeout=30)
     assert code == 0, err
@@ -238,7 +238,7 @@ def test_timeout_leaves_the_board_consistent_and_resumable(board: Board, reaper:
         assert outcomes(board, t.id) == ["completed"]
 
 
-def test_sigkill_restart_never_respawns_a_live_worker_without_a_pid_check(board: Board) -> None:
+def test_a_run_on_another_host_is_left_to_its_lease(board: Board) -> None:
     # A run recorded on another host cannot be checked here: only its lease decides (it is not adopted, not
     # declared dead). Once the lease runs out, it is reclaimed and the task runs again.
     task, _ = board.create_task("remote", command=pycmd("pass"))
@@ -250,4 +250,3 @@ def test_sigkill_restart_never_respawns_a_live_worker_without_a_pid_check(board:
     assert res.counts["adopted"] == 0 and res.counts["reclaimed"] == 1
     assert outcomes(board, task.id) == ["reclaimed", "completed"]
     assert runs_of(board, task.id)[1].started_at >= claim.lease_expires_at
-    assert sys.platform.startswith("linux")

@@ -18,6 +18,7 @@ from hermes_cli.kanban import Board
 
 from .conftest import checkpoint_and_close, hermes, pages_of, sha256, smash_pages
 
+
 #: every command that opens the board, with arguments; each must exit 4 on the damaged board
 def commands(t: str) -> list[list[str]]:
     return [
@@ -90,6 +91,7 @@ def test_corruption_drill(paths):
         assert str(db) in r.err or "board default is unhealthy" in r.err, (args, r.err)
         assert "Traceback" not in r.err
     assert sha256(db) == damaged, "no command may change a damaged board"
+    assert len(list((db.parent / "quarantine").glob("*.db"))) == 1, "one copy per damaged state, not per retry"
 
     # Workers keep finishing meanwhile: every report is spooled (exit 0).
     workers = [complete_in_worker(tid, rid, f"while corrupt {tid}") for tid, rid in claims[8:16]]

@@ -256,3 +256,44 @@ def test_drain_if_healthy(paths):
         assert spool.drain_if_healthy(b) == 1
         assert b.get_task(t.id).status == "done"
         assert spool.drain_if_healthy(b) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_the_dispatcher_drains_the_spool_when_healthy(paths):
+    with Board.open() as b:
+        t, _ = b.create_task("reported while the board was busy")
+        c = b.claim(t.id, worker="outside", ttl=LONG_TTL)
+        assert c is not None
+    spool.spool_report(paths, "complete", t.id, c.run_id, summary="spooled earlier",
+                       error=StorageError("board stayed locked"))
+    r = hermes("dispatch", "--once", "--timeout", "20s", "-q")
+    assert r.rc == 0, r
+    with Board.open() as b:
+        task = b.get_task(t.id)
+        assert (task.status, task.summary) == ("done", "spooled earlier")
+        assert [e.payload["reason"] for e in b.events(kinds=["reconciled"])] == ["current_run"]
+    assert [p.name for p in (paths.spool_dir / "applied").iterdir()] == [spool.file_name(t.id, c.run_id)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_two_concurrent_applies_apply_each_report_once(paths):
+    with Board.open() as b:
+        claims = []
+        for i in range(10):
+            t, _ = b.create_task(f"t{i}")
+            c = b.claim(t.id, worker="w", ttl=LONG_TTL)
+            assert c is not None
+            claims.append((t.id, c.run_id))
+    for tid, rid in claims:
+        spool.spool_report(paths, "complete", tid, rid, summary="s")
+    cmd = [sys.executable, "-m", "hermes_cli.main", "kanban", "reconcile-completions", "--apply", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert sum(json.loads(out)["applied"] for out, _ in results) == 10
+    with Board.open() as b:
+        assert sorted(e.task_id for e in b.events(kinds=["reconciled"])) == sorted(t for t, _ in claims)
+        assert all(b.get_task(t).status == "done" for t, _ in claims)
+    assert list(paths.spool_dir.glob("*.json")) == []

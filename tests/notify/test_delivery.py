@@ -20,7 +20,6 @@ follower had acknowledged.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -125,7 +124,7 @@ def test_every_event_exactly_once_across_reader_kills(board: Board, tmp_path: Pa
         figures.append(json.loads(out))
     last = board.last_event_id()
     final = lives[-1]
-    while (max(final.ids, default=0) < last) and time.monotonic() < deadline:
+    while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
         time.sleep(0.02)
     assert final.stop(signal.SIGTERM) == ""
     assert final.proc.returncode == 0
@@ -172,7 +171,7 @@ def test_subscription_cursor_survives_reader_kills(board: Board, tmp_path: Path,
         _, err = w.communicate(timeout=max(1.0, deadline - time.monotonic()))
         assert w.returncode == 0, err
     last = board.last_event_id()
-    while max(lives[-1].ids, default=0) < last and time.monotonic() < deadline:
+    while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
         time.sleep(0.02)
     assert lives[-1].stop(signal.SIGTERM) == ""
     assert get_subscription(board, "torture").cursor == last  # a graceful stop acknowledges everything printed
@@ -183,4 +182,7 @@ def test_subscription_cursor_survives_reader_kills(board: Board, tmp_path: Path,
     for killed, next_life, acked in zip(lives, lives[1:], acked_at_kill, strict=False):
         repeated = set(killed.ids) & set(next_life.ids)
         assert all(i > acked for i in repeated)
-    assert os.path.isdir(board.paths.notify_dir) and fifos(board.paths.notify_dir) == []
+    # The last SIGKILLed follower's FIFO may still be there if nothing committed after that kill; the next commit
+    # removes it.
+    board.create_task("after the storm")
+    assert fifos(board.paths.notify_dir) == []

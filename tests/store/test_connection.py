@@ -10,7 +10,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from hermes_cli.kanban import Board, BoardBusy, CorruptBoard, StorageError
+from hermes_cli.kanban import Board, BoardBusy, CorruptBoard, HermesError, StorageError
 from hermes_cli.kanban.errors import InvalidValue, UnsupportedSQLite
 from hermes_cli.kanban.paths import boards_root
 from hermes_cli.kanban.store import connection
@@ -393,3 +393,33 @@ def test_reopening_a_board_runs_no_migration_and_writes_nothing(board: Board, du
     with Board.open() as again:
         assert again.db.value("SELECT count(*) FROM schema_migrations") == LATEST
     assert dump_board(path) == before
+
+
+def test_event_payloads_carry_iso_timestamps_not_epoch_numbers(board: Board) -> None:
+    """Regression: the `claimed` event carried lease_expires_at as epoch seconds; JSON timestamps are ISO 8601 UTC."""
+    import re
+
+    _lifecycle(board)
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    for e in board.events():
+        for key, value in e.payload.items():
+            assert not (isinstance(value, float) and value > 1e9), (e.kind, key, value)
+            if key.endswith("_at") and value is not None:
+                assert iso.match(value), (e.kind, key, value)
+
+
+def test_the_doorbell_rings_after_a_commit_and_never_for_a_refused_change(board: Board, make_task) -> None:
+    from hermes_cli.kanban.doorbell import Doorbell
+
+    done = make_task("done")
+    with Doorbell(board.paths.notify_dir, "store-test") as bell:
+        assert not bell.wait(0)
+        with pytest.raises(HermesError):
+            board.claim(done.id)
+        assert not bell.wait(0)  # rolled back: nothing to wake anyone for
+        task, _ = board.create_task("x")
+        assert bell.wait(0)
+        claim = board.claim(task.id)
+        assert claim is not None and bell.wait(0)
+        board.heartbeat(task.id, claim.run_id)
+        assert not bell.wait(0)  # a lease extension is not a state change: no event, no ring

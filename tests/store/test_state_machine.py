@@ -23,7 +23,6 @@ from hermes_cli.kanban import (
     Task,
     TaskStatus,
 )
-
 from hermes_cli.kanban.errors import CycleRefused
 
 from .conftest import MakeTask
@@ -136,7 +135,9 @@ def test_error_messages_name_the_task_and_the_way_out(board: Board, make_task: M
                                   "(see: hermes kanban list)"),
     ],
 )
-def test_create_refuses_bad_values_and_changes_nothing(board: Board, dump, kwargs: dict[str, Any], message: str) -> None:
+def test_create_refuses_bad_values_and_changes_nothing(
+    board: Board, dump, kwargs: dict[str, Any], message: str
+) -> None:
     board.create_task("existing")
     before = dump(board)
     title = kwargs.pop("title", "a title")

@@ -335,9 +335,7 @@ def logical_digest(conn: apsw.Connection) -> str:
     """A hash of everything the board says: user_version, the schema, and every row of every table."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(conn.execute("PRAGMA user_version").fetchall()).encode())
-    schema = conn.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
-    ).fetchall()
+    schema = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name").fetchall()
     h.update(repr(schema).encode())
     for kind, name, _tbl, _sql in schema:
         if kind != "table":
@@ -422,9 +420,7 @@ def run_workload(
             disk.cuts = []  # closing (checkpoint, WAL delete) is not part of any cut
             board.close()
     check_model(disk)
-    return RunRecord(
-        digests=digests, snapshots=disk.snapshots, ops=disk.ops, steps=done, creation_ops=creation_ops
-    )
+    return RunRecord(digests=digests, snapshots=disk.snapshots, ops=disk.ops, steps=done, creation_ops=creation_ops)
 
 
 def check_model(disk: Disk) -> None:
@@ -509,9 +505,7 @@ def check_cut(
     candidates = record.digests[: snap.acked + 2]
     matches = [k for k, d in enumerate(candidates) if d == digest]
     if not matches:
-        return CutResult(
-            snap.op, snap.acked, "not_prefix", detail="recovered state matches no prefix of the calls"
-        )
+        return CutResult(snap.op, snap.acked, "not_prefix", detail="recovered state matches no prefix of the calls")
     k = max(matches)
     if k < snap.acked:
         return CutResult(snap.op, snap.acked, "lost", lost=snap.acked - k)
@@ -555,9 +549,7 @@ class ModeResult:
         }
 
 
-def calibrate(
-    workdir: Path, mode: str, seed: int, autocheckpoint: int = DEFAULT_AUTOCHECKPOINT
-) -> tuple[int, int]:
+def calibrate(workdir: Path, mode: str, seed: int, autocheckpoint: int = DEFAULT_AUTOCHECKPOINT) -> tuple[int, int]:
     """I/O ops of a CALIBRATION_STEPS-call run and of its board creation (cut points fall in [1, ops])."""
     record = run_workload(
         workdir / f"calibrate-{mode}",

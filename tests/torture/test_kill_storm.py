@@ -146,16 +146,12 @@ def test_kill_storm(tmp_path):
         reclaimed_now = board.reclaim_expired()
         statuses = board.counts()
         tasks = {r["id"]: r for r in board.db.rows("SELECT id, status FROM tasks")}
-        runs = {
-            r["id"]: r
-            for r in board.db.rows("SELECT id, task_id, outcome, ended_at, lease_expires_at FROM runs")
-        }
+        runs = {r["id"]: r for r in board.db.rows("SELECT id, task_id, outcome, ended_at, lease_expires_at FROM runs")}
         completed_events = Counter(
             r["run_id"] for r in board.db.rows("SELECT run_id FROM events WHERE kind = 'completed'")
         )
         double = board.db.rows(
-            "SELECT task_id, count(*) AS n FROM runs WHERE outcome = 'completed' "
-            "GROUP BY task_id HAVING n > 1"
+            "SELECT task_id, count(*) AS n FROM runs WHERE outcome = 'completed' GROUP BY task_id HAVING n > 1"
         )
         outcomes = Counter(r["outcome"] for r in runs.values())
 
@@ -169,22 +165,16 @@ def test_kill_storm(tmp_path):
             if run is None or run["task_id"] != r["task"]:
                 missing.append(f"{op} {r['task']} run {r['run']}: run not found")
             elif op in ("claim", "heartbeat") and run["lease_expires_at"] < r["lease"]:
-                missing.append(
-                    f"{op} {r['task']} run {r['run']}: lease {run['lease_expires_at']} < acked {r['lease']}"
-                )
+                missing.append(f"{op} {r['task']} run {r['run']}: lease {run['lease_expires_at']} < acked {r['lease']}")
             elif op == "complete" and (run["outcome"] != "completed" or tasks[r["task"]]["status"] != "done"):
                 missing.append(
-                    f"complete {r['task']} run {r['run']}: run {run['outcome']}, "
-                    f"task {tasks[r['task']]['status']}"
+                    f"complete {r['task']} run {r['run']}: run {run['outcome']}, task {tasks[r['task']]['status']}"
                 )
             elif op == "complete" and completed_events[r["run"]] != 1:
-                missing.append(
-                    f"complete {r['task']} run {r['run']}: {completed_events[r['run']]} completed events"
-                )
+                missing.append(f"complete {r['task']} run {r['run']}: {completed_events[r['run']]} completed events")
             elif op == "block" and (run["outcome"] != "blocked" or tasks[r["task"]]["status"] != "blocked"):
                 missing.append(
-                    f"block {r['task']} run {r['run']}: run {run['outcome']}, "
-                    f"task {tasks[r['task']]['status']}"
+                    f"block {r['task']} run {r['run']}: run {run['outcome']}, task {tasks[r['task']]['status']}"
                 )
     missing += [f"create {t}: task not found" for t in acked_creates if t not in tasks]
     open_runs = [rid for rid, r in runs.items() if r["ended_at"] is None]

@@ -27,6 +27,7 @@ import pytest
 import hermes_cli
 from hermes_cli.kanban.board import Board
 from hermes_cli.kanban.doorbell import Doorbell
+from hermes_cli.kanban.paths import resolve
 from hermes_cli.main import main
 
 from . import open_audit
@@ -102,15 +103,11 @@ def test_audit_flags_a_product_frame_opening_board_files(tmp_path):
 
 def test_reviewed_sites_are_flagged_when_the_process_holds_the_file(hermes_home):
     """A reviewed site (restore's try-lock) is allowed only while nothing else in the process has the file."""
-    fake = (
-        hermes_home / "kanban" / "boards" / "fake" / "kanban.db"
-    )  # not SQLite: no real connection is put at risk
+    fake = hermes_home / "kanban" / "boards" / "fake" / "kanban.db"  # not SQLite: no real connection is put at risk
     fake.parent.mkdir(parents=True)
     fake.write_bytes(b"x" * 64)
     site_file = str(Path(PRODUCT_DIRS[0]) / "kanban" / "backup.py")
-    src = (
-        "import os\nclass _BoardLocks:\n    def __init__(self, p):\n        os.close(os.open(p, os.O_RDONLY))"
-    )
+    src = "import os\nclass _BoardLocks:\n    def __init__(self, p):\n        os.close(os.open(p, os.O_RDONLY))"
     ns: dict = {}
     exec(compile(src, site_file, "exec"), ns)
     with open_audit.recording(auditor()) as rec:
@@ -203,9 +200,7 @@ def registered_commands() -> set[str]:
 
 
 #: registered commands this test does not run through the CLI, and why (anything else unlisted fails the test)
-NOT_VIA_CLI = {
-    "tui": "needs a terminal; the same app runs under App.run_test in test_tui_never_opens_board_files"
-}
+NOT_VIA_CLI = {"tui": "needs a terminal; the same app runs under App.run_test in test_tui_never_opens_board_files"}
 
 
 def api_workload() -> None:
@@ -293,14 +288,14 @@ def cli_workload(cli: Cli, tmp_path: Path) -> None:
     # a completion the board cannot take right now goes to the spool; reconcile applies it
     spooled = cli.json("create", "cli spooled")["id"]
     claim = cli.json("claim", spooled)
-    locker = apsw.Connection(str(Board.open().paths.db))
+    locker = apsw.Connection(str(resolve().db))  # another writer holding the lock, SQLite-level (not audited)
     try:
         locker.execute("BEGIN IMMEDIATE")
-        os.environ["HERMES_KANBAN_BUSY_TIMEOUT_MS"] = "20"
-        out = cli.json("complete", spooled, "--run-id", str(claim["run_id"]), "--summary", "late")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("HERMES_KANBAN_BUSY_TIMEOUT_MS", "20")
+            out = cli.json("complete", spooled, "--run-id", str(claim["run_id"]), "--summary", "late")
         assert out.get("spooled") is True, out
     finally:
-        os.environ.pop("HERMES_KANBAN_BUSY_TIMEOUT_MS", None)
         locker.execute("ROLLBACK")
         locker.close()
     cli("reconcile-completions")

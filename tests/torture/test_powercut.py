@@ -54,7 +54,7 @@ def test_power_cuts(mode, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_process_crash_images_always_recover(tmp_path):
-    """Negative control: keeping every write (what SIGKILL leaves behind) never corrupts or loses anything, even
+    """Negative control: keeping every write (what SIGKILL leaves) never corrupts or loses anything, even
     under synchronous=OFF; so the corruption OFF shows comes from dropped unsynced writes, not the harness."""
     result = harness.run_mode("off", 100, tmp_path, seed=SEED, cuts_per_run=5, keep="all")
     report = _report(result)

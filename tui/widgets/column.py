@@ -14,7 +14,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -27,6 +27,8 @@ from ..format import card_meta, clean
 
 #: lines per card: title, id, meta (priority, age, attempts, tenant), gap
 CARD_HEIGHT = 4
+#: rendered lines kept for repaints (a line is keyed by its text, style and width, so it is never stale)
+STRIP_CACHE = 4096
 
 
 class TaskColumn(ScrollView, can_focus=True):
@@ -98,6 +100,8 @@ class TaskColumn(ScrollView, can_focus=True):
         self._pages: dict[int, list[Task]] = {}
         self._requested: set[int] = set()
         self._highlighted: str | None = None
+        self._base_style: Style | None = None
+        self._strips: dict[tuple[object, ...], Strip] = {}
         self.border_title = status
 
     # -- attributes set by the app ---------------------------------------------------------------------------------
@@ -122,6 +126,8 @@ class TaskColumn(ScrollView, can_focus=True):
         """A consistent refresh of the visible pages: every other page is dropped (it may be stale now)."""
         if generation != self.generation:
             return
+        if all(self._pages.get(p) == rows for p, rows in pages.items()) and len(pages) == len(self._pages):
+            return  # nothing moved: no repaint
         before = self.highlighted_task
         self._pages = dict(pages)
         self._requested.difference_update(pages)
@@ -175,20 +181,20 @@ class TaskColumn(ScrollView, can_focus=True):
         self.refresh()
         self._post_highlight()
 
-    def on_focus(self) -> None:
+    def watch_has_focus(self, focused: bool) -> None:
+        super().watch_has_focus(focused)
         self.refresh()
-        self._highlighted = None
-        self._post_highlight()
+        if focused:
+            # Always announce on focus, even "nothing" (an empty column): the app must never act on a card of the
+            # column that had the focus before.
+            self._post_highlight(force=True)
 
-    def on_blur(self) -> None:
-        self.refresh()
-
-    def _post_highlight(self) -> None:
+    def _post_highlight(self, *, force: bool = False) -> None:
         if not self.has_focus:
             return
         task = self.highlighted_task
         key = None if task is None else f"{task.id}:{task.updated_at}"
-        if key != self._highlighted:
+        if force or key != self._highlighted:
             self._highlighted = key
             self.post_message(self.Highlighted(self, task))
 
@@ -219,11 +225,16 @@ class TaskColumn(ScrollView, can_focus=True):
             self.post_message(self.Selected(self, task))
 
     # -- rendering ---------------------------------------------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The widget's base style walks the DOM; compute it once per paint, not once per line.
+        self._base_style = self.rich_style
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = int(self.scroll_offset.y) + y
         index, part = divmod(row, CARD_HEIGHT)
-        base = self.rich_style
+        base = self._base_style or self.rich_style
         if index >= self.count or part == CARD_HEIGHT - 1:
             return Strip.blank(width, base)
         page = index // self.page_size
@@ -231,23 +242,36 @@ class TaskColumn(ScrollView, can_focus=True):
         if task is None:
             if page not in self._pages and page not in self._requested:
                 self._requested.add(page)
-                self.post_message(self.PageWanted(self, page, self.generation))
+                # Not posted from here: during rendering the screen is the active message pump, so a message
+                # posted now would stop bubbling at the screen and never reach the app.
+                self.call_later(self._want_page, page, self.generation)
             style = self.get_component_rich_style("task-column--loading")
             return self._strip(Text(" …" if part == 0 else "", style=style), width, base)
-        if index == self.cursor:
-            name = "task-column--cursor" if self.has_focus else "task-column--cursor-blurred"
-            highlight: Style | None = self.get_component_rich_style(name)
-        else:
-            highlight = None
         if part == 0:
-            text = Text(" " + clean(task.title), style=self.get_component_rich_style("task-column--title"))
+            content, component = clean(task.title), "task-column--title"
         elif part == 1:
-            text = Text(" " + task.id, style=self.get_component_rich_style("task-column--id"))
+            content, component = task.id, "task-column--id"
         else:
-            text = Text(" " + card_meta(task), style=self.get_component_rich_style("task-column--meta"))
-        if highlight is not None:
-            text.stylize(highlight)
-        return self._strip(text, width, base + highlight if highlight is not None else base)
+            content, component = card_meta(task), "task-column--meta"
+        cursor = "" if index != self.cursor else "task-column--cursor" if self.has_focus else "task-column--cursor-blurred"
+        key = (content, component, cursor, width, base)
+        strip = self._strips.get(key)
+        if strip is None:
+            text = Text(" " + content, style=self.get_component_rich_style(component))
+            fill = base
+            if cursor:
+                highlight = self.get_component_rich_style(cursor)
+                text.stylize(highlight)
+                fill = base + highlight
+            strip = self._strip(text, width, fill)
+            if len(self._strips) > STRIP_CACHE:
+                self._strips.clear()
+            self._strips[key] = strip
+        return strip
+
+    def _want_page(self, page: int, generation: int) -> None:
+        if generation == self.generation and page not in self._pages:
+            self.post_message(self.PageWanted(self, page, generation))
 
     def _strip(self, text: Text, width: int, fill: Style) -> Strip:
         text.truncate(width, overflow="ellipsis")

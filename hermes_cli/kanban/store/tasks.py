@@ -243,7 +243,8 @@ def get_run(db: Database, run_id: int) -> Run | None:
 
 
 def runs_for(db: Database, task_id: str) -> list[Run]:
-    return [Run.from_row(r) for r in db.rows(f"SELECT {RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id", (task_id,))]
+    rows = db.rows(f"SELECT {RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id", (task_id,))
+    return [Run.from_row(r) for r in rows]
 
 
 def open_runs(db: Database) -> list[Run]:
@@ -287,7 +288,8 @@ def expired_running(db: Database, now: float) -> list[Task]:
     return [
         Task.from_row(r)
         for r in db.rows(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at",
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at < ? "
+            "ORDER BY lease_expires_at",
             (now,),
         )
     ]
