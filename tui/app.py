@@ -317,7 +317,9 @@ class KanbanApp(App[None]):
 
     def _toast_missed(self, missed: dict[str, int], recent: list[Event], titles: dict[str, str]) -> None:
         total = sum(missed.values())
-        counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(missed.items(), key=lambda kv: -kv[1]))
+        order = {k: i for i, k in enumerate(TOAST_KINDS)}
+        counts = ", ".join(f"{n} {k.replace('_', ' ')}"
+                           for k, n in sorted(missed.items(), key=lambda kv: (-kv[1], order.get(kv[0], 99))))
         self.notify(counts, title=f"While you were away ({total})", markup=False, timeout=10)
         for ev in recent[-TOAST_BURST:]:
             head, body, severity = toast(ev, titles.get(ev.task_id or ""))

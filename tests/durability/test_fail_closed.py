@@ -121,7 +121,8 @@ def test_busy_is_never_corruption(paths, helper):
 def test_quick_check_is_remembered_per_file_state(paths):
     db = make_board(5)
     assert hermes("list").rc == 0
-    cache = db.parent / store_health.CHECK_CACHE
+    cache = store_health.check_cache_path(paths)
+    assert cache == db.parent / ".kanban.db.quick_check.json"
     assert cache.exists()
     key = store_health.db_key(db)
     assert key is not None and store_health.cached_ok(paths, key)

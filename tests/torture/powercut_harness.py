@@ -188,11 +188,9 @@ class PowerCutVFS(apsw.VFS):
         inode = disk.names.get(key)
         if inode is None or not existed:
             if existed:
-                # A file the model has not seen (not in this harness's runs): take it as already durable.
-                inode = Inode(Path(path).read_bytes())
-                disk.durable_names[key] = inode
-            else:
-                inode = Inode()
+                # Reading it here would open/close an fd on a file SQLite may hold: runs start from an empty dir.
+                raise AssertionError(f"{path} existed before the model saw it; power-cut runs need a fresh directory")
+            inode = Inode()
             disk.names[key] = inode
         inflags = flags[0]
         journal_types = apsw.SQLITE_OPEN_MAIN_JOURNAL | apsw.SQLITE_OPEN_WAL | apsw.SQLITE_OPEN_SUPER_JOURNAL

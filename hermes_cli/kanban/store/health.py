@@ -32,7 +32,8 @@ from .connection import Database, fsync_dir, holds_connection, translate
 
 #: most quarantine copies kept per board (content-addressed, never pruned automatically: they are evidence)
 QUARANTINE_MAX = 5
-#: where the last good quick_check of a db file is remembered (key = dev, inode, size, mtime_ns, ctime_ns)
+#: where the last good quick_check of a db file is remembered, beside it as `.<db name>.quick_check.json`
+#: (key = dev, inode, size, mtime_ns, ctime_ns)
 CHECK_CACHE = ".quick_check.json"
 #: how many problems a check reports at most
 CHECK_LIMIT = 100
@@ -138,13 +139,13 @@ def db_key(path: Path) -> list[int] | None:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _cache_path(paths: BoardPaths) -> Path:
-    return paths.dir / CHECK_CACHE
+def check_cache_path(paths: BoardPaths) -> Path:
+    return paths.dir / f".{paths.db.name}{CHECK_CACHE}"
 
 
 def cached_ok(paths: BoardPaths, key: list[int]) -> bool:
     try:
-        with open(_cache_path(paths), encoding="utf-8") as f:
+        with open(check_cache_path(paths), encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return False
@@ -153,12 +154,12 @@ def cached_ok(paths: BoardPaths, key: list[int]) -> bool:
 
 def remember_ok(paths: BoardPaths, key: list[int]) -> None:
     """Best effort: a lost cache entry only costs one more quick_check on the next open."""
-    tmp = paths.dir / f".{CHECK_CACHE}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = paths.dir / f".{paths.db.name}{CHECK_CACHE}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"db": str(paths.db), "key": key, "checked_at": time.time()}, f)
-        os.replace(tmp, _cache_path(paths))
+        os.replace(tmp, check_cache_path(paths))
     except OSError:
         try:
             os.unlink(tmp)
@@ -169,7 +170,7 @@ def remember_ok(paths: BoardPaths, key: list[int]) -> None:
 def forget_check(paths: BoardPaths) -> None:
     """Drop the remembered good check (after restore/repair the file changed anyway; this makes it explicit)."""
     try:
-        os.unlink(_cache_path(paths))
+        os.unlink(check_cache_path(paths))
     except FileNotFoundError:
         pass  # nothing remembered
 
