@@ -37,6 +37,17 @@ sys.path.insert(0, str(ROOT))
 
 from hermes_cli.kanban import Board  # noqa: E402
 from hermes_cli.kanban import leases as lease_api  # noqa: E402
+from hermes_cli.kanban.store.connection import filesystem_type  # noqa: E402
+
+
+def environment(where: Path) -> dict[str, object]:
+    """What the figures depend on: printed with them (the machine may be shared)."""
+    import platform
+
+    import apsw
+
+    return {"python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(), "cpus": os.cpu_count(),
+            "filesystem": filesystem_type(where), "loadavg_1m": round(os.getloadavg()[0], 2)}
 from hermes_cli.kanban.values import parse_duration  # noqa: E402
 
 SLUG = "latency"
@@ -102,18 +113,21 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="hermes-bench-latency-"))
+    env = environment(home)
     try:
         with_bell = measure(home, samples=args.samples, doorbell=True, poll=args.poll)
         without = measure(home, samples=args.samples_no_doorbell, doorbell=False, poll=args.poll)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     ok = with_bell["p50_ms"] <= 100 and with_bell["p99_ms"] <= 300  # type: ignore[operator]
-    result = {"benchmark": "dispatch_latency", "cpus": os.cpu_count(), "doorbell": with_bell,
+    env["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    result = {"benchmark": "dispatch_latency", "environment": env, "doorbell": with_bell,
               "no_doorbell": without, "targets": {"p50_ms": 100, "p99_ms": 300}, "targets_met": ok}
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"dispatch latency, task ready -> worker process started ({os.cpu_count()} cpus)")
+    print("dispatch latency, task ready -> worker process started")
+    print("  " + ", ".join(f"{k} {v}" for k, v in env.items()))
     for label, r in (("doorbell on ", with_bell), ("doorbell off", without)):
         print(f"  {label}: n={r['samples']:<4} p50 {r['p50_ms']:8.1f} ms   p90 {r['p90_ms']:8.1f} ms   "
               f"p99 {r['p99_ms']:8.1f} ms   max {r['max_ms']:8.1f} ms   (fallback poll {r['poll_interval_s']:g}s)")

@@ -6,8 +6,9 @@
 Three readers watch the same stream of completions at once, on one fresh board:
 - `events --follow`: the real `hermes kanban events --follow --kinds completed --json` process, woken by the
   board's FIFO doorbell;
-- the TUI: the real app (headless, in this process), from the commit to the moment its `completed` toast is
-  raised (the next screen refresh draws it, at most 1/60 s later);
+- the TUI: the real app (headless, in this process), twice: until the event reaches its toast logic (a toast, or
+  a line of the summary toast when completions come faster than 4 per 2 s), and until the `done` count it shows
+  includes the completion (after the coalesced refresh); the next screen update draws either, at most 1/60 s later;
 - a 5 s polling reader for comparison: a process that reads `events` after its cursor every 5 s (what the
   upstream TUI gateway did).
 A writer process completes ready tasks one by one, at random intervals (exponential, mean --gap), and stamps
@@ -97,16 +98,25 @@ def _env() -> dict[str, Any]:
     }
 
 
-async def _tui_watch(seen: dict[str, float], stop: threading.Event, ready: threading.Event) -> None:
+async def _tui_watch(seen: dict[str, float], done_counts: list[tuple[float, int]], stop: threading.Event,
+                     ready: threading.Event) -> None:
     from tui.app import KanbanApp
 
     class MeasuredApp(KanbanApp):
-        """The real app; `notify` is wrapped to stamp when a completion toast is raised."""
+        """The real app, with two stamps: when an event reaches the app's toast logic (a toast, or a line of the
+        summary toast when completions come faster than TOAST_BURST per TOAST_WINDOW_S), and when the `done`
+        count on screen includes a completion (completions are counted in commit order)."""
 
-        def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:  # type: ignore[override]
-            if title.startswith("✔ completed · "):
-                seen.setdefault(title.rsplit(" ", 1)[-1], time.monotonic())
-            super().notify(message, title=title, **kwargs)
+        def show_toasts(self, events: list[Any], titles: dict[str, str]) -> None:
+            now = time.monotonic()
+            for e in events:
+                if e.kind == "completed" and e.task_id:
+                    seen.setdefault(e.task_id, now)
+            super().show_toasts(events, titles)
+
+        def _apply_counts(self, counts: dict[str, int], view_gen: int) -> None:
+            super()._apply_counts(counts, view_gen)
+            done_counts.append((time.monotonic(), counts.get("done", 0)))
 
     app = MeasuredApp(subscription="bench-tui")
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
@@ -133,6 +143,8 @@ def bench(n: int, gap: float, seed: int, use_tui: bool) -> dict[str, Any]:
     seen_follow: dict[str, float] = {}
     seen_poll: dict[str, float] = {}
     seen_tui: dict[str, float] = {}
+    done_counts: list[tuple[float, int]] = []  # (when, done count shown) as the TUI applied counts
+    order: list[str] = []  # completions in commit order (the writer's order)
     assert follow.stdout and poller.stdout and writer.stdout
     assert poller.stdout.readline().strip() == "ready"
     threads = [
@@ -145,7 +157,8 @@ def bench(n: int, gap: float, seed: int, use_tui: bool) -> dict[str, Any]:
     stop, tui_ready = threading.Event(), threading.Event()
     tui_thread = None
     if use_tui:
-        tui_thread = threading.Thread(target=lambda: asyncio.run(_tui_watch(seen_tui, stop, tui_ready)), daemon=True)
+        tui_thread = threading.Thread(
+            target=lambda: asyncio.run(_tui_watch(seen_tui, done_counts, stop, tui_ready)), daemon=True)
         tui_thread.start()
         tui_ready.wait(60)
     # The follower is listening once its FIFO exists (it reads the log from "now" on).
@@ -156,6 +169,7 @@ def bench(n: int, gap: float, seed: int, use_tui: bool) -> dict[str, Any]:
     for line in writer.stdout:
         task_id, t = line.split()
         committed[task_id] = float(t)
+        order.append(task_id)
     writer.wait()
     time.sleep(POLL_S + 1.0)  # let the poller's last cycle pass
     stop.set()
@@ -166,7 +180,14 @@ def bench(n: int, gap: float, seed: int, use_tui: bool) -> dict[str, Any]:
         p.wait(30)
     rows = [_summary("events --follow (doorbell)", committed, seen_follow)]
     if use_tui:
-        rows.append(_summary("TUI toast (doorbell)", committed, seen_tui))
+        rows.append(_summary("TUI: event handled (toast)", committed, seen_tui))
+        # The k-th completion (commit order) is on screen once the done count shown reaches k.
+        seen_count = {}
+        for k, task_id in enumerate(order, start=1):
+            when = next((t for t, n in done_counts if n >= k), None)
+            if when is not None:
+                seen_count[task_id] = when
+        rows.append(_summary("TUI: done count on screen", committed, seen_count))
     rows.append(_summary(f"polling every {POLL_S:.0f} s", committed, seen_poll))
     return {"completions": len(committed), "rows": rows}
 

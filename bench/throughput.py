@@ -35,6 +35,17 @@ import psutil  # noqa: E402
 
 from hermes_cli.kanban import Board  # noqa: E402
 from hermes_cli.kanban import leases as lease_api  # noqa: E402
+from hermes_cli.kanban.store.connection import filesystem_type  # noqa: E402
+
+
+def environment(where: Path) -> dict[str, object]:
+    """What the figures depend on: printed with them (the machine may be shared)."""
+    import platform
+
+    import apsw
+
+    return {"python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(), "cpus": os.cpu_count(),
+            "filesystem": filesystem_type(where), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 def worker_main(slug: str, go: Path) -> int:
@@ -138,17 +149,20 @@ def main() -> int:
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="hermes-bench-throughput-"))
     os.environ["HERMES_HOME"] = str(home)
+    env = environment(home)
     try:
         pull = [pull_throughput(home, args.tasks, int(n)) for n in args.workers.split(",")]
         disp = dispatcher_run(home, args.dispatch_tasks) if args.dispatch_tasks else None
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    result = {"benchmark": "throughput", "cpus": os.cpu_count(), "pull": pull, "dispatcher": disp}
+    env["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    result = {"benchmark": "throughput", "environment": env, "pull": pull, "dispatcher": disp}
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"claim -> complete throughput, {args.tasks} tasks, worker processes looping claim/complete "
-          f"({os.cpu_count()} cpus, synchronous=FULL)")
+          "(synchronous=FULL)")
+    print("  " + ", ".join(f"{k} {v}" for k, v in env.items()))
     for r in pull:
         print(f"  {r['workers']} worker(s): {r['tasks_per_s']:8.1f} tasks/s  ({r['seconds']}s, "
               f"{r['done_on_board']} done)")

@@ -259,7 +259,7 @@ async def _screenshot(svg: Path) -> None:
     from tui.app import KanbanApp
 
     app = KanbanApp()
-    async with app.run_test(size=(180, 52), notifications=True) as pilot:
+    async with app.run_test(size=(200, 54), notifications=True) as pilot:
         await _until(pilot, lambda: app.board_ready and app._watch_reader is not None)
         await _until(pilot, lambda: app.query_one("StatusLine").health is not None)
         ready = app.column("ready")
@@ -328,7 +328,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     r = result
-    print(f"hermes kanban TUI bench: {r['tasks']:,} tasks (seeded in {r['seed_s']:.1f} s), terminal {SIZE[0]}x{SIZE[1]}")
+    print(f"hermes kanban TUI bench: {r['tasks']:,} tasks (seeded in {r['seed_s']:.1f} s), "
+          f"terminal {SIZE[0]}x{SIZE[1]}")
     print("  " + ", ".join(f"{k} {v}" for k, v in env.items()))
     print("  " + "  ".join(f"{s} {n:,}" for s, n in r["counts"].items()))
     print(f"  open (process start -> board painted)   {r['open_s']:.2f} s   (imports {r['imports_s']:.2f} s)")

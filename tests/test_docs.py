@@ -6,6 +6,10 @@
    output must be what the docs print (task ids, timestamps, ages and the temp directory normalised).
 3. (slow) `pip install .` into a fresh virtualenv, then the guide's quick start run with that venv's `hermes`.
 
+When a command's output changes on purpose, regenerate the documented outputs (real ids and times are written in):
+
+    python tests/test_docs.py --record docs/cli.md docs/guide.md
+
 Console blocks are fenced with ```console. A line starting `$ ` is a command; the lines up to the next command
 are its output (stdout, then stderr). Supported commands: `[VAR=value ...] hermes ...`, `export VAR=value` and
 `echo $?` (the previous command's exit code). An expected line ending in `...` matches any line it starts.
@@ -125,14 +129,17 @@ class Session:
         return self._value(a)
 
     def _normalise(self, line: str) -> str:
-        for doc, real in self.paths.items():
-            line = line.replace(real, doc)
+        line = self.doc_paths(line)
         line = TIMESTAMP.sub("<time>", line)
         line = STAMP.sub("<stamp>", line)
         line = AGO.sub("(<age> ago)", line)
         return LIST_AGE.sub(r"\1 <age>  ", line)
 
     def run(self, step: Step) -> None:
+        self._compare(step, self.output(step))
+
+    def output(self, step: Step) -> list[str]:
+        """Run one step; the lines it printed (stdout, then stderr), with real ids and paths."""
         words = shlex.split(step.command)
         if words[0] == "export":
             k, v = words[1].split("=", 1)
@@ -148,17 +155,27 @@ class Session:
             assert words[0] == "hermes", f"{step.where}: only hermes commands are executed: {step.command}"
             self.code, out, err = self.execute([self._arg(a) for a in words[1:]], env)
             got = out.splitlines() + err.splitlines()
-        self._compare(step, got)
+        return got
+
+    def learn_ids(self, want: list[str], got: list[str]) -> None:
+        """Pair the documented ids with the printed ones, position by position."""
+        for w, g in zip(want, got, strict=False):
+            for doc_id, real_id in zip(TASK_ID.findall(w), TASK_ID.findall(g), strict=False):
+                if doc_id not in self.ids and real_id not in self.ids.values():
+                    self.ids[doc_id] = real_id
+
+    def doc_paths(self, line: str) -> str:
+        for doc, real in self.paths.items():
+            line = line.replace(real, doc)
+        return line
 
     def _compare(self, step: Step, got: list[str]) -> None:
         want = step.expected
         assert len(got) == len(want), (
             f"{step.where}: $ {step.command}\n--- documented\n" + "\n".join(want) + "\n--- printed\n" + "\n".join(got)
         )
+        self.learn_ids(want, got)
         for w, g in zip(want, got, strict=True):
-            for doc_id, real_id in zip(TASK_ID.findall(w), TASK_ID.findall(g), strict=False):
-                if doc_id not in self.ids and real_id not in self.ids.values():
-                    self.ids[doc_id] = real_id
             g_doc = TASK_ID.sub(lambda m: next((d for d, r in self.ids.items() if r == m.group(0)), m.group(0)), g)
             w_n, g_n = self._normalise(w), self._normalise(g_doc)
             ok = g_n.startswith(w_n[:-3]) if w_n.endswith("...") else g_n == w_n
@@ -239,3 +256,43 @@ def test_the_bench_readme_indexes_every_bench_script() -> None:
     scripts = sorted(p.name for p in bench.glob("*.py")) + ["compare/"]
     missing = [s for s in scripts if f"]({s}" not in index and f"]({s}README.md)" not in index]
     assert not missing, f"bench/README.md does not list {missing} (one line each, with the command)"
+
+
+# -- regenerating the documented outputs ------------------------------------------------------------------------------
+def record(md: Path) -> None:
+    """Rewrite the output lines of md's console sessions with what the commands print now, in a fresh temp home."""
+    import tempfile
+
+    lines = md.read_text(encoding="utf-8").splitlines()
+    steps = iter(parse_sessions(md))
+    out: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(Path(tmp), _in_process)
+        in_block = False
+        for line in lines:
+            if line.startswith("```console"):
+                in_block = True
+            elif in_block and line.startswith("```"):
+                in_block = False
+            elif in_block:
+                if not line.startswith("$ "):
+                    continue  # an old output line: replaced below
+                step = next(steps)
+                command = TASK_ID.sub(lambda m: session.ids.get(m.group(0), m.group(0)), step.command)
+                got = session.output(step)
+                session.learn_ids(step.expected, got)
+                out.append("$ " + command)
+                for i, g in enumerate(session.doc_paths(g) for g in got):
+                    old = step.expected[i] if i < len(step.expected) else ""
+                    out.append(g[: len(old) - 3] + "..." if old.endswith("...") else g)  # keep abridged lines short
+                continue
+            out.append(line)
+    md.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--record"] or len(sys.argv) < 3:
+        raise SystemExit("usage: python tests/test_docs.py --record docs/cli.md [docs/guide.md ...]")
+    for name in sys.argv[2:]:
+        record(Path(name).resolve())
+        print(f"{name}: outputs recorded")

@@ -50,7 +50,7 @@ STATUS_EVERY_S = 5.0
 #: the health check (doctor's quick result) runs every this many status polls
 HEALTH_EVERY = 6
 #: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
-REFRESH_GAP_S = 0.2
+REFRESH_GAP_S = 0.1
 #: at most TOAST_BURST toasts per this many seconds; more are summed up in one toast
 TOAST_WINDOW_S = 2.0
 #: typing in the filter box applies after this pause
@@ -584,7 +584,8 @@ class KanbanApp(App[None]):
         if task is None:
             return
         if task.status == TaskStatus.RUNNING:
-            self._confirm(f"{task.id} is running (run {task.current_run_id}).\nForce-complete it and close the live run?",
+            self._confirm(f"{task.id} is running (run {task.current_run_id}).\n"
+                          "Force-complete it and close the live run?",
                           "Force-complete", lambda: self.act("complete", task.id, force=True))
         else:
             self.act("complete", task.id)

@@ -300,7 +300,7 @@ class Bench:
             self.cfg["b3_sizes"] = [int(x) for x in args.b3_sizes.split(",")]
         self.venv_root = Path(args.venv_dir).resolve()
         self.cache = Path(args.cache_dir).resolve()
-        self.work = self.cache / "work" / time.strftime("%Y%m%d-%H%M%S")
+        self.work = self.cache / "work" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         self.work.mkdir(parents=True, exist_ok=True)
         self.logdir = self.work / "logs"
         self.logdir.mkdir()
@@ -353,8 +353,12 @@ class Bench:
             tdir = self.cache / "templates" / name / f"{fp}-{n}"
             ids_file = tdir / "ids.txt"
             if not ids_file.exists():
+                # templates of older versions of this system (e.g. an earlier checkout of hermes kanban) go away
+                for stale in tdir.parent.glob("*") if tdir.parent.exists() else []:
+                    if not stale.name.startswith(fp + "-"):
+                        shutil.rmtree(stale, ignore_errors=True)
                 shutil.rmtree(tdir, ignore_errors=True)
-                tmp = tdir.with_name(tdir.name + ".tmp")
+                tmp = tdir.with_name(f"{tdir.name}.tmp{os.getpid()}")
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 log(f"seeding {name} template with {n} tasks")
@@ -392,15 +396,16 @@ class Bench:
         """Delete a scratch board, or move it under .cache/kept/ when it showed a problem (evidence)."""
         if self.args.keep:
             return
-        if keep:
+        kept = self.results.setdefault("kept_boards", [])
+        if keep and len(kept) < 6:  # a few damaged boards per run are evidence enough
             kept_root = self.cache / "kept"
             if not (kept_root / self.work.name).exists() and kept_root.exists():
-                for old in sorted(kept_root.iterdir())[:-2]:  # keep the evidence of the last 3 runs only
+                for old in sorted(kept_root.iterdir())[:-1]:  # keep the evidence of the last 2 runs only
                     shutil.rmtree(old, ignore_errors=True)
             dest = kept_root / self.work.name / cell.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(cell), str(dest))
-            self.results.setdefault("kept_boards", []).append(str(dest))
+            kept.append(str(dest))
         else:
             shutil.rmtree(cell, ignore_errors=True)
 
@@ -1483,6 +1488,12 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep every scratch board and log")
     args = p.parse_args()
 
+    bad = [s for s in args.scenarios.split(",") if s not in ("fsync", "b1", "b2", "stall", "b3", "physical")]
+    if bad:
+        p.error(f"unknown scenario(s) {', '.join(bad)}; known: fsync, b1, b2, stall, b3, physical")
+    unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
+    if unknown:
+        p.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(ORDER)}")
     bench = Bench(args)
     scenarios = args.scenarios.split(",")
     load_start = os.getloadavg()
@@ -1526,6 +1537,11 @@ def main():
     t_done = time.time()
     wall = t_done - t_setup
     cfg = bench.cfg
+    if os.environ.get("BENCH_HERMES_AGENT_NO_LENGTH_PROBE") == "1":
+        res["notes"].append(
+            "DIAGNOSTIC RUN: hermes-agent's post-commit file-length probe was disabled "
+            "(BENCH_HERMES_AGENT_NO_LENGTH_PROBE=1); its figures are NOT the shipped 0.19.0 behaviour"
+        )
     if args.quick:
         res["notes"].append("QUICK MODE: small boards and 1 repeat — a smoke test of the harness, not a result")
     if cfg["b1_window"] and cfg["b1_board"] > 0:

@@ -89,7 +89,11 @@ def parse_kinds(kinds: str | Iterable[str] | None) -> tuple[str, ...] | None:
 
 def _ring_after_commit(board: Board) -> None:
     notify_dir = board.paths.notify_dir
-    board.db.after_commit(lambda: ring(notify_dir))
+
+    def ring_readers() -> None:
+        ring(notify_dir)
+
+    board.db.after_commit(ring_readers)
 
 
 def subscribe(
@@ -107,7 +111,7 @@ def subscribe(
     existing = subs_sql.get(board.db, name)
     if existing is not None and (kinds is None or subs_sql.decode_kinds(existing["kinds"]) == wanted):
         # Nothing to change: no write transaction, so a TUI opening a busy board never waits for the write lock.
-        return Subscription.from_store(existing), False
+        return _with_pending(board, existing), False
 
     def tx() -> tuple[Subscription, bool]:
         now = time.time()
@@ -117,16 +121,21 @@ def subscribe(
                 subs_sql.set_kinds(board.db, name, wanted, now)
                 row = subs_sql.get(board.db, name)
                 assert row is not None
-            return Subscription.from_store(row), False
+            return _with_pending(board, row), False
         tasks_sql.add_event(board.db, "subscribed", now, name=name, kinds=list(wanted) if wanted else None)
         _ring_after_commit(board)
         cursor = tasks_sql.last_event_id(board.db) if after is None else after
         subs_sql.insert(board.db, name, cursor, wanted, now)
         created = subs_sql.get(board.db, name)
         assert created is not None
-        return Subscription.from_store(created), True
+        return _with_pending(board, created), True
 
     return board.db.write(tx)
+
+
+def _with_pending(board: Board, row: dict[str, Any]) -> Subscription:
+    pending = subs_sql.count_after(board.db, int(row["cursor"]), subs_sql.decode_kinds(row["kinds"]))
+    return Subscription.from_store({**row, "pending": pending})
 
 
 def get_subscription(board: Board, name: str) -> Subscription:
@@ -204,14 +213,16 @@ class EventReader:
             if subscription is not None:
                 sub = get_subscription(board, subscription)
                 self.cursor = sub.cursor if after is None else after
+                #: the subscription's cursor as stored (`after` may start reading elsewhere)
+                self.acked = sub.cursor
                 if self.kinds is None:
                     self.kinds = sub.kinds
             else:
                 self.cursor = board.last_event_id() if after is None else after
+                self.acked = self.cursor
         except BaseException:
             self.doorbell.close()
             raise
-        self.acked = self.cursor
         #: whether events after the cursor may be waiting (true at start: catch up before waiting)
         self.behind = True
 

@@ -175,3 +175,13 @@ def test_a_refused_log_path_is_a_failed_attempt_not_a_dispatcher_crash(board: Bo
     assert res.error is None and res.counts["spawn_failed"] == 1
     assert runs_of(board, task.id)[0].summary.startswith("spawn failed: OSError: ")
     assert not (tmp_path / "elsewhere.log").exists()
+
+
+def test_a_worker_that_never_heartbeats_keeps_its_lease_while_alive(board: Board) -> None:
+    configure(board, worker_ttl="1s")  # the worker outlives its lease 2.5 times over
+    task, _ = board.create_task("silent", command=worker("work", "2.5"))
+    res = dispatch(board)
+    assert outcomes(board, task.id) == ["completed"]
+    assert res.counts["reclaimed"] == 0
+    run = runs_of(board, task.id)[0]
+    assert run.heartbeat_at is not None and run.heartbeat_at > run.started_at + 1.0  # extended by the dispatcher

@@ -24,9 +24,10 @@ def test_notify_subscribe_list_unsubscribe_human(board: Board) -> None:
     r = invoke("notify-subscribe", "pager", "--kinds", "completed,gave_up")
     assert r.code == 0 and r.err == ""
     # cursor 2: the newest event when it was made, which is its own `subscribed` event
-    assert re.fullmatch(rf"subscribed: pager  cursor 2  kinds completed,gave_up  updated {ISO}\n", r.out), r.out
+    assert re.fullmatch(rf"subscribed: pager  cursor 2  kinds completed,gave_up  pending 0  updated {ISO}\n", r.out)
     r = invoke("notify-subscribe", "pager")
-    assert re.fullmatch(rf"already subscribed: pager  cursor 2  kinds completed,gave_up  updated {ISO}\n", r.out)
+    assert re.fullmatch(rf"already subscribed: pager  cursor 2  kinds completed,gave_up  pending 0  updated {ISO}\n",
+                        r.out)
     r = invoke("notify-list")
     assert re.fullmatch(rf"pager  cursor 2  kinds completed,gave_up  pending 0  updated {ISO}\n", r.out), r.out
     r = invoke("notify-unsubscribe", "pager")
@@ -39,7 +40,7 @@ def test_notify_commands_json(board: Board) -> None:
     r = invoke("notify-subscribe", "all", "--after", "0", "--json")
     data = r.json()
     assert r.code == 0 and data["name"] == "all" and data["cursor"] == 0 and data["kinds"] is None
-    assert data["created"] is True and re.fullmatch(ISO, data["created_at"])
+    assert data["created"] is True and data["pending"] == 1 and re.fullmatch(ISO, data["created_at"])
     listed = invoke("notify-list", "--json").json()
     assert [(s["name"], s["cursor"], s["pending"]) for s in listed] == [("all", 0, 1)]  # its own subscribed event
     gone = invoke("notify-unsubscribe", "all", "--json").json()
@@ -57,7 +58,8 @@ def test_notify_errors_are_one_line_and_change_nothing(board: Board) -> None:
     assert r.code == 1 and r.err == ("error: invalid subscription name 'Bad Name': use 1-64 chars of a-z, 0-9, '_', "
                                      "'.', ':' or '-', starting with a letter or digit\n")
     r = invoke("notify-subscribe", "ok", "--kinds", "bad kind")
-    assert r.code == 1 and r.err == "error: invalid event kind 'bad kind': kinds look like completed, blocked, gave_up\n"
+    assert r.code == 1
+    assert r.err == "error: invalid event kind 'bad kind': kinds look like completed, blocked, gave_up\n"
     r = invoke("notify-subscribe", "ok", "--after", "-1")
     assert r.code == 1 and r.err == "error: invalid cursor -1: event ids start at 1 (use 0 to replay everything)\n"
     assert board.last_event_id() == before and invoke("notify-list", "--json").json() == []

@@ -213,6 +213,7 @@ async def test_create_archive_block_unblock_approve_comment(seeded: dict[str, st
         assert board.events(0, task_id=target, kinds=["blocked"])[-1].payload["reason"] == "waiting on review"
         await until(pilot, lambda: counts(app)["blocked"] == 2)
         app.column("blocked").focus()
+        await pilot.press("home")  # p7 sorts before the other blocked task
         await until(pilot, lambda: app.selected is not None and app.selected.id == target)
         await pilot.press("u")
         await until(pilot, lambda: board.get_task(target).status == TaskStatus.READY)
@@ -221,7 +222,11 @@ async def test_create_archive_block_unblock_approve_comment(seeded: dict[str, st
         await until(pilot, lambda: app.selected is not None and app.selected.id == seeded["review"])
         await pilot.press("a")
         await until(pilot, lambda: board.get_task(seeded["review"]).status == TaskStatus.DONE)
-        # comment
+        # comment (on it, now in done: same priority as the other done task, and older)
+        await until(pilot, lambda: counts(app)["done"] == 2)
+        app.column("done").focus()
+        await pilot.press("home")
+        await until(pilot, lambda: app.selected is not None and app.selected.id == seeded["review"])
         await pilot.press("m", *"nice work", "enter")
         await until(pilot, lambda: [c.body for c in board.detail(seeded["review"]).comments] == ["nice work"])
 
@@ -310,14 +315,15 @@ async def test_damage_found_while_running_shows_the_error_screen(seeded: dict[st
     async with app.run_test(size=SIZE) as pilot:
         await opened(app, pilot)
         db_path = board.paths.db
+        app.stop_watching()
+        await until(pilot, lambda: app._watch_reader is None, what="the watcher to stop")
         board.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         board.close()
-        page_size = 4096
-        size = db_path.stat().st_size
-        with open(db_path, "r+b") as f:  # nothing in this test process holds a connection any more
-            for page in range(2, size // page_size):
-                f.seek(page * page_size)
-                f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+        # Damage every page after the schema from another process (this one must never open() a live db file).
+        damage = ("import sys; p = sys.argv[1]; f = open(p, 'r+b'); n = f.seek(0, 2) // 4096\n"
+                  "for page in range(2, n):\n    f.seek(page * 4096); f.write(bytes.fromhex('deadbeef') * 1024)\n"
+                  "f.close()")
+        subprocess.run([sys.executable, "-c", damage, str(db_path)], check=True, timeout=60)
         app.action_reload()
         await until(pilot, lambda: isinstance(app.screen, BoardErrorScreen), what="the error screen")
         assert app.screen.error.exit_code == 4

@@ -169,7 +169,14 @@ class TaskColumn(ScrollView, can_focus=True):
 
     # -- reactives ---------------------------------------------------------------------------------------------------
     def watch_count(self, count: int) -> None:
-        self.virtual_size = Size(0, count * CARD_HEIGHT)
+        size = Size(0, count * CARD_HEIGHT)
+        if size != self.virtual_size:
+            # A column's own size never depends on how many cards it has (it is 1fr wide, full height), so a new
+            # count needs no layout of the whole screen (a full repaint, ~50 ms at 200x60): set the virtual size
+            # the way Textual's own _size_updated(layout=False) does and update the scrollbar. Showing or hiding
+            # the scrollbar still triggers a layout, as it changes the content width.
+            self.set_reactive(TaskColumn.virtual_size, size)
+            self._scroll_update(size)
         self.border_subtitle = f"{count:,}"
         if self.cursor >= count:
             self.cursor = max(0, count - 1)
@@ -253,7 +260,10 @@ class TaskColumn(ScrollView, can_focus=True):
             content, component = task.id, "task-column--id"
         else:
             content, component = card_meta(task), "task-column--meta"
-        cursor = "" if index != self.cursor else "task-column--cursor" if self.has_focus else "task-column--cursor-blurred"
+        if index != self.cursor:
+            cursor = ""
+        else:
+            cursor = "task-column--cursor" if self.has_focus else "task-column--cursor-blurred"
         key = (content, component, cursor, width, base)
         strip = self._strips.get(key)
         if strip is None:

@@ -98,7 +98,8 @@ def read_after(
     newest match): nothing can commit between the two SELECTs of the snapshot.
     """
     with _snapshot(db):
-        where, params = ["id > ?"], [cursor]
+        where: list[str] = ["id > ?"]
+        params: list[object] = [cursor]
         if kinds:
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
             params.extend(kinds)
