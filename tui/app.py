@@ -242,8 +242,7 @@ class KanbanApp(App[None]):
         self.board_ready = False
         self.selected = None
         for col in self.columns:
-            col.generation = self.view_gen - 1
-            col.reset()
+            col.reset(self.view_gen)
         status = self.query_one(StatusLine)
         status.board = self.ref.label
         status.dispatcher_known = False
@@ -552,8 +551,7 @@ class KanbanApp(App[None]):
         self.flt = flt
         self.view_gen += 1
         for col in self.columns:
-            col.generation = self.view_gen - 1
-            col.reset()
+            col.reset(self.view_gen)
         self.query_one(StatusLine).filter_text = str(flt)
         self._refresh_running = False  # results of an in-flight refresh are for the old filter: ignored
         self.request_refresh()

@@ -1099,7 +1099,14 @@ class Bench:
                     ):
                         row[key] = med([r[key] for r in good])
                     row["observer_max_ms"] = max(r["observer_max_ms"] or 0 for r in good)
-                    for key in ("busy_observer", "busy_writer", "busy_workers", "errors"):
+                    for key in (
+                        "busy_observer",
+                        "busy_writer",
+                        "busy_workers",
+                        "errors",
+                        "observer_reads",
+                        "writer_adds",
+                    ):
                         row[key] = sum(r[key] for r in good)
                     row["fatal"] = [f for r in good for f in r.get("fatal", [])]
                     row["integrity"] = "ok" if all(r["integrity"] == "ok" for r in good) else "FAIL"
@@ -1226,12 +1233,18 @@ def fmt(x, nd=1):
 
 
 def table(headers, rows):
-    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
-    widths = [max(len(c) for c in col) for col in cols]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)), "  ".join("-" * w for w in widths)]
-    for r in rows:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
-    return "\n".join(out)
+    """Fixed-width table; cells are single-line, rows shorter than the header are padded, the last column is free
+    (it carries the long n/a reasons)."""
+    cells = [[str(c).replace("\n", " ") for c in r] + [""] * (len(headers) - len(r)) for r in rows]
+    widths = [max([len(str(h))] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    widths[-1] = len(str(headers[-1]))
+    lines = [
+        "  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def render(res: dict) -> str:
@@ -1263,11 +1276,9 @@ def render(res: dict) -> str:
         rows = []
         for r in res["b1"]:
             if "na" in r:
-                rows.append([r["system"], r["durability"], r["workers"], r["na"], "", "", "", "", "", ""])
+                rows.append([r["system"], r["durability"], r["workers"], "n/a", "", "", "", "", "", r["na"]])
             elif "error" in r:
-                rows.append(
-                    [r["system"], r["durability"], r["workers"], "ERROR " + r["error"][:60], "", "", "", "", "", ""]
-                )
+                rows.append([r["system"], r["durability"], r["workers"], "ERROR", "", "", "", "", "", r["error"][:200]])
             else:
                 rows.append(
                     [
@@ -1280,7 +1291,7 @@ def render(res: dict) -> str:
                         fmt(r["complete_p50_ms"], 2),
                         fmt(r["complete_p99_ms"], 2),
                         r["busy"],
-                        "ok" if r["correct"] else "FAIL: " + "; ".join(r["problems"])[:70],
+                        "ok" if r["correct"] else "FAIL: " + "; ".join(r["problems"])[:160],
                     ]
                 )
         out.append(
@@ -1310,7 +1321,7 @@ def render(res: dict) -> str:
         rows = []
         for r in res["b2"]:
             if "error" in r:
-                rows.append([r["system"], "ERROR " + r["error"][:70]] + [""] * 7)
+                rows.append([r["system"], "ERROR"] + [""] * 7 + [r["error"][:200]])
                 continue
             ended = fmt(r["drain_s"], 1)
             if r["timed_out"]:
@@ -1356,7 +1367,7 @@ def render(res: dict) -> str:
         rows = []
         for r in res["stall"]:
             if "error" in r:
-                rows.append([r["system"], "ERROR " + r["error"][:70], "", "", "", ""])
+                rows.append([r["system"], "ERROR", "", "", "", "", r["error"][:200]])
                 continue
             stale = f"{r['stale_accepted']}/{r['stale_attempts']}" if r["takeovers"] else "n/a (no takeover)"
             rows.append(
@@ -1393,7 +1404,8 @@ def render(res: dict) -> str:
         rows = []
         for r in res["b3"]:
             if "na" in r or "error" in r:
-                rows.append([r["system"], r["size"], r.get("na") or "ERROR " + r["error"][:60]] + [""] * 6)
+                label = "n/a" if "na" in r else "ERROR"
+                rows.append([r["system"], r["size"], label] + [""] * 6 + [r.get("na") or r["error"][:200]])
                 continue
             rows.append(
                 [
@@ -1403,6 +1415,7 @@ def render(res: dict) -> str:
                     fmt(r["observer_p99_ms"], 2),
                     fmt(r["writer_p50_ms"], 2),
                     fmt(r["writer_p99_ms"], 2),
+                    f"{r['observer_reads']}/{r['writer_adds']}",
                     f"{r['busy_observer']}/{r['busy_writer']}/{r['busy_workers']}",
                     fmt(r["worker_tasks_per_s"], 0),
                     r["integrity"],
@@ -1417,6 +1430,7 @@ def render(res: dict) -> str:
                     "obs p99",
                     "write p50",
                     "write p99",
+                    "reads/adds",
                     "busy o/w/workers",
                     "worker tasks/s",
                     "integrity",
@@ -1434,7 +1448,7 @@ def render(res: dict) -> str:
         rows = []
         for r in res["physical"]:
             if "na" in r:
-                rows.append([r["system"], r["na"]] + [""] * 5)
+                rows.append([r["system"], "n/a"] + [""] * 4 + [r["na"]])
                 continue
             rows.append(
                 [

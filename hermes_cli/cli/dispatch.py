@@ -121,7 +121,7 @@ def kanban_dispatch(
 def kanban_demo(keep: bool, as_json: bool) -> None:
     """Run a throwaway board with ~10 tasks through the dispatcher and real worker processes, then print what
     happened: a dependency chain, a crash and its retry, a timeout, a worker that reports by itself. Never
-    touches your boards (it works in a temp dir); takes about 10 seconds.
+    touches your boards (it works in a temp dir); takes a few seconds.
 
     Example:
 

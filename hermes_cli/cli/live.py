@@ -11,7 +11,7 @@ import click
 
 from ..kanban.errors import UsageError
 from ..kanban.models import iso
-from ..kanban.notify import Subscription, list_subscriptions, subscribe, unsubscribe
+from ..kanban.notify import Subscription, check_name, list_subscriptions, subscribe, unsubscribe
 from .common import board_slug, command, common, emit, open_board
 
 
@@ -96,6 +96,8 @@ def kanban_tui(subscription: str | None, board: str | None, as_json: bool) -> No
     if as_json:
         raise UsageError("tui is interactive and has no --json output (for a JSON stream use: "
                          "hermes kanban events --follow --json)")
+    if subscription is not None:
+        check_name(subscription)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("tui needs a terminal (for a stream of events use: hermes kanban events --follow)")
     from tui.app import KanbanApp  # lazily: the CLI never imports textual at startup

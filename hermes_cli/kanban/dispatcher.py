@@ -52,12 +52,14 @@ from .board_config import DispatchSettings
 from .doorbell import Doorbell
 from .errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun, StorageError
 from .leases import DispatcherLease
-from .models import Claim, RunOutcome, Task, TaskStatus, iso
+from .models import Claim, Run, RunOutcome, Task, TaskStatus, iso
 from .store import dispatch as dsql
 from .store import tasks as tsql
 
 #: run outcomes that mean the worker itself reported (its report wins over its exit code)
 REPORTED = (RunOutcome.COMPLETED, RunOutcome.BLOCKED, RunOutcome.REVIEW_REQUESTED)
+#: a run claimed by another dispatcher on this host gets this long to have its worker's pid recorded
+UNRECORDED_GRACE_S = 5.0
 #: Popen objects of workers left running at exit; kept referenced so no finalizer warns about them
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
@@ -582,6 +584,8 @@ class Dispatcher:
         for run in self.board.open_runs():
             if run.id in self.workers:
                 continue
+            if run.host == procs.HOST and run.pid is None and self._recover_unrecorded(run):
+                continue
             if run.host != procs.HOST or run.pid is None or run.pid_create_time is None:
                 continue  # nothing to verify here: lease expiry decides
             state = procs.state(run.pid, run.pid_create_time)
@@ -617,6 +621,28 @@ class Dispatcher:
             self._supervise(w)
             self.result.counts["adopted"] += 1
             self.log(f"adopted {task.id} run {run.id} pid {run.pid} ({state}), left by an earlier dispatcher")
+
+    def _recover_unrecorded(self, run: Run) -> bool:
+        """A run claimed by an earlier dispatcher on this host that died before recording its worker's pid: find
+        the worker by its environment and record it (it is adopted on the next scan), or, if no process carries
+        the run's token, close the run now instead of waiting for its lease. Runs of pull workers (claimed by
+        something other than a dispatcher) are left alone. Returns whether the run was dealt with."""
+        prefix = f"dispatcher@{procs.HOST}:"
+        if not (run.worker or "").startswith(prefix) or run.worker == self.worker_name:
+            return False
+        if time.time() - run.started_at < UNRECORDED_GRACE_S:
+            return True  # its dispatcher may still be about to record it; look again on a later scan
+        found = procs.find_worker(run.id, str(self.board.paths.db))
+        if found is not None:
+            pid, started = found
+            self.log(f"found the worker of {run.task_id} run {run.id} (pid {pid}) by its environment")
+            self.board.set_run_process(run.id, pid, started)
+            return True
+        task = self._task_or_none(run.task_id)
+        self._record(run.task_id, run.id, task.attempts if task is not None else 0, RunOutcome.CRASHED,
+                     "its dispatcher stopped before the worker was started or recorded, and no process carries "
+                     "the run's token", None)
+        return True
 
     def _task_or_none(self, task_id: str) -> Task | None:
         try:

@@ -65,6 +65,24 @@ def state(pid: int, started: float | None) -> ProcState:
     return ProcState.ALIVE
 
 
+def find_worker(run_id: int, db: str) -> tuple[int, float] | None:
+    """The worker process started for `run_id` of the board at `db`, found by its environment (the worker
+    contract's HERMES_KANBAN_RUN_ID and HERMES_KANBAN_DB) among this user's processes; only a session leader
+    counts (the worker itself, not a child that inherited its environment). For a run whose dispatcher died
+    between starting the worker and recording its pid."""
+    me = os.getuid()
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != me or os.getsid(proc.pid) != proc.pid:
+                continue
+            env = proc.environ()
+            if env.get("HERMES_KANBAN_RUN_ID") == str(run_id) and env.get("HERMES_KANBAN_DB") == db:
+                return proc.pid, float(proc.create_time())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError):
+            continue  # gone meanwhile, or not ours to read
+    return None
+
+
 def pidfd(pid: int) -> int:
     """A pidfd for `pid` (readable once it exits), or -1 where the kernel has none. O_CLOEXEC is implied."""
     try:

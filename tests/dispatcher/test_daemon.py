@@ -27,14 +27,28 @@ def test_a_task_created_while_idle_is_dispatched(board: Board, reaper: Reaper, d
     configure(board, poll_interval=poll, doorbell=doorbell)
     d = reaper.hermes("kanban", "dispatch", "--json")
     wait_for(lambda: _lease_of(board, d.pid), what="the dispatcher's lease")
+    # ready by creation
     task, _ = board.create_task("late", command=worker("work", "0.05"))
-    wait_for(lambda: board.get_task(task.id).status == TaskStatus.DONE, what="the task to be done")
-    child, _ = board.create_task("child", command=worker("work", "0.05"), parents=[task.id])  # ready at once
-    wait_for(lambda: board.get_task(child.id).status == TaskStatus.DONE, what="the second task to be done")
+    wait_for(lambda: board.get_task(task.id).status == TaskStatus.DONE, what="the created task to be done")
+    # ready because its parent was completed (by a pull worker: this process)
+    parent, _ = board.create_task("manual parent")
+    child, _ = board.create_task("child", command=worker("work", "0.05"), parents=[parent.id])
+    claim = board.claim(parent.id, worker="me")
+    assert claim is not None
+    board.complete(parent.id, claim.run_id)
+    wait_for(lambda: board.get_task(child.id).status == TaskStatus.DONE, what="the promoted child to be done")
+    # ready because it was unblocked (held back by an unfinished parent until it is blocked, so it never runs early)
+    gate, _ = board.create_task("gate")
+    held, _ = board.create_task("held", command=worker("work", "0.05"), parents=[gate.id])
+    board.block(held.id, reason="wait for it")
+    board.complete(gate.id)
+    assert board.get_task(held.id).status == TaskStatus.BLOCKED
+    board.unblock(held.id)
+    wait_for(lambda: board.get_task(held.id).status == TaskStatus.DONE, what="the unblocked task to be done")
     d.popen.send_signal(signal.SIGTERM)
     code, out, err = d.finish()
     assert code == 0, err
-    assert out["reason"] == "signal" and out["spawned"] == 2 and out["completed"] == 2
+    assert out["reason"] == "signal" and out["spawned"] == 3 and out["completed"] == 3
     assert lease_api.read_lease(board) is None  # released
 
 

@@ -156,7 +156,8 @@ def test_dispatcher_sigkilled_under_load_then_restarted(board: Board, reaper: Re
         assert rs[0].summary.startswith(f"worker pid {run.pid} ")
         assert rs[1].started_at > killed_at[run.id]
     # attempts capped across the restart: 3 = max_retries + 1, no spawn-crash loop
-    # (a run SIGKILLed between its claim and its pid being recorded is reclaimed by lease expiry instead)
+    # (a run whose dispatcher died between its claim and recording the pid is closed as crashed 5 s after its
+    # claim, or, had its lease run out first, reclaimed: either way it is an attempt)
     c = board.get_task(crasher.id)
     assert c.status == TaskStatus.BLOCKED and c.attempts == 3, err
     assert len(outcomes(board, crasher.id)) == 3 and set(outcomes(board, crasher.id)) <= {"crashed", "reclaimed"}
@@ -250,3 +251,29 @@ def test_a_run_on_another_host_is_left_to_its_lease(board: Board) -> None:
     assert res.counts["adopted"] == 0 and res.counts["reclaimed"] == 1
     assert outcomes(board, task.id) == ["reclaimed", "completed"]
     assert runs_of(board, task.id)[1].started_at >= claim.lease_expires_at
+
+
+def test_a_worker_whose_pid_was_never_recorded_is_found_by_its_token(board: Board, reaper: Reaper) -> None:
+    # An earlier dispatcher (pid 999999, gone) claimed two tasks and died before recording their workers' pids:
+    # one worker was started (found by its environment and adopted), the other never was (closed and retried).
+    dead = f"dispatcher@{procs.HOST}:999999"
+    started_task, _ = board.create_task("started", command=pycmd("pass"))
+    lost_task, _ = board.create_task("never started", command=pycmd("pass"))
+    started = board.claim(started_task.id, worker=dead, ttl=60)
+    lost = board.claim(lost_task.id, worker=dead, ttl=60)
+    assert started is not None and lost is not None
+    board.db.write(lambda: board.db.execute("UPDATE runs SET started_at = started_at - 10"))  # past the grace
+    env = {**os.environ, "HERMES_KANBAN_DB": str(board.paths.db), "HERMES_KANBAN_TASK": started_task.id,
+           "HERMES_KANBAN_RUN_ID": str(started.run_id)}
+    w = subprocess.Popen([PY, "-c", REPORT_AFTER, "1.5"], env=env, start_new_session=True)
+    reaper.own(w.pid)
+    try:
+        res = dispatch(board)
+    finally:
+        w.wait(timeout=30)
+    assert res.reason == StopReason.IDLE, res.error
+    assert res.counts["adopted"] == 1
+    run = runs_of(board, started_task.id)
+    assert [(r.id, r.outcome, r.pid) for r in run] == [(started.run_id, "completed", w.pid)]
+    assert outcomes(board, lost_task.id) == ["crashed", "completed"]
+    assert runs_of(board, lost_task.id)[0].summary.startswith("its dispatcher stopped before the worker was started")

@@ -183,6 +183,8 @@ def test_tui_refuses_json_and_non_terminals(board: Board) -> None:
     assert r.code == 2
     assert r.err == ("error: tui is interactive and has no --json output (for a JSON stream use: "
                      "hermes kanban events --follow --json)\n")
+    r = invoke("tui", "--subscription", "Bad Name")
+    assert r.code == 1 and r.err.startswith("error: invalid subscription name 'Bad Name'")
     r = run("tui")  # stdin/stdout are pipes here
     assert (r.code, r.err) == (2, "error: tui needs a terminal (for a stream of events use: hermes kanban events "
                                   "--follow)\n")

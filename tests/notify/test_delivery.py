@@ -69,10 +69,15 @@ class Follower:
             self.ids.append(json.loads(line)["id"])
 
     def stop(self, sig: int) -> str:
-        self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=30)
-        assert self.thread is not None
-        self.thread.join(30)
+        """Signal the follower, wait for it, let the reader thread drain stdout to EOF; returns its stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(30)
+        assert self.thread is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self.thread.join(30)  # stdout is read by the thread only, so no line can go anywhere else
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
         return err
 
 
@@ -90,6 +95,17 @@ def _wait_listening(board: Board, count: int, deadline: float) -> None:
         time.sleep(0.01)
 
 
+def _cleanup(writers: list[subprocess.Popen[str]], lives: list[Follower]) -> None:
+    """Whatever happened, leave no process or pipe behind (a failed assertion must not leak into other tests)."""
+    for w in writers:
+        if w.poll() is None:
+            w.kill()
+        w.communicate()
+    for life in lives:
+        if life.proc.stdout is not None and not life.proc.stdout.closed:
+            life.stop(signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_every_event_exactly_once_across_reader_kills(board: Board, tmp_path: Path,
@@ -100,35 +116,41 @@ def test_every_event_exactly_once_across_reader_kills(board: Board, tmp_path: Pa
     deadline = started + DEADLINE_S
     rng = random.Random(6)
     start_file = tmp_path / "go"
+    total = WRITERS * EVENTS_PER_WRITER
     writers = _writers(EVENTS_PER_WRITER, start_file)
     lives: list[Follower] = [Follower.start("--after", "0")]
-    _wait_listening(board, 1, deadline)
-    start_file.touch()
+    try:
+        _wait_listening(board, 1, deadline)
+        start_file.touch()
+        # Kill at 1/6, 2/6, ... 5/6 of the writes (by committed event count), so every kill lands mid-stream
+        # however fast or slow the machine is; the restart comes after a random gap with nobody listening.
+        kills_while_writing = 0
+        for k in range(1, KILLS + 1):
+            while board.last_event_id() < total * k // (KILLS + 1):
+                assert time.monotonic() < deadline, "writers too slow for the time budget"
+                time.sleep(0.01)
+            lives[-1].stop(signal.SIGKILL)
+            if board.last_event_id() < total:
+                kills_while_writing += 1
+            time.sleep(rng.uniform(0.05, 0.3))  # nobody listens: rings go nowhere, the leftover FIFO is reaped
+            resume = max((i for life in lives for i in life.ids), default=0)
+            lives.append(Follower.start("--after", str(resume)))
 
-    kills_while_writing = 0
-    while kills_while_writing < KILLS:
-        time.sleep(rng.uniform(0.3, 0.9))
-        current = lives[-1]
-        current.stop(signal.SIGKILL)
-        if any(w.poll() is None for w in writers):
-            kills_while_writing += 1
-        time.sleep(rng.uniform(0.05, 0.3))  # nobody listens: rings go nowhere, the leftover FIFO is reaped
-        resume = max((i for life in lives for i in life.ids), default=0)
-        lives.append(Follower.start("--after", str(resume)))
-        assert time.monotonic() < deadline, "writers too slow for the time budget"
+        figures = []
+        for w in writers:
+            out, err = w.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert w.returncode == 0, err
+            figures.append(json.loads(out))
+        last = board.last_event_id()
+        final = lives[-1]
+        while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert final.stop(signal.SIGTERM) == ""
+        assert final.proc.returncode == 0
+    finally:
+        _cleanup(writers, lives)
 
-    figures = []
-    for w in writers:
-        out, err = w.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        assert w.returncode == 0, err
-        figures.append(json.loads(out))
-    last = board.last_event_id()
-    final = lives[-1]
-    while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert final.stop(signal.SIGTERM) == ""
-    assert final.proc.returncode == 0
-
+    assert kills_while_writing == KILLS
     received = [i for life in lives for i in life.ids]
     for life in lives:
         assert life.ids == sorted(life.ids)
@@ -159,21 +181,26 @@ def test_subscription_cursor_survives_reader_kills(board: Board, tmp_path: Path,
     writers = [subprocess.Popen([sys.executable, str(WRITER), "500", str(start_file)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
     lives = [Follower.start("--subscription", "torture")]
-    _wait_listening(board, 1, deadline)
-    start_file.touch()
     acked_at_kill: list[int] = []
-    for _ in range(3):
-        time.sleep(0.4)
-        lives[-1].stop(signal.SIGKILL)
-        acked_at_kill.append(get_subscription(board, "torture").cursor)
-        lives.append(Follower.start("--subscription", "torture"))
-    for w in writers:
-        _, err = w.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        assert w.returncode == 0, err
-    last = board.last_event_id()
-    while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert lives[-1].stop(signal.SIGTERM) == ""
+    try:
+        _wait_listening(board, 1, deadline)
+        start_file.touch()
+        for k in range(1, 4):
+            while board.last_event_id() < first_id + 2000 * k // 4:
+                assert time.monotonic() < deadline, "writers too slow for the time budget"
+                time.sleep(0.01)
+            lives[-1].stop(signal.SIGKILL)
+            acked_at_kill.append(get_subscription(board, "torture").cursor)
+            lives.append(Follower.start("--subscription", "torture"))
+        for w in writers:
+            _, err = w.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert w.returncode == 0, err
+        last = board.last_event_id()
+        while max((i for life in lives for i in life.ids), default=0) < last and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lives[-1].stop(signal.SIGTERM) == ""
+    finally:
+        _cleanup(writers, lives)
     assert get_subscription(board, "torture").cursor == last  # a graceful stop acknowledges everything printed
 
     received = [i for life in lives for i in life.ids]

@@ -95,7 +95,7 @@ class TaskColumn(ScrollView, can_focus=True):
         super().__init__(id=id or f"col-{status}", classes=f"-status-{status}")
         self.status = status
         self.page_size = page_size
-        #: bumped by `reset()`; pages of older generations are ignored
+        #: set by `reset()`; pages of other generations are ignored
         self.generation = 0
         self._pages: dict[int, list[Task]] = {}
         self._requested: set[int] = set()
@@ -105,9 +105,9 @@ class TaskColumn(ScrollView, can_focus=True):
         self.border_title = status
 
     # -- attributes set by the app ---------------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget every page (the filter or the board changed)."""
-        self.generation += 1
+    def reset(self, generation: int) -> None:
+        """Forget every page (the filter or the board changed); only pages of `generation` are accepted now."""
+        self.generation = generation
         self._pages.clear()
         self._requested.clear()
         self.cursor = 0
@@ -175,8 +175,11 @@ class TaskColumn(ScrollView, can_focus=True):
             # count needs no layout of the whole screen (a full repaint, ~50 ms at 200x60): set the virtual size
             # the way Textual's own _size_updated(layout=False) does and update the scrollbar. Showing or hiding
             # the scrollbar still triggers a layout, as it changes the content width.
-            self.set_reactive(TaskColumn.virtual_size, size)
-            self._scroll_update(size)
+            if self.container_size:
+                self.set_reactive(TaskColumn.virtual_size, size)
+                self._scroll_update(size)
+            else:
+                self.virtual_size = size  # not laid out yet: the first layout sizes the scrollbar
         self.border_subtitle = f"{count:,}"
         if self.cursor >= count:
             self.cursor = max(0, count - 1)
