@@ -271,6 +271,8 @@ class KanbanApp(App[None]):
 
     @on(BoardOpened)
     def _board_opened(self, msg: BoardOpened) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen != self.board_gen:
             return
         self.board_ready = True
@@ -369,6 +371,8 @@ class KanbanApp(App[None]):
 
     @on(BoardChanged)
     def _board_changed(self, msg: BoardChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen != self.board_gen:
             return
         self.show_toasts([e for e in msg.events if e.kind in TOAST_KINDS], msg.titles)
@@ -416,6 +420,8 @@ class KanbanApp(App[None]):
 
     @on(Refreshed)
     def _refreshed(self, msg: Refreshed) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         self._refresh_running = False
         if msg.counts is not None and msg.view_gen == self.view_gen:
             self._apply_counts(msg.counts, msg.view_gen)
@@ -434,6 +440,8 @@ class KanbanApp(App[None]):
 
     @on(TaskColumn.PageWanted)
     def _page_wanted(self, msg: TaskColumn.PageWanted) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if self.board_ready and msg.generation == self.view_gen:
             self.load_page(self.ref, self.board_gen, self.view_gen, self.flt, msg.column.status, msg.page)
 
@@ -445,12 +453,16 @@ class KanbanApp(App[None]):
 
     @on(PageLoaded)
     def _page_loaded(self, msg: PageLoaded) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.view_gen == self.view_gen:
             self.column(msg.status).set_page(msg.page, msg.tasks, msg.view_gen)
 
     # -- selection and the detail pane -------------------------------------------------------------------------------
     @on(TaskColumn.Highlighted)
     def _highlighted(self, msg: TaskColumn.Highlighted) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         self.selected = msg.task
         pane = self.query_one(DetailPane)
         if msg.task is not None and pane.has_class("-open") and pane.task_id != msg.task.id:
@@ -458,6 +470,8 @@ class KanbanApp(App[None]):
 
     @on(TaskColumn.Selected)
     def _selected(self, msg: TaskColumn.Selected) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         self.open_detail(msg.task)
 
     def open_detail(self, task: Task) -> None:
@@ -475,6 +489,8 @@ class KanbanApp(App[None]):
 
     @on(DetailLoaded)
     def _detail_loaded(self, msg: DetailLoaded) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen == self.board_gen:
             self.query_one(DetailPane).show(msg.detail, msg.log, msg.log_name)
 
@@ -644,7 +660,7 @@ class KanbanApp(App[None]):
 
     @work(thread=True, group="act", exit_on_error=False)
     def perform(self, ref: BoardRef, board_gen: int, verb: str, task_id: str | None,
-                   kwargs: dict[str, Any]) -> None:
+                kwargs: dict[str, Any]) -> None:
         with self._reporting(f"{verb.replace('_task', '')} {task_id or ''}".strip(), board_gen), ref.open() as b:
             fn = getattr(b, verb)
             result = fn(task_id, **kwargs) if task_id is not None else fn(**kwargs)
@@ -652,6 +668,8 @@ class KanbanApp(App[None]):
 
     @on(ActionDone)
     def _action_done(self, msg: ActionDone) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.verb in _TOASTED_VERBS:
             return
         if msg.verb == "create_task":
@@ -674,6 +692,8 @@ class KanbanApp(App[None]):
 
     @on(BoardsListed)
     def _boards_listed(self, msg: BoardsListed) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         current = self.ref.label
         slugs = sorted(set(msg.slugs) | {current})
 
@@ -704,6 +724,8 @@ class KanbanApp(App[None]):
 
     @on(StatusLoaded)
     def _status_loaded(self, msg: StatusLoaded) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen != self.board_gen:
             return
         status = self.query_one(StatusLine)
@@ -726,6 +748,8 @@ class KanbanApp(App[None]):
 
     @on(StoreFailed)
     def _store_failed(self, msg: StoreFailed) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen != self.board_gen:
             return
         if msg.error.exit_code == 4 and not isinstance(msg.error, BoardBusy):
@@ -735,6 +759,8 @@ class KanbanApp(App[None]):
 
     @on(BoardFailed)
     def _board_failed(self, msg: BoardFailed) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if msg.board_gen == self.board_gen:
             self.show_error(msg.error)
 
