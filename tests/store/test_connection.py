@@ -63,8 +63,25 @@ def test_pragmas_of_a_default_board(board: Board) -> None:
     assert pragma(board, "synchronous") == 2  # FULL
     assert pragma(board, "foreign_keys") == 1
     assert pragma(board, "mmap_size") == 0
-    assert pragma(board, "busy_timeout") == connection.BUSY_TIMEOUT_MS
+    # Busy waits go through our own polling handler (connection.fair_busy_handler), not SQLite's busy_timeout.
+    assert pragma(board, "busy_timeout") == 0
     assert pragma(board, "user_version") == LATEST
+
+
+def test_the_busy_handler_waits_for_a_held_write_lock_instead_of_failing(board: Board, lock_holder) -> None:
+    """Another process holds the write lock for a moment: the write waits inside one attempt and then lands."""
+    import threading
+
+    holder = lock_holder(board.paths.db)
+    release = threading.Timer(0.3, holder.release)
+    release.start()
+    attempts: list[str] = []
+    board.db.conn.exec_trace = lambda cursor, sql, bindings: attempts.append(sql) or True
+    task, created = board.create_task("after the wait")
+    board.db.conn.exec_trace = None
+    release.join()
+    assert created and board.get_task(task.id).title == "after the wait"
+    assert sum(s.startswith("BEGIN IMMEDIATE") for s in attempts) == 1
 
 
 @pytest.mark.parametrize(("setting", "level"), [("normal", 1), ("full", 2), ("extra", 3), (" NORMAL ", 1)])
