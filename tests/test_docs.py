@@ -39,7 +39,7 @@ EXECUTED = ["cli.md", "guide.md"]
 
 TASK_ID = re.compile(r"\bt_[0-9a-f]{12}\b")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-STAMP = re.compile(r"\d{8}T\d{6}")
+STAMP = re.compile(r"\d{8}T\d{6}(-[0-9a-f]{6})?")
 AGO = re.compile(r"\(\d+[smhd] ago\)")
 LIST_AGE = re.compile(r"^(t_[0-9a-f]{12}  [a-z]+ +p-?\d+) +\d+[smhd]  ")
 

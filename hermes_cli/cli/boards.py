@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 
 import click
 
+from ..kanban.backup import holders
 from ..kanban.board import Board
-from ..kanban.errors import InvalidValue, NotFound
+from ..kanban.errors import Conflict, NotFound, StorageError
 from ..kanban.paths import boards_root, list_slugs, resolve, validate_slug
+from ..kanban.store.connection import exclusive_open_lock
 from .common import board_slug, command, common, emit, json_option, kanban
 
 
@@ -89,29 +92,21 @@ def kanban_boards_rm(slug: str, delete: bool, as_json: bool) -> None:
     paths = resolve(validate_slug(slug))
     if not paths.dir.is_dir():
         raise NotFound(f"board {slug} does not exist (see: hermes kanban boards list)")
-    _refuse_if_in_use(paths.db)
-    if delete:
-        shutil.rmtree(paths.dir)
-        where = None
-    else:
-        archive = boards_root() / "_archived"
-        archive.mkdir(mode=0o700, exist_ok=True)
-        where = archive / f"{slug}-{time.strftime('%Y%m%dT%H%M%S')}"
-        os.rename(paths.dir, where)
+    where = None
+    # Held for the whole move: no connection is open now and none can open until the files are gone.
+    with exclusive_open_lock(paths):
+        others = holders(paths)  # openers that are not hermes (e.g. a sqlite3 shell) hold no open-lock
+        if others:
+            raise Conflict(f"board {slug} is open in process {others[0]['pid']} ({others[0]['name']}); stop it first")
+        try:
+            if delete:
+                shutil.rmtree(paths.dir)
+            else:
+                archive = boards_root() / "_archived"
+                archive.mkdir(mode=0o700, exist_ok=True)
+                where = archive / f"{slug}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+                os.rename(paths.dir, where)
+        except OSError as exc:
+            raise StorageError(f"cannot remove board {slug}: {exc}") from None
     emit(as_json, {"slug": slug, "deleted": delete, "archived_to": str(where) if where else None},
          f"board {slug} " + ("deleted" if delete else f"moved to {where}"))
-
-
-def _refuse_if_in_use(db: os.PathLike[str]) -> None:
-    """Refuse to remove a board any process still has open (removing it under them would lose their writes)."""
-    import psutil
-
-    target = os.fspath(db)
-    names = {target, target + "-wal", target + "-shm"}
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            for f in proc.open_files():
-                if f.path in names:
-                    raise InvalidValue(f"board file {target} is open in process {proc.pid}; stop it first")
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue

@@ -3,15 +3,22 @@ request-review, approve, request-changes, archive, events, stats."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import click
 
 from ..kanban.board import DEFAULT_LEASE_S
+from ..kanban.errors import InvalidValue
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
 from ..kanban.values import check_priority
 from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
 from .reports import report
+
+TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
+#: run ids are positive 64-bit integers; anything else is a usage error, never a "stale run"
+RUN_ID = click.IntRange(1, 2**63 - 1)
 
 
 def _task_out(t: Task, **extra: object) -> dict[str, object]:
@@ -220,7 +227,7 @@ def kanban_claim(task_id: str | None, ttl: str, worker: str | None, tenant: str 
 
 @command("heartbeat")
 @click.argument("task_id", required=False)
-@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID).")
+@click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID).")
 @click.option("--ttl", default=f"{DEFAULT_LEASE_S:g}s", show_default=True, metavar="DUR", help="New lease length.")
 @common
 def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: str | None, as_json: bool) -> None:
@@ -231,8 +238,6 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: s
     \b
         hermes kanban heartbeat t_3fa2b1c4d5e6 --run-id 42
     """
-    from ..kanban.errors import InvalidValue
-
     task, run = env_task_and_run(task_id, run_id)
     if run is None:
         raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
@@ -244,7 +249,7 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: s
 
 @command("complete")
 @click.argument("task_id", required=False)
-@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--summary", default=None, help="One line on what was done.")
 @click.option("--force", is_flag=True, help="Complete a task claimed by someone else's live run.")
 @common
@@ -265,18 +270,26 @@ def kanban_complete(task_id: str | None, run_id: int | None, summary: str | None
 @command("block")
 @click.argument("task_id", required=False)
 @click.argument("reason", required=False)
-@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--reason", "reason_opt", default=None, help="Why (same as the REASON argument).")
 @click.option("--force", is_flag=True, help="Block a task claimed by someone else's live run.")
 @common
-def kanban_block(task_id: str | None, reason: str | None, run_id: int | None, force: bool, board: str | None,
-                 as_json: bool) -> None:
+def kanban_block(task_id: str | None, reason: str | None, run_id: int | None, reason_opt: str | None, force: bool,
+                 board: str | None, as_json: bool) -> None:
     """Block a task until a person unblocks it. Spooled like complete when the board cannot be written.
+    Inside a worker the task comes from the environment, so `block "REASON"` alone blocks the worker's own task.
 
     Example:
 
     \b
         hermes kanban block t_3fa2b1c4d5e6 "needs an API key"
     """
+    if task_id is not None and reason is None and not TASK_ID_RE.fullmatch(task_id) \
+            and os.environ.get("HERMES_KANBAN_TASK"):
+        task_id, reason = None, task_id  # a worker's `block "needs an API key"`
+    if reason is not None and reason_opt is not None:
+        raise InvalidValue("give the reason once: as an argument or with --reason, not both")
+    reason = reason if reason is not None else reason_opt
     task, run = env_task_and_run(task_id, run_id)
     report("block", board, task, run, summary=reason, force=force, as_json=as_json)
 
@@ -300,7 +313,7 @@ def kanban_unblock(task_id: str, reason: str | None, board: str | None, as_json:
 
 @command("request-review")
 @click.argument("task_id", required=False)
-@click.option("--run-id", type=int, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
+@click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--summary", default=None)
 @click.option("--force", is_flag=True, help="Override someone else's live run.")
 @common

@@ -11,6 +11,7 @@ else raises StaleRun (exit 3) and changes nothing.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import socket
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from . import doorbell
 from .errors import AlreadyClaimed, CycleRefused, InvalidTransition, InvalidValue, NotFound, StaleRun
 from .models import Claim, Comment, Event, RunOutcome, Task, TaskDetail, TaskStatus
 from .paths import DEFAULT_BOARD, BoardPaths, resolve
@@ -79,7 +79,9 @@ class Board:
         VFS (tests/torture's power-cut simulation); None is SQLite's default."""
         paths = resolve(board, db_path)
         if create is None:
-            create = paths.slug == DEFAULT_BOARD or db_path is not None or board is None
+            # A slug from HERMES_KANBAN_BOARD must exist like one from --board: a typo never makes a new board.
+            pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
+            create = pinned or paths.slug == DEFAULT_BOARD
         if not create and not paths.db.exists():
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
         db = connect(paths, create=create, vfs=vfs)
@@ -104,15 +106,9 @@ class Board:
         return self.paths.slug
 
     # -- plumbing ----------------------------------------------------------------------------------------------------
-    def _ring(self) -> None:
-        doorbell.ring(self.paths.notify_dir)
-
     def _write(self, fn: Callable[[float], T]) -> T:
-        def tx() -> T:
-            self.db.after_commit(self._ring)
-            return fn(time.time())
-
-        return self.db.write(tx)
+        """Run `fn(now)` in one write transaction. Every event it writes rings the doorbell after COMMIT."""
+        return self.db.write(lambda: fn(time.time()))
 
     def _event(
         self, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
@@ -530,17 +526,37 @@ class Board:
                 closing: int | None = run_id
             else:
                 closing = self._closable_without_run(task, force, "complete")
-            if task.review_required:
-                return self._to_review(task, closing, now, summary)
-            if closing is not None:
-                sql.close_run(self.db, closing, str(RunOutcome.COMPLETED), now, summary, exit_code)
-            sql.update_task(self.db, task.id, now, status="done", summary=summary, completed_at=now,
-                            current_run_id=None, lease_expires_at=None, retry_at=None)
-            self._event("completed", now, task.id, closing, summary=summary, title=task.title, forced=force or None)
-            self._promote_children(task.id, now)
-            return sql.get_task(self.db, task.id)
+            return self._finish_complete(task, closing, now, summary, exit_code=exit_code, forced=force or None)
 
         return self._write(tx)
+
+    # The effects of complete and block, shared with reconcile (a spooled report applies exactly what the command
+    # would have done). Callers have validated the transition and hold the write transaction. `closing` is the open
+    # run to close (None when there is none); the event names `event_run_id` when given (reconcile: the reporting
+    # run of a late report, already closed), else the closed run.
+    def _finish_complete(self, task: Task, closing: int | None, now: float, summary: str | None, *,
+                         exit_code: int | None = None, event_run_id: int | None = None, **event_extra: Any) -> Task:
+        """`review` for a review-gated task, else `done` with children promoted."""
+        if task.review_required:
+            return self._to_review(task, closing, now, summary, event_run_id=event_run_id, **event_extra)
+        if closing is not None:
+            sql.close_run(self.db, closing, str(RunOutcome.COMPLETED), now, summary, exit_code)
+        sql.update_task(self.db, task.id, now, status="done", summary=summary, completed_at=now,
+                        current_run_id=None, lease_expires_at=None, retry_at=None)
+        self._event("completed", now, task.id, closing if event_run_id is None else event_run_id, summary=summary,
+                    title=task.title, **event_extra)
+        self._promote_children(task.id, now)
+        return sql.get_task(self.db, task.id)
+
+    def _finish_block(self, task: Task, closing: int | None, now: float, reason: str | None, *,
+                      event_run_id: int | None = None, **event_extra: Any) -> Task:
+        if closing is not None:
+            sql.close_run(self.db, closing, str(RunOutcome.BLOCKED), now, reason)
+        sql.update_task(self.db, task.id, now, status="blocked", current_run_id=None, lease_expires_at=None,
+                        retry_at=None)
+        self._event("blocked", now, task.id, closing if event_run_id is None else event_run_id, reason=reason,
+                    title=task.title, **event_extra)
+        return sql.get_task(self.db, task.id)
 
     def _already_finished(self, task: Task, run_id: int, outcomes: tuple[RunOutcome, ...]) -> bool:
         if task.status == TaskStatus.RUNNING and task.current_run_id == run_id:
@@ -570,12 +586,14 @@ class Board:
             raise InvalidTransition(f"cannot {action} task {task.id}: {hint}")
         return None
 
-    def _to_review(self, task: Task, run_id: int | None, now: float, summary: str | None) -> Task:
+    def _to_review(self, task: Task, run_id: int | None, now: float, summary: str | None, *,
+                   event_run_id: int | None = None, **event_extra: Any) -> Task:
         if run_id is not None:
             sql.close_run(self.db, run_id, str(RunOutcome.REVIEW_REQUESTED), now, summary)
         sql.update_task(self.db, task.id, now, status="review", summary=summary, current_run_id=None,
                         lease_expires_at=None, retry_at=None)
-        self._event("review_requested", now, task.id, run_id, summary=summary, title=task.title)
+        self._event("review_requested", now, task.id, run_id if event_run_id is None else event_run_id,
+                    summary=summary, title=task.title, **event_extra)
         return sql.get_task(self.db, task.id)
 
     def request_review(self, task_id: str, run_id: int | None = None, *, summary: str | None = None,
@@ -608,18 +626,14 @@ class Board:
                 closing: int | None = run_id
             else:
                 closing = self._closable_without_run(task, force, "block")
-            if closing is not None:
-                sql.close_run(self.db, closing, str(RunOutcome.BLOCKED), now, reason)
-            sql.update_task(self.db, task.id, now, status="blocked", current_run_id=None, lease_expires_at=None,
-                            retry_at=None)
-            self._event("blocked", now, task.id, closing, reason=reason, title=task.title)
-            return sql.get_task(self.db, task.id)
+            return self._finish_block(task, closing, now, reason)
 
         return self._write(tx)
 
     def unblock(self, task_id: str, *, reason: str | None = None) -> Task:
         """blocked -> ready (or todo while parents are unfinished), with a fresh retry budget."""
         check_task_id(task_id)
+        reason = check_text(reason, "reason", limit=2000)
 
         def tx(now: float) -> Task:
             task = self._task(task_id)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .board import Board
-from .doorbell import Doorbell, ring
+from .doorbell import Doorbell
 from .errors import InvalidValue, NotFound
 from .models import Event, _Row
 from .store import subscriptions as subs_sql
@@ -87,15 +87,6 @@ def parse_kinds(kinds: str | Iterable[str] | None) -> tuple[str, ...] | None:
     return out or None
 
 
-def _ring_after_commit(board: Board) -> None:
-    notify_dir = board.paths.notify_dir
-
-    def ring_readers() -> None:
-        ring(notify_dir)
-
-    board.db.after_commit(ring_readers)
-
-
 def subscribe(
     board: Board, name: str, *, kinds: str | Iterable[str] | None = None, after: int | None = None
 ) -> tuple[Subscription, bool]:
@@ -123,7 +114,6 @@ def subscribe(
                 assert row is not None
             return _with_pending(board, row), False
         tasks_sql.add_event(board.db, "subscribed", now, name=name, kinds=list(wanted) if wanted else None)
-        _ring_after_commit(board)
         cursor = tasks_sql.last_event_id(board.db) if after is None else after
         subs_sql.insert(board.db, name, cursor, wanted, now)
         created = subs_sql.get(board.db, name)
@@ -160,7 +150,6 @@ def unsubscribe(board: Board, name: str) -> Subscription:
             raise NotFound(f"subscription {name} not found (see: hermes kanban notify-list)")
         subs_sql.delete(board.db, name)
         tasks_sql.add_event(board.db, "unsubscribed", time.time(), name=name)
-        _ring_after_commit(board)
         return Subscription.from_store(row)
 
     return board.db.write(tx)

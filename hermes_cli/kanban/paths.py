@@ -20,7 +20,8 @@ DB_NAME = "kanban.db"
 
 
 def hermes_home() -> Path:
-    return Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes")
+    # Absolute: workers run with their workspace as cwd, so a relative home would point them at another board.
+    return Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().absolute()
 
 
 def boards_root() -> Path:

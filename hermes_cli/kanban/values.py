@@ -66,6 +66,10 @@ def check_text(value: str | None, what: str, limit: int = 200) -> str | None:
     v = value.strip()
     if not v or len(v) > limit or any(ord(c) < 32 for c in v):
         raise InvalidValue(f"invalid {what} {value!r}: 1-{limit} printable characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(f"invalid {what} {value!r}: it is not valid UTF-8 (check the encoding of your input)") from None
     return v
 
 
@@ -78,6 +82,8 @@ def check_task_id(task_id: str) -> str:
 def check_command(command: str | None) -> str | None:
     if command is None:
         return None
+    if "\x00" in command:
+        raise InvalidValue("invalid --command: it contains a NUL byte")
     import shlex
 
     try:

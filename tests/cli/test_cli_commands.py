@@ -347,7 +347,7 @@ def test_boards(cli: Cli, hermes_home: Path) -> None:
     assert [r["id"] for r in json.loads(ok(cli("list", "--board", "research", "--json")))] == [t]
     assert json.loads(ok(cli("list", "--json"))) == []  # the default board is another board
     out = ok(cli("boards", "rm", "research"))
-    m = re.fullmatch(rf"board research moved to ({root}/_archived/research-\d{{8}}T\d{{6}})\n", out)
+    m = re.fullmatch(rf"board research moved to ({root}/_archived/research-\d{{8}}T\d{{6}}-[0-9a-f]{{6}})\n", out)
     assert m and Path(m.group(1), "kanban.db").exists()
     ok(cli("boards", "create", "scratch"))
     assert json.loads(ok(cli("boards", "rm", "scratch", "--delete", "--json"))) == {
@@ -361,8 +361,34 @@ def test_boards_rm_refuses_a_board_in_use(cli: Cli) -> None:
     with Board.open("busy") as b:
         b.create_task("x")
         r = cli("boards", "rm", "busy")
-        assert r.code == 1 and r.err.startswith(f"error: board file {b.paths.db}") and "is open in process" in r.err
+        assert (r.code, r.err) == (3, f"error: board {b.paths.db} is open in another process (a dispatcher, worker, "
+                                      "TUI or CLI call); stop it first\n")
         assert b.paths.db.exists()
+
+
+def test_boards_rm_refuses_a_board_open_in_another_process(cli: Cli, tmp_path) -> None:
+    """The open-lock is held by every connection in every process, so `rm` cannot move files under a live one."""
+    import subprocess
+    import sys
+
+    ok(cli("boards", "create", "other"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hermes_cli.kanban import Board; b = Board.open('other'); "
+         "print('open', flush=True); sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        r = cli("boards", "rm", "other")
+        assert r.code == 3 and "is open in another process" in r.err
+    finally:
+        holder.communicate("")
+    ok(cli("boards", "rm", "other", "--delete"))
+
+
+def test_boards_rm_twice_in_one_second_archives_both(cli: Cli, hermes_home) -> None:
+    for _ in range(2):
+        ok(cli("boards", "create", "again"))
+        ok(cli("boards", "rm", "again"))
+    assert len(list((hermes_home / "kanban" / "boards" / "_archived").glob("again-*"))) == 2
 
 
 def test_help_of_every_command_has_an_example(cli: Cli) -> None:

@@ -119,8 +119,16 @@ CASES: list[tuple[list[str], int, str]] = [
     (["list", "--limit", "-1"], 1, "invalid limit -1: must be 0 or more"),
     (["list", "--sort", "random"], 2,
      "Invalid value for '--sort': 'random' is not one of 'priority', 'age', 'newest', 'updated'."),
-    (["complete", "{running}", "--run-id", "99999999999999999999"], 1,
-     "invalid number 99999999999999999999: integers must fit in 64 bits"),
+    (["complete", "{running}", "--run-id", "99999999999999999999"], 2,
+     "Invalid value for '--run-id': 99999999999999999999 is not in the range 1<=x<=9223372036854775807."),
+    (["heartbeat", "{running}", "--run-id", "99999999999999999999"], 2,
+     "Invalid value for '--run-id': 99999999999999999999 is not in the range 1<=x<=9223372036854775807."),
+    (["complete", "{running}", "--run-id", "0"], 2,
+     "Invalid value for '--run-id': 0 is not in the range 1<=x<=9223372036854775807."),
+    (["heartbeat", "{running}", "--run-id", "-5"], 2,
+     "Invalid value for '--run-id': -5 is not in the range 1<=x<=9223372036854775807."),
+    (["unblock", "{blocked}", "--reason", "bad\udcff"], 1,
+     "invalid reason 'bad\\udcff': it is not valid UTF-8 (check the encoding of your input)"),
     (["events", "--after", "-99999999999999999999"], 1,
      "invalid number -99999999999999999999: integers must fit in 64 bits"),
     (["create", "bad \udcff byte"], 1, "invalid text 'bad \\udcff byte': it is not valid UTF-8 "
@@ -148,7 +156,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["create"], 2, "Missing argument 'TITLE'."),
     (["create", "x", "--bogus"], 2, "No such option '--bogus'."),
     (["show"], 2, "Missing argument 'TASK_ID'."),
-    (["heartbeat", "{running}", "--run-id", "one"], 2, "Invalid value for '--run-id': 'one' is not a valid integer."),
+    (["heartbeat", "{running}", "--run-id", "one"], 2, "Invalid value for '--run-id': 'one' is not a valid integer range."),
 ]
 
 

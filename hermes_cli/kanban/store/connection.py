@@ -9,18 +9,22 @@ Rules from DESIGN.md (Storage) and reference/sqlite-reliability.md enforced here
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
 
+from .. import doorbell
 from ..errors import (
     BoardBusy,
     BoardReadOnly,
+    Conflict,
     CorruptBoard,
     HermesError,
     InvalidValue,
@@ -154,6 +158,48 @@ def unstorable(exc: UnicodeEncodeError | OverflowError, params: Any) -> InvalidV
     return InvalidValue(f"invalid {what}: integers must fit in 64 bits")
 
 
+def open_lock_path(paths: BoardPaths) -> Path:
+    """`.<db name>.open.lock` beside the db: every connection holds a shared flock on it for its whole life."""
+    return paths.dir / f".{paths.db.name}.open.lock"
+
+
+def hold_open_lock(paths: BoardPaths) -> int | None:
+    """Take a shared flock on the board's open-lock file and return its fd (None if the directory is unwritable).
+
+    `restore` and `boards rm` take the same lock exclusively (`exclusive_open_lock`), so they can never swap or
+    move files under a live connection; a process scanning open files and then acting would leave a window in which
+    a new opener pairs the old db with the new -wal. The lock lives in its own file: flock on the db itself would be
+    a raw open of the db, whose close drops SQLite's POSIX locks.
+    """
+    try:
+        fd = os.open(open_lock_path(paths), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None  # read-only directory: the db cannot be swapped under us there either
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def exclusive_open_lock(paths: BoardPaths) -> Iterator[None]:
+    """Hold the board's open-lock exclusively: no connection (in any process, this one included) is open, and
+    none can open until we let go. Raises Conflict (exit 3) naming the board when one is open."""
+    fd = os.open(open_lock_path(paths), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(
+                f"board {paths.db} is open in another process (a dispatcher, worker, TUI or CLI call); stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
@@ -162,7 +208,10 @@ class Database:
         self.paths = paths
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
         self._after_commit: list[Callable[[], None]] = []
+        #: set when the current write transaction inserted an event: its commit rings the board's doorbell
+        self._ring = False
         self._in_write = False
+        self._open_lock = hold_open_lock(paths)
         self._file_id = _file_id(paths.db)
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
@@ -222,6 +271,10 @@ class Database:
         if fn not in self._after_commit:
             self._after_commit.append(fn)
 
+    def ring_after_commit(self) -> None:
+        """Ring the doorbell once the current write commits (store.tasks.add_event calls this for every event)."""
+        self._ring = True
+
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
 
@@ -233,6 +286,7 @@ class Database:
         delay = 0.002
         for attempt in range(BUSY_ATTEMPTS):
             self._after_commit.clear()
+            self._ring = False
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except (apsw.BusyError, apsw.LockedError) as exc:
@@ -259,6 +313,9 @@ class Database:
             finally:
                 self._in_write = False
             callbacks, self._after_commit = self._after_commit, []
+            if self._ring:
+                self._ring = False
+                doorbell.ring(self.paths.notify_dir)  # after COMMIT, never inside it; ring() never raises
             for cb in callbacks:
                 cb()
             return result
@@ -275,6 +332,9 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        if self._open_lock is not None:
+            os.close(self._open_lock)  # a separate lock file: closing it cannot touch SQLite's locks
+            self._open_lock = None
         if self._file_id is not None and _OPEN_FILES.get(self._file_id, 0) > 0:
             _OPEN_FILES[self._file_id] -= 1
             if not _OPEN_FILES[self._file_id]:
@@ -337,7 +397,8 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
     registered SQLite VFS (the power-cut simulation in tests/torture); None is SQLite's default.
     """
     check_sqlite_version()
-    synchronous_mode()  # refuse a bad HERMES_KANBAN_SYNCHRONOUS before anything is created
+    synchronous_mode()  # refuse bad settings from the environment before anything is created
+    busy_timeout_ms()
     exists = check_db_path(paths.db, must_exist=not create)
     if not exists:
         ensure_private_dir(paths.dir)
@@ -381,6 +442,7 @@ def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
         if check_db_path(paths.db, must_exist=False):
             return connect(paths, create=False, vfs=vfs)
         old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
+        conn: apsw.Connection | None = None
         try:
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
             conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
@@ -389,10 +451,14 @@ def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if mode != "wal":
                 raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
-        except apsw.Error as exc:
-            raise translate(exc, paths.db) from exc
+            fsync_dir(paths.dir)
+            _configure(conn, synchronous_mode())
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, apsw.Error):
+                raise translate(exc, paths.db) from exc
+            raise
         finally:
             os.umask(old_umask)
-        fsync_dir(paths.dir)
-        _configure(conn, synchronous_mode())
         return Database(conn, paths)

@@ -25,6 +25,7 @@ SATISFIED = "('done','archived')"
 def add_event(
     db: Database, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
 ) -> None:
+    db.ring_after_commit()
     db.execute(
         "INSERT INTO events(task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (task_id, run_id, kind, json.dumps(payload, separators=(",", ":"), default=str), now),
