@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import click
 
 from ..kanban.errors import InvalidValue, UsageError
 from ..kanban.values import parse_duration
-from .common import board_slug, command, common, emit, json_option, open_board
+from .common import board_slug, command, common, emit, json_option, one_line, open_board
 
 
 def _progress(prefix: str, quiet: bool):  # type: ignore[no-untyped-def]
@@ -18,10 +22,23 @@ def _progress(prefix: str, quiet: bool):  # type: ignore[no-untyped-def]
         return None
 
     def log(message: str) -> None:
+        # one_line: messages quote data (a holder's host name, a worker's argv) that may hold line breaks
         stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
-        click.echo(f"{stamp} {prefix}: {message}", err=True)
+        click.echo(f"{stamp} {prefix}: {one_line(message)}", err=True)
 
     return log
+
+
+@contextmanager
+def _json_on_interrupt(as_json: bool) -> Iterator[None]:
+    """Ctrl-C before the dispatcher has installed its own handlers (opening the board, reading the config) is a
+    KeyboardInterrupt: main() exits 130 with `error: aborted`; with --json, stdout still gets a JSON object."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if as_json:
+            click.echo(json.dumps({"error": {"code": "aborted", "message": "aborted"}}))
+        raise
 
 
 @command("dispatch")
@@ -62,6 +79,21 @@ def kanban_dispatch(
         hermes kanban dispatch --all-boards --timeout 10m
     """
     ctx = click.get_current_context()
+    with _json_on_interrupt(as_json):
+        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, timeout, all_boards,
+                       board_retry, break_lock, max_age, quiet, board)
+    emit(as_json, summary.as_dict(), summary.human())
+    if summary.error is not None:
+        # The JSON summary carries the error already; stderr gets the one `error:` line of the CLI contract.
+        click.echo(f"error: {one_line(summary.error)}", err=True)
+    ctx.exit(summary.exit_code)
+
+
+def _run(
+    once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
+    timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool, max_age: str | None,
+    quiet: bool, board: str | None,
+) -> _Summary:
     if once and until_idle:
         raise UsageError("use either --once or --until-idle, not both")
     if max_age is not None and not break_lock:
@@ -88,10 +120,10 @@ def kanban_dispatch(
                 passthrough.append(name)
         retry_s = 30.0 if board_retry is None else parse_duration(board_retry, what="--board-retry")
         daemon = not (once or until_idle)
-        summary = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s,
-                                 log=_progress("dispatch --all-boards", quiet))
-        emit(as_json, summary.as_dict(), summary.human())
-        ctx.exit(summary.exit_code)
+        boards = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s,
+                                log=_progress("dispatch --all-boards", quiet))
+        # Each board's own errors are in its entry (and were logged as it stopped): no extra `error:` line.
+        return _Summary(boards.as_dict(), boards.lines(), boards.exit_code, None)
 
     from ..kanban.board_config import load_settings
     from ..kanban.dispatcher import Dispatcher
@@ -109,10 +141,24 @@ def kanban_dispatch(
         dispatcher = Dispatcher(b, settings, once=once, until_idle=until_idle, timeout=timeout_s,
                                 break_lock_max_age=max_age_s, log=_progress(f"dispatch {b.slug}", quiet))
         result = dispatcher.run()
-    emit(as_json, result.as_dict(), result.human())
-    if result.error is not None:
-        click.echo(f"error: {result.error.message}", err=True)
-    ctx.exit(result.exit_code)
+    return _Summary(result.as_dict(), result.lines(), result.exit_code,
+                    None if result.error is None else result.error.message)
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """What `dispatch` prints when it stops: the summary (JSON or text), its exit code and error, if any."""
+
+    data: dict[str, Any]
+    lines: list[str]
+    exit_code: int
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def human(self) -> str:
+        return "\n".join(one_line(line) for line in self.lines)
 
 
 @command("demo")
@@ -139,5 +185,6 @@ def kanban_demo(keep: bool, as_json: bool) -> None:
     else:
         click.echo(report.human(time.time() - started))
     if not report.ok:
-        click.echo(f"error: demo outcome differs from what was expected: {'; '.join(report.problems)}", err=True)
+        click.echo(f"error: {one_line('demo outcome differs from what was expected: ' + '; '.join(report.problems))}",
+                   err=True)
         click.get_current_context().exit(1)

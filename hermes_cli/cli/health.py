@@ -205,10 +205,11 @@ def kanban_repair(board: str | None, as_json: bool) -> None:
 def kanban_reconcile(mode: str, keep: int | None, board: str | None, as_json: bool) -> None:
     """Apply spooled completions and blocks to the board (dry run unless --apply).
 
-    One record per spooled report: task_id, run_id, status, proposed_action (apply, skip, conflict) and reason.
-    --apply takes a verified backup and runs quick_check first, applies everything in one transaction, runs
-    quick_check again and moves applied reports to spool/applied/. It exits 3 when conflicts remain. Re-running
-    it is a no-op.
+    One record per spooled report: task_id, run_id, status, proposed_action (apply, skip, conflict), reason and
+    detail; files that are not valid reports are listed as skip/invalid_report. --apply takes a verified backup and
+    runs quick_check first, applies everything in one transaction, runs quick_check again, moves applied reports to
+    spool/applied/ and invalid files to spool/invalid/. It exits 3 when conflicts remain (the JSON result then has
+    an "error" key too). Re-running it is a no-op.
 
     Example:
 
@@ -225,25 +226,32 @@ def kanban_reconcile(mode: str, keep: int | None, board: str | None, as_json: bo
 
     def table() -> str:
         if not decisions:
-            return "spool empty: nothing to reconcile"
+            return (f"no valid report in the spool ({len(invalid)} invalid file(s), see the warnings above)" if invalid
+                    else "spool empty: nothing to reconcile")
         lines = [f"{'task':<16} {'run':>6}  {'kind':<8} {'status':<8} {'action':<8} reason"]
         for d in decisions:
             r = d.report
             lines.append(f"{r.task_id:<16} {r.run_id if r.run_id is not None else '-':>6}  {r.kind:<8} "
-                         f"{d.status or '-':<8} {d.proposed_action:<8} {d.reason}")
+                         f"{d.status or '-':<8} {d.proposed_action:<8} {d.reason}"
+                         + (f" ({d.detail})" if d.detail and d.proposed_action == reconcile.CONFLICT else ""))
         return "\n".join(lines)
 
     for bad in invalid:
-        click.echo(f"warning: {bad['file']} is not a spool report ({bad['problem']}); move it out of the spool",
-                   err=True)
+        where = f"; moved to {bad['moved_to']}" if bad.get("moved_to") else " (--apply moves it to spool/invalid/)"
+        click.echo(f"warning: {bad['file']} is not a valid spool report ({bad['problem']}){where}", err=True)
     if mode != "apply":
-        emit(as_json, [d.as_dict() for d in decisions], table)
+        emit(as_json, [d.as_dict() for d in decisions] + [reconcile.invalid_record(b) for b in invalid], table)
         return
     data = result.as_dict()
+    message = None
+    if result.conflicts:
+        reasons = sorted({d.reason for d in result.decisions if d.proposed_action == reconcile.CONFLICT})
+        message = (f"{result.conflicts} spooled report(s) conflict with the board ({', '.join(reasons)}) and stay in "
+                   "the spool; settle those tasks, then re-run (see: hermes kanban reconcile-completions)")
+        data["error"] = {"code": "conflict", "message": message}
     emit(as_json, data, lambda: table() + (
         f"\napplied {result.applied}, skipped {data['skipped']}, conflicts {result.conflicts}"
         + (f"; backup {result.backup}" if result.backup else "")))
-    if result.conflicts:
-        click.echo(f"error: {result.conflicts} spooled report(s) conflict with another run's claim and stay in the "
-                   "spool; re-run after those runs end (see: hermes kanban reconcile-completions)", err=True)
+    if message is not None:
+        click.echo(f"error: {message}", err=True)
         sys.exit(3)

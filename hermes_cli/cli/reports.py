@@ -3,7 +3,8 @@
 If the board cannot take the report — it cannot be opened, is corrupt, read-only, locked past its retries, or the
 disk is full (any StorageError, exit 4) — the report is written durably to the board's spool instead, a warning goes
 to stderr and the command exits 0 with `"spooled": true`. Domain errors (unknown task, fenced run: exit 1/3) are not
-spooled: the board answered, and the answer is no.
+spooled: the board answered, and the answer is no. Bad input (task id, run id, summary) is refused before the board
+is tried, with the checks the spool reader applies, so it fails the same way whether the board is healthy or not.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import click
 from ..kanban import spool
 from ..kanban.errors import StorageError
 from ..kanban.paths import resolve
-from ..kanban.values import check_task_id
 from .common import board_slug, emit, open_board
 
 
 def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
            as_json: bool) -> None:
-    check_task_id(task_id)  # bad input is refused before anything, and never spooled
+    spool.check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
     try:
         with open_board(board) as b:
             if kind == "complete":

@@ -67,10 +67,11 @@ class AllBoardsResult:
         return {"all_boards": True, "boards": [self.boards[s].as_dict() for s in sorted(self.boards)],
                 "exit_code": self.exit_code}
 
-    def human(self) -> str:
+    def lines(self) -> list[str]:
+        """The text summary, one line per board (a renderer may escape each line: they quote boards' errors)."""
         if not self.boards:
-            return "no boards (see: hermes kanban boards create SLUG)"
-        return "\n".join(self.boards[s].human() for s in sorted(self.boards))
+            return ["no boards (see: hermes kanban boards create SLUG)"]
+        return [self.boards[s].human() for s in sorted(self.boards)]
 
 
 @dataclass

@@ -37,6 +37,7 @@ import apsw
 
 from . import spool
 from .errors import Conflict, CorruptBoard, HermesError, InvalidValue, NotFound, StorageError
+from .fileio import fsync_file, write_json_atomic
 from .models import iso
 from .paths import BoardPaths, ensure_private_dir
 from .store import health as store_health
@@ -99,22 +100,20 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _link_new(tmp: Path, target: Path, *, numbered: bool) -> Path:
+    """Link `tmp` to `target`, never replacing a file. An automatic backup whose name is taken (two backups started
+    in the same millisecond) takes the next free `-N` name: link() itself is the test, so two racing backups can
+    never pick the same name. An --output that exists is refused."""
+    n = 0
+    while True:
+        candidate = target if n == 0 else target.with_name(f"{target.stem}-{n}{target.suffix}")
+        try:
+            os.link(tmp, candidate)
+            return candidate
+        except FileExistsError:
+            if not numbered:
+                raise InvalidValue(f"--output {target} already exists; choose a new file name") from None
+            n += 1
 
 
 def _unlink_quietly(*paths: Path) -> None:
@@ -142,10 +141,6 @@ def create(
     if output is None:
         ensure_private_dir(paths.backups_dir)
         target = paths.backups_dir / f"kanban-{_stamp(started)}.db"
-        n = 1
-        while target.exists():
-            target = paths.backups_dir / f"kanban-{_stamp(started)}-{n}.db"
-            n += 1
     else:
         target = Path(output).expanduser().absolute()
         if target.exists() or target.is_symlink():
@@ -167,8 +162,8 @@ def create(
                 f"the backup copy of {paths.db} failed integrity_check ({problems[0]}); the board itself is damaged, "
                 "no backup was kept (see: hermes kanban doctor --full)"
             )
-        _fsync(tmp)
-        os.link(tmp, target)  # never replaces an existing file
+        fsync_file(tmp)
+        target = _link_new(tmp, target, numbered=output is None)
         fsync_dir(target.parent)
     except OSError as exc:
         raise StorageError(f"cannot write backup {target} ({exc.strerror or exc}); free space and retry") from exc
@@ -180,7 +175,7 @@ def create(
         path=target, size=target.stat().st_size, created_at=started, verified=True, reason=reason, pages=pages,
         tasks=summary["tasks"], last_event_id=summary["last_event_id"], seconds=round(time.time() - started, 3),
     )
-    _write_json(_meta_path(target), {**info.as_dict(), "created_at_ts": started, "source": str(paths.db),
+    write_json_atomic(_meta_path(target), {**info.as_dict(), "created_at_ts": started, "source": str(paths.db),
                                      "schema_version": summary["schema_version"], "integrity_check": "ok"})
     if output is None:
         prune(paths, keep)
@@ -369,7 +364,7 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         problems = store_health.finish_backup_copy(staging, journal_mode="wal")
         if problems:
             raise CorruptBoard(f"the staged copy of {src} failed integrity_check ({problems[0]}); board untouched")
-        _fsync(staging)
+        fsync_file(staging)
     except BaseException:
         _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
         raise

@@ -58,9 +58,6 @@ class DispatchSettings:
         """How often the heartbeat refreshes the dispatcher lease and extends the workers' leases."""
         return max(0.05, min(self.lease_grace, self.worker_ttl) / 3)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 _DURATIONS = {"max_runtime_default", "poll_interval", "lease_grace", "worker_ttl", "kill_grace", "linger"}
 _POSITIVE_INTS = {"max_spawn": (1, 1000), "failure_limit": (1, 1000), "log_max_bytes": (1024, 2**40),

@@ -7,6 +7,7 @@ processes it can see alive, so a long spawn or reap never lets a lease lapse.
 
 Each iteration of the loop:
 1. per-tick maintenance (`_per_tick_maintenance`: the one place for board chores such as draining the spool);
+   best effort: a failure there is logged and the loop carries on;
 2. reap: workers that exited are recorded (exit 0 = completed, non-zero = crashed, killed on max_runtime =
    timed_out); a worker's own report (`hermes kanban complete` in the worker) wins over its exit code: finish_run
    is fenced and a run the worker already closed is left as it is;
@@ -168,8 +169,12 @@ class DispatchResult:
         }
 
     def human(self) -> str:
+        return "\n".join(self.lines())
+
+    def lines(self) -> list[str]:
+        """The text summary, line by line (a renderer may escape each line: they quote host names and task data)."""
         if self.skipped:
-            return self.message
+            return [self.message]
         c = self.counts
         parts = [f"spawned {c['spawned']}", f"completed {c['completed']}", f"reported {c['reported']}",
                  f"crashed {c['crashed']}", f"timed out {c['timed_out']}", f"reclaimed {c['reclaimed']}",
@@ -185,7 +190,7 @@ class DispatchResult:
         for w in self.left_running:
             lines.append(f"left running: {w['task_id']} run {w['run_id']} pid {w['pid']} (the next dispatcher "
                          "adopts it; otherwise its lease expires and the task is reclaimed)")
-        return "\n".join(lines)
+        return lines
 
 
 class Dispatcher:
@@ -233,6 +238,8 @@ class Dispatcher:
         self._fatal: HermesError | None = None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
+        #: the last failure of the per-tick chores, until they succeed again (logged once, not every tick)
+        self._chores_failing: str | None = None
 
     # -- public ------------------------------------------------------------------------------------------------------
     def run(self) -> DispatchResult:
@@ -328,10 +335,27 @@ class Dispatcher:
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
         because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
-        spool.drain_if_healthy(self.board)
+        spool.drain_if_healthy(self.board, log=self.log)
+
+    def _chores(self) -> None:
+        """`_per_tick_maintenance`, never fatal: the chores are best effort (a report left in the spool is applied
+        on a later tick, or by `reconcile-completions`), while supervising the workers is not. A failure is logged
+        once (and once more when it changes), not on every tick; a board that is really unhealthy stops the loop
+        through the reaping and claiming that follow."""
+        try:
+            self._per_tick_maintenance()
+        except (HermesError, OSError) as exc:
+            text = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+            if text != self._chores_failing:
+                self.log(f"warning: per-tick maintenance failed: {text}; trying again every tick")
+            self._chores_failing = text
+            return
+        if self._chores_failing is not None:
+            self.log("per-tick maintenance works again")
+            self._chores_failing = None
 
     def _maintenance(self, now: float, *, scan: bool) -> None:
-        self._per_tick_maintenance()
+        self._chores()
         for w in list(self.workers.values()):
             self._reap_if_exited(w)
         self._take_fenced(now)
@@ -425,9 +449,11 @@ class Dispatcher:
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
                 backups=self.s.log_backups,
             )
-        except (OSError, subprocess.SubprocessError, HermesError) as exc:
-            # No such program, not executable, a bad command line, a symlink where the workspace or log should
-            # be: the attempt fails like a crash, so retries (with backoff) and max_retries bound a spawn loop.
+        except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
+            # No such program, not executable, a bad command line, an argument Popen refuses (ValueError: a NUL
+            # byte from a board written before `create` refused them, or from a default command), a symlink where
+            # the workspace or log should be: the attempt fails like a crash, so the run is closed and retries
+            # (with backoff) and max_retries bound a spawn loop; the dispatcher never dies over one task.
             self.result.counts["spawn_failed"] += 1
             reason = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
             self._record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}", None)
@@ -459,9 +485,8 @@ class Dispatcher:
         with self._lock:
             self._beats.pop(w.run_id, None)
             self._fenced.discard(w.run_id)
-        if w.pidfd >= 0:
-            os.close(w.pidfd)
-            w.pidfd = -1
+        _close(w.pidfd)
+        w.pidfd = -1
 
     # -- reaping -----------------------------------------------------------------------------------------------------
     def _reap_if_exited(self, w: Worker) -> None:
@@ -600,25 +625,29 @@ class Dispatcher:
             if task is None or task.status != TaskStatus.RUNNING or task.current_run_id != run.id:
                 continue
             fd = procs.pidfd(run.pid)
-            if procs.state(run.pid, run.pid_create_time) == procs.ProcState.DEAD:  # exited while we opened it
-                if fd >= 0:
-                    os.close(fd)
-                continue
-            if state == procs.ProcState.ALIVE:
-                try:
-                    self.board.heartbeat(task.id, run.id, ttl=self.s.worker_ttl)
-                except StaleRun:  # closed meanwhile (its report, or a reclaim): nothing to adopt
-                    if fd >= 0:
-                        os.close(fd)
+            try:
+                if procs.state(run.pid, run.pid_create_time) == procs.ProcState.DEAD:  # exited while we opened it
+                    _close(fd)
                     continue
-            max_runtime = task.max_runtime_s or self.s.max_runtime_default
-            w = Worker(
-                task_id=task.id, run_id=run.id, pid=run.pid, create_time=run.pid_create_time, attempt=task.attempts,
-                started_at=run.started_at,
-                deadline=None if max_runtime is None else run.started_at + max_runtime, max_runtime=max_runtime,
-                pidfd=fd, log=spawn.log_path(self.board.paths, task.id),
-            )
-            self._supervise(w)
+                if state == procs.ProcState.ALIVE:
+                    try:
+                        self.board.heartbeat(task.id, run.id, ttl=self.s.worker_ttl)
+                    except (StaleRun, NotFound):  # closed meanwhile (its report, or a reclaim): nothing to adopt
+                        _close(fd)
+                        continue
+                max_runtime = task.max_runtime_s or self.s.max_runtime_default
+                w = Worker(
+                    task_id=task.id, run_id=run.id, pid=run.pid, create_time=run.pid_create_time,
+                    attempt=task.attempts, started_at=run.started_at,
+                    deadline=None if max_runtime is None else run.started_at + max_runtime, max_runtime=max_runtime,
+                    pidfd=fd, log=spawn.log_path(self.board.paths, task.id),
+                )
+            except BaseException:
+                # The heartbeat met a busy or failing board (the loop tries again on the next scan), or a signal
+                # arrived: the fd is not supervised yet, so nothing else would ever close it.
+                _close(fd)
+                raise
+            self._supervise(w)  # from here on, _unsupervise closes the fd
             self.result.counts["adopted"] += 1
             self.log(f"adopted {task.id} run {run.id} pid {run.pid} ({state}), left by an earlier dispatcher")
 
@@ -796,6 +825,11 @@ class Dispatcher:
         if self.doorbell is not None:
             self.doorbell.close()
             self.doorbell = None
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _plural(n: int, word: str) -> str:

@@ -141,9 +141,11 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str)
     conn = db.conn
     restore_next = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
     try:
-        problems = store_health.integrity_check(conn) if full else store_health.quick_check(conn)
-        if full and not problems:
-            problems = store_health.foreign_key_check(conn)
+        if full:
+            problems = store_health.integrity_check(conn) or store_health.foreign_key_check(conn)
+        else:
+            # doctor always checks for real (never trusts the cache), and a pass spares the next open its check
+            problems = store_health.quick_check_cached(conn, paths, trust_cache=False)
     except (apsw.BusyError, apsw.LockedError) as exc:
         out.append(Finding("integrity", WARN, f"the check could not run: the board is busy ({exc})",
                            f"hermes kanban doctor{bo}"))
@@ -158,9 +160,6 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str)
     name = "integrity_check" if full else "quick_check"
     if problems is not None:
         if not problems:
-            key = store_health.db_key(paths.db)
-            if key is not None and not full:
-                store_health.remember_ok(paths, key)
             out.append(Finding("integrity", OK, f"{name} ok" + (" and foreign_key_check ok" if full else "")))
         else:
             index_only = store_health.index_only_damage(conn, problems)
@@ -237,7 +236,14 @@ def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
     if invalid:
         out.append(Finding("spool_files", WARN, f"{len(invalid)} file(s) in the spool are not valid reports: "
                            f"{invalid[0]['file']} ({invalid[0]['problem']})",
-                           f"inspect and move them out of {paths.spool_dir}", {"invalid": invalid}))
+                           f"hermes kanban reconcile-completions{bo} --apply  (moves them to "
+                           f"{paths.spool_dir / spool.INVALID}), then inspect them", {"invalid": invalid}))
+    set_aside = spool.set_aside_files(paths)
+    if set_aside:
+        out.append(Finding("spool_invalid", WARN, f"{len(set_aside)} file(s) that were not valid reports wait in "
+                           f"{paths.spool_dir / spool.INVALID} (a worker's report may be in one)",
+                           "read each file and its .reason.json, settle the task by hand, then delete them",
+                           {"files": set_aside}))
     return out
 
 
@@ -289,13 +295,9 @@ def quick_health(board: Board) -> QuickHealth:
     if board.db.conn.readonly("main"):
         return QuickHealth(FAIL, "read-only: reports are being spooled (see: hermes kanban doctor)", n_spool, 0)
     try:
-        key = store_health.db_key(paths.db)
-        if key is None or not store_health.cached_ok(paths, key):
-            problems = store_health.quick_check(board.db.conn)
-            if problems:
-                return QuickHealth(FAIL, f"corrupt: {problems[0]} (see: hermes kanban doctor)", n_spool, 0)
-            if key is not None:
-                store_health.remember_ok(paths, key)
+        problems = store_health.quick_check_cached(board.db.conn, paths)
+        if problems:
+            return QuickHealth(FAIL, f"corrupt: {problems[0]} (see: hermes kanban doctor)", n_spool, 0)
         stale = len(store_health.stale_claims(board.db, time.time()))
     except (apsw.BusyError, apsw.LockedError):
         stale = 0  # busy is never unhealthy; the next call checks again
@@ -308,7 +310,7 @@ def quick_health(board: Board) -> QuickHealth:
     return QuickHealth(level, "; ".join(parts) or "healthy", n_spool, stale)
 
 
-# -- repair --------------------------------------------------------------------------------------------------------------
+# -- repair ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RepairResult:
     status: str  #: ok (nothing to do) | repaired

@@ -7,7 +7,6 @@ treated as dead and is never signalled.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -125,24 +124,8 @@ def signal_verified(pid: int, started: float | None, sig: int) -> bool:
     return signal_group(pid, sig)
 
 
-def terminate_group(pid: int) -> None:
-    """SIGTERM then SIGCONT to the group: a paused worker must run to act on SIGTERM."""
-    signal_group(pid, signal.SIGTERM)
-    signal_group(pid, signal.SIGCONT)
-
-
 def signal_name(returncode: int) -> str:
     try:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
-
-
-def fd_count(pid: int | None = None) -> int:
-    """Open file descriptors of a process (for the fd-leak checks)."""
-    try:
-        return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ESRCH):
-            return 0
-        raise

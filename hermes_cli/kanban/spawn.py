@@ -115,8 +115,9 @@ class Started:
 
 def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: str, attempt: int,
           env_base: Mapping[str, str], max_bytes: int, backups: int) -> Started:
-    """Start the worker for one run. Raises InvalidValue (bad command) or OSError (exec failed, no such program,
-    no permission); the caller records those as a failed attempt."""
+    """Start the worker for one run. Raises InvalidValue (bad command), OSError (exec failed, no such program, no
+    permission) or ValueError (an argument Popen refuses: a NUL byte, text the filesystem encoding cannot hold); the
+    caller records those as a failed attempt."""
     workspace = workspace_for(paths, task_id)
     argv = build_argv(command, {"task_id": task_id, "run_id": str(run_id), "board": paths.slug,
                                 "workspace": str(workspace), "title": title})
@@ -130,8 +131,9 @@ def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: 
             argv, cwd=workspace, env=env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True,
             start_new_session=True,
         )
-    except OSError as exc:
-        os.write(fd, f"--- {iso(time.time())} run {run_id}: could not start: {exc}\n".encode("utf-8", "replace"))
+    except (OSError, ValueError) as exc:
+        note = f"--- {iso(time.time())} run {run_id}: could not start: {exc.__class__.__name__}: {exc}\n"
+        os.write(fd, note.encode("utf-8", "replace"))
         raise
     finally:
         os.close(fd)  # the child has its own copy; the dispatcher keeps no fd per worker for its log

@@ -8,33 +8,43 @@ to `spool/applied/`, reports that can never apply (the task is already done) to 
 
 The first report spooled for a task+run wins, like on the board itself (a run's first report closes it): repeating it
 is a no-op, a different report for the same run is refused as a conflict.
+
+A report is validated (`check_report`) before the board is tried and again when its file is read back, with the same
+rules, so a value the board would refuse is never spooled, and a file that does not pass (written by an older
+version, or by hand) is listed as invalid instead of stopping every other report: `reconcile.apply` moves it to
+`spool/invalid/` with the reason beside it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Conflict, HermesError, InvalidValue, StorageError
+from .fileio import write_json_atomic
 from .models import iso
 from .paths import BoardPaths, ensure_private_dir
 from .store.connection import fsync_dir
-from .values import check_task_id
+from .values import MAX_BODY, check_task_id
 
 if TYPE_CHECKING:
     from .board import Board
 
 SPOOL_FORMAT = 1
 KINDS = ("complete", "block")
-#: subdirectories of the spool for reports that were applied, or that can never apply
-APPLIED, SKIPPED = "applied", "skipped"
+#: subdirectories of the spool for reports that were applied, that can never apply, and files that are not reports
+APPLIED, SKIPPED, INVALID = "applied", "skipped", "invalid"
+#: run ids are SQLite rowids: 1 .. 2**63-1
+MAX_RUN_ID = 2**63 - 1
 #: largest spool file read back (a report is a few hundred bytes; this only bounds a hostile file)
 MAX_FILE = 4 << 20
 
@@ -65,6 +75,42 @@ class SpooledReport:
             other.kind, other.task_id, other.run_id, other.summary, other.force)
 
 
+def check_run_id(run_id: object) -> int | None:
+    """A run id as the board stores it (None: a person's report without a run)."""
+    if run_id is None:
+        return None
+    if not isinstance(run_id, int) or isinstance(run_id, bool) or not 1 <= run_id <= MAX_RUN_ID:
+        raise InvalidValue(f"invalid run id {run_id!r}: run ids are whole numbers from 1 to {MAX_RUN_ID}")
+    return run_id
+
+
+def check_summary(summary: object, what: str = "summary") -> str | None:
+    """A report's summary (a block's reason): text the board can store (same limit as a task body, valid UTF-8)."""
+    if summary is None:
+        return None
+    if not isinstance(summary, str):
+        raise InvalidValue(f"invalid {what} {summary!r}: it must be text")
+    if len(summary) > MAX_BODY:
+        raise InvalidValue(f"the {what} is {len(summary)} characters; the limit is {MAX_BODY}")
+    try:
+        summary.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        around = summary[max(0, exc.start - 20) : exc.end + 20]
+        raise InvalidValue(f"invalid {what} {around!r}: it is not valid UTF-8 (check the encoding of your input)"
+                           ) from None
+    return summary
+
+
+def check_report(kind: str, task_id: object, run_id: object, summary: object) -> None:
+    """Everything about a report that does not depend on the board. The CLI runs it before trying the board (bad
+    input is refused on both paths, never spooled) and the spool reader runs it on every file."""
+    if kind not in KINDS:
+        raise InvalidValue(f"cannot spool a {kind!r} report: only {', '.join(KINDS)}")
+    check_task_id(task_id)  # type: ignore[arg-type]
+    check_run_id(run_id)
+    check_summary(summary, "reason" if kind == "block" else "summary")
+
+
 def file_name(task_id: str, run_id: int | None) -> str:
     return f"{task_id}.{'manual' if run_id is None else int(run_id)}.json"
 
@@ -85,11 +131,7 @@ def spool_report(
     Raises Conflict when a different report for the same task+run is already spooled, StorageError when the spool
     itself cannot be written (then nothing is durable and the caller must fail).
     """
-    if kind not in KINDS:
-        raise InvalidValue(f"cannot spool a {kind!r} report: only {', '.join(KINDS)}")
-    check_task_id(task_id)
-    if run_id is not None and (not isinstance(run_id, int) or run_id <= 0):
-        raise InvalidValue(f"invalid run id {run_id!r}: run ids are positive integers")
+    check_report(kind, task_id, run_id, summary)
     now = time.time()
     report = SpooledReport(
         path=paths.spool_dir / file_name(task_id, run_id), kind=kind, task_id=task_id, run_id=run_id,
@@ -154,18 +196,22 @@ def read_report(path: Path) -> SpooledReport | str:
         os.close(fd)
     try:
         d = json.loads(raw)
-        kind, task_id, run_id = d["kind"], d["task_id"], d.get("run_id")
-        if kind not in KINDS:
-            return f"unknown kind {kind!r}"
-        check_task_id(task_id)
-        if run_id is not None and (not isinstance(run_id, int) or isinstance(run_id, bool) or run_id <= 0):
-            return f"invalid run id {run_id!r}"
+        if not isinstance(d, dict):
+            return "not a spool report (not a JSON object)"
+        kind, task_id, run_id, summary = d["kind"], d["task_id"], d.get("run_id"), d.get("summary")
+        check_report(kind, task_id, run_id, summary)
+        spooled_at = float(d.get("spooled_at") or 0.0)
+        if not 0.0 <= spooled_at < 1e11:  # NaN and absurd times too: models.iso() must be able to render it
+            return f"invalid spooled_at {d.get('spooled_at')!r}"
+        error = d.get("error")
         return SpooledReport(
-            path=path, kind=kind, task_id=task_id, run_id=run_id, summary=d.get("summary"),
-            force=bool(d.get("force")), spooled_at=float(d.get("spooled_at") or 0.0),
-            source=str(d.get("source") or "spooled"), error=d.get("error"),
+            path=path, kind=kind, task_id=task_id, run_id=run_id, summary=summary,
+            force=bool(d.get("force")), spooled_at=spooled_at,
+            source=str(d.get("source") or "spooled"), error=error if isinstance(error, dict) else None,
         )
-    except (ValueError, KeyError, TypeError, InvalidValue) as exc:
+    except InvalidValue as exc:
+        return exc.message
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         return f"not a spool report ({exc.__class__.__name__}: {exc})"
 
 
@@ -202,15 +248,42 @@ def pending(paths: BoardPaths) -> tuple[list[SpooledReport], list[dict[str, str]
 def archive(paths: BoardPaths, report: SpooledReport, where: str = APPLIED) -> Path | None:
     """Move a handled report out of the pending spool (never overwriting an older archived file). Returns None when
     the file is already gone: another reconcile (the dispatcher's drain, a person's --apply) filed it first."""
+    return _move_out(paths, report.path, where)
+
+
+def set_aside(paths: BoardPaths, file: str | Path, problem: str) -> Path | None:
+    """Move a file that is not a valid report to `spool/invalid/`, with `<name>.reason.json` beside it saying why.
+    The file is kept as it was (evidence: it may hold a worker's words), and no longer holds up the spool."""
+    target = _move_out(paths, Path(file), INVALID)
+    if target is not None:
+        write_json_atomic(target.with_name(target.name + ".reason.json"),
+                          {"file": target.name, "was": str(file), "problem": problem, "moved_at": iso(time.time())})
+        fsync_dir(target.parent)
+    return target
+
+
+def set_aside_files(paths: BoardPaths) -> list[str]:
+    """The files `set_aside` moved to spool/invalid/ that are still there (their .reason.json not counted)."""
+    try:
+        names = os.listdir(paths.spool_dir / INVALID)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(str(paths.spool_dir / INVALID / n) for n in names
+                  if not n.endswith(".reason.json") and not n.startswith("."))
+
+
+def _move_out(paths: BoardPaths, src: Path, where: str) -> Path | None:
     target_dir = paths.spool_dir / where
     ensure_private_dir(target_dir)
-    target = target_dir / report.path.name
+    target = target_dir / src.name
     n = 1
-    while target.exists():
-        target = target_dir / f"{report.path.stem}.{n}.json"
+    # One pending file per name, so two reconciles never race for the same new name: the loser's rename finds its
+    # source gone (FileNotFoundError) instead of overwriting anything.
+    while os.path.lexists(target):
+        target = target_dir / f"{src.stem}.{n}{src.suffix}"
         n += 1
     try:
-        os.rename(report.path, target)
+        os.rename(src, target)
     except FileNotFoundError:
         return None
     fsync_dir(target_dir)
@@ -218,33 +291,58 @@ def archive(paths: BoardPaths, report: SpooledReport, where: str = APPLIED) -> P
     return target
 
 
-def drain_if_healthy(board: Board) -> int:
+def drain_if_healthy(board: Board, log: Callable[[str], None] | None = None) -> int:
     """Apply the spool when there is one and the board is healthy. Returns how many reports were applied.
 
     For the dispatcher's per-tick maintenance: a directory scan when the spool is empty; otherwise a quick health
     check, then `reconcile.apply` (verified backup, quick_check before and after, one transaction). A board that is
     not healthy, or a storage error while applying, leaves the spool as it is (doctor reports the backlog).
+
+    Never raises a HermesError or OSError: whatever goes wrong is logged (`log`, else this module's logger) and the
+    reports stay spooled. The dispatcher's loop must not die over the spool.
     """
-    if backlog(board.paths) == 0:
-        return 0
     from . import health, reconcile
     from .store.tasks import last_event_id
 
+    say = log if log is not None else _logger.warning
+    key = str(board.paths.db)
+    state: tuple[int, int] | None = None
     try:
+        if backlog(board.paths) == 0:
+            return 0
         # Reports that could not apply last time (conflict, review gate, unknown task) are not re-read every tick:
         # only when the spool or the board changed since.
         state = (os.stat(board.paths.spool_dir).st_mtime_ns, last_event_id(board.db))
-        if _NOTHING_TO_DRAIN.get(str(board.paths.db)) == state:
+        if _NOTHING_TO_DRAIN.get(key) == state:
             return 0
         if not health.quick_health(board).ok:
             return 0
-        applied = reconcile.apply(board).applied
-    except (StorageError, OSError):
-        # The board went unhealthy between the check and the apply: the reports stay spooled, nothing is lost.
+        result = reconcile.apply(board)
+    except (StorageError, OSError) as exc:
+        # The board went unhealthy between the check and the apply: the reports stay spooled, nothing is lost, and
+        # the next tick tries again.
+        say(f"warning: the spool of board {board.slug} was not applied: {_describe(exc)}")
         return 0
-    if applied == 0:
-        _NOTHING_TO_DRAIN[str(board.paths.db)] = state
-    return applied
+    except HermesError as exc:
+        # Not the storage: something in the spool or the board this drain cannot settle (e.g. a conflict while
+        # taking the backup). Logged once per spool/board state, then left to `reconcile-completions`.
+        say(f"warning: the spool of board {board.slug} was not applied: {exc.message} "
+            f"(see: hermes kanban reconcile-completions)")
+        if state is not None:
+            _NOTHING_TO_DRAIN[key] = state
+        return 0
+    for bad in result.invalid:
+        say(f"warning: {bad['file']} is not a valid report ({bad['problem']}); moved to {bad.get('moved_to')}")
+    if result.applied == 0 and state is not None:
+        _NOTHING_TO_DRAIN[key] = state
+    return result.applied
+
+
+def _describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+
+
+_logger = logging.getLogger(__name__)
 
 
 #: per board: (spool dir mtime, last event id) when a drain last found nothing it could apply

@@ -326,7 +326,8 @@ def test_bad_environment_values(cli: Cli, tasks: dict[str, str], home_dump, monk
     assert (r.code, r.err) == (1, "error: HERMES_KANBAN_RUN_ID='abc' is not a run id (an integer)\n")
     monkeypatch.setenv("HERMES_KANBAN_RUN_ID", "99999999999999999999")
     r = cli("complete")
-    assert (r.code, r.err) == (1, "error: invalid number 99999999999999999999: integers must fit in 64 bits\n")
+    assert (r.code, r.err) == (1, "error: invalid run id 99999999999999999999: run ids are whole numbers from 1 to "
+                                  "9223372036854775807\n")
     r = cli("heartbeat")
     assert (r.code, r.err) == (3, f"error: run 99999999999999999999 is not the current run of task {tasks['running']} "
                                   f"(run {tasks['run']}); heartbeat refused, nothing changed\n")

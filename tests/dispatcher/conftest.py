@@ -190,6 +190,22 @@ def outcomes(board: Board, task_id: str) -> list[str]:
     return [str(r.outcome) if r.outcome else "open" for r in runs_of(board, task_id)]
 
 
+def fd_count(pid: int | None = None) -> int:
+    """Open file descriptors of a process (this one by default): for the fd-leak checks."""
+    return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
+
+
+def pidfds() -> int:
+    """How many pidfds this process holds (what the dispatcher opens per supervised worker)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+        except FileNotFoundError:
+            continue  # the fd of the listdir itself, closed by now
+    return n
+
+
 def alive(pid: int, started: float | None) -> bool:
     try:
         p = psutil.Process(pid)

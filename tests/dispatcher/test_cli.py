@@ -4,15 +4,22 @@ and bad input never changing the board."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from hermes_cli.kanban import Board
+from hermes_cli.kanban import leases as lease_api
+from hermes_cli.kanban.paths import ensure_private_dir, resolve
+from hermes_cli.kanban.store import leases as leases_sql
 
-from .conftest import HERMES, configure
+from .conftest import HERMES, Reaper, configure, wait_for
 
 
 def hermes(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -103,3 +110,42 @@ def test_demo_runs_real_workers_and_keeps_its_board_on_request() -> None:
     assert p.returncode == 0, p.stderr
     assert "demo ok: every task ended as expected" in p.stdout
     assert "(removed; --keep keeps it)" in p.stdout
+
+
+STAMPED = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} dispatch default: ")
+
+
+def test_a_lost_lease_is_one_error_line_and_the_summary_is_json(board: Board, reaper: Reaper) -> None:
+    d = reaper.hermes("kanban", "dispatch", "--json")
+    lease = wait_for(lambda: lease_api.read_lease(board), what="the dispatcher's lease")
+    # Another holder takes the board; its host name comes from the database, and here it carries a line break.
+    board.db.write(lambda: leases_sql.put(board.db, host="evil\nhost", pid=1, pid_create_time=None,
+                                          epoch=lease.epoch + 100, now=time.time()))
+    code, out, err = d.finish(timeout=30)
+    assert code == 3, err
+    assert out["reason"] == "lease_lost" and out["error"]["code"] == "lease_held"
+    assert "evil\nhost:1" in out["error"]["message"]  # JSON carries the message as it is
+    lines = err.splitlines()
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"error: dispatcher lease (epoch {lease.epoch}) was lost; it is now held by "
+                                f"evil\\nhost:1 (epoch {lease.epoch + 100}, refreshed "), err
+    assert errors[0].endswith("s ago)"), err
+    assert all(STAMPED.match(ln) for ln in lines if ln not in errors), err  # progress lines: one line each too
+
+
+def test_an_interrupt_before_the_dispatcher_starts_still_prints_json(reaper: Reaper) -> None:
+    """SIGINT while the command is still opening the board (here: waiting for the board's init lock, held by us):
+    the exit is 130 with `error: aborted`, and --json still gets a JSON object on stdout."""
+    paths = resolve()
+    ensure_private_dir(paths.dir)
+    with FileLock(str(paths.dir / ".init.lock")):
+        d = reaper.hermes("kanban", "dispatch", "--once", "--json")
+        # Python is up and polling for the lock (the only sleep before the board is open): SIGINT is a
+        # KeyboardInterrupt there, not the default action that would kill it before any output.
+        wait_for(lambda: Path(f"/proc/{d.pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep"),
+                 what="the dispatcher to wait for the init lock")
+        d.popen.send_signal(signal.SIGINT)
+        code, out, err = d.finish(timeout=30)
+    assert code == 130 and err.endswith("error: aborted\n"), err  # as for any command interrupted
+    assert out == {"error": {"code": "aborted", "message": "aborted"}}

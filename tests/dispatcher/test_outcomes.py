@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
+
+import pytest
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban.dispatcher import StopReason
+from hermes_cli.kanban.board_config import load_settings
+from hermes_cli.kanban.dispatcher import Dispatcher, StopReason
+from hermes_cli.kanban.errors import HermesError, InvalidValue, StorageError
 
 from .conftest import alive, configure, dispatch, outcomes, pycmd, runs_of, worker
 
@@ -28,7 +33,8 @@ def test_exit_zero_completes_and_nonzero_crashes_then_gives_up(board: Board) -> 
     assert runs[1].started_at - runs[0].ended_at >= 0.75
     assert [e.kind for e in board.events(task_id=bad.id, kinds=["crashed", "gave_up"])] == [
         "crashed", "crashed", "gave_up"]
-    assert (res.counts["spawned"], res.counts["completed"], res.counts["crashed"], res.counts["gave_up"]) == (3, 1, 2, 1)
+    counts = (res.counts["spawned"], res.counts["completed"], res.counts["crashed"], res.counts["gave_up"])
+    assert counts == (3, 1, 2, 1)
 
 
 def test_a_workers_own_report_wins_over_its_exit_code(board: Board) -> None:
@@ -71,7 +77,8 @@ def test_worker_contract_argv_env_cwd_session_log(board: Board) -> None:
         "HERMES_KANBAN_RUN_ID": str(run.id), "HERMES_KANBAN_WORKSPACE": str(ws),
     }
     # the dispatcher's own lines frame the worker's output in the task's log
-    assert log.splitlines()[0].endswith(f"run {run.id} attempt 1: {pycmd(code, task.id, str(run.id), 'default', str(ws), task.title)}")
+    argv = pycmd(code, task.id, str(run.id), "default", str(ws), task.title)
+    assert log.splitlines()[0].endswith(f"run {run.id} attempt 1: {argv}")
     assert f"{task.id} run {run.id} completed" in log.splitlines()[-1]
     assert run.pid is not None and run.pid_create_time is not None and run.host
     assert oct(os.stat(ws).st_mode & 0o777) == "0o700"
@@ -185,3 +192,62 @@ def test_a_worker_that_never_heartbeats_keeps_its_lease_while_alive(board: Board
     assert res.counts["reclaimed"] == 0
     run = runs_of(board, task.id)[0]
     assert run.heartbeat_at is not None and run.heartbeat_at > run.started_at + 1.0  # extended by the dispatcher
+
+
+def test_a_nul_byte_in_a_stored_command_is_a_failed_spawn_not_a_dispatcher_crash(board: Board) -> None:
+    # `create` refuses a NUL byte now; a board written before that (or by hand) may still hold one.
+    task, _ = board.create_task("legacy command", command="echo placeholder", max_retries=1)
+    board.db.write(lambda: board.db.execute("UPDATE tasks SET command = ? WHERE id = ?", ("echo a\x00b", task.id)))
+    other, _ = board.create_task("fine", command=worker("work", "0.01"))
+    res = dispatch(board)
+    assert res.reason == StopReason.IDLE and res.error is None
+    t = board.get_task(task.id)
+    assert t.status == TaskStatus.BLOCKED and t.attempts == 2  # retried, then given up: never left running
+    assert [r.summary for r in runs_of(board, task.id)] == ["spawn failed: ValueError: embedded null byte"] * 2
+    assert res.counts["spawn_failed"] == 2 and res.counts["gave_up"] == 1
+    assert outcomes(board, other.id) == ["completed"]
+
+
+def test_a_nul_byte_in_the_default_command_is_a_failed_spawn_not_a_dispatcher_crash(board: Board) -> None:
+    # config.toml refuses it (test_units); a DispatchSettings built in code is not checked there.
+    task, _ = board.create_task("no command of its own", max_retries=0)
+    settings = replace(load_settings(board.paths), default_command="echo {title}\x00")
+    res = Dispatcher(board, settings, until_idle=True, timeout=30).run()
+    assert res.reason == StopReason.IDLE and res.error is None
+    assert board.get_task(task.id).status == TaskStatus.BLOCKED
+    assert [r.summary for r in runs_of(board, task.id)] == ["spawn failed: ValueError: embedded null byte"]
+    assert res.counts["spawn_failed"] == 1 and res.counts["gave_up"] == 1
+
+
+class FailingChores(Dispatcher):
+    """A dispatcher whose per-tick chores (the spool drain) fail on the first `failures` ticks, like a drain meeting
+    a spool or board it cannot handle. Injected here because the drain itself is hardened not to raise."""
+
+    def __init__(self, *args: object, failures: int, error: Exception, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.failures, self.error = failures, error
+
+    def _per_tick_maintenance(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        super()._per_tick_maintenance()
+
+
+@pytest.mark.parametrize("error", [StorageError("spool drain failed: disk full"),
+                                   InvalidValue("spool drain failed: bad report"),
+                                   PermissionError(13, "Permission denied")])
+def test_failing_per_tick_chores_are_logged_once_and_the_loop_carries_on(board: Board, error: Exception) -> None:
+    tasks = [board.create_task(f"still dispatched {i}", command=worker("work", "0.05"))[0] for i in range(2)]
+    log: list[str] = []
+    # One worker at a time: at least three ticks (start one; reap it and start the other; reap that), the first
+    # two of which fail.
+    d = FailingChores(board, load_settings(board.paths, {"max_spawn": 1}), until_idle=True, timeout=30,
+                      log=log.append, failures=2, error=error)
+    res = d.run()
+    assert res.reason == StopReason.IDLE and res.error is None and d.failures == 0
+    assert [outcomes(board, t.id) for t in tasks] == [["completed"]] * 2
+    text = error.message if isinstance(error, HermesError) else f"PermissionError: {error}"
+    warnings = [ln for ln in log if "per-tick maintenance" in ln]
+    assert warnings == [f"warning: per-tick maintenance failed: {text}; trying again every tick",
+                        "per-tick maintenance works again"], log

@@ -14,9 +14,25 @@ import pytest
 
 from hermes_cli.kanban import Board, TaskStatus, procs
 from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban.dispatcher import StopReason
+from hermes_cli.kanban.board_config import load_settings
+from hermes_cli.kanban.dispatcher import Dispatcher, StopReason
+from hermes_cli.kanban.errors import BoardBusy
 
-from .conftest import HERMES, PY, Reaper, alive, configure, dispatch, outcomes, pycmd, runs_of, started_run, wait_for
+from .conftest import (
+    HERMES,
+    PY,
+    Reaper,
+    alive,
+    configure,
+    dispatch,
+    fd_count,
+    outcomes,
+    pidfds,
+    pycmd,
+    runs_of,
+    started_run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,12 +138,12 @@ def test_dispatcher_sigkilled_under_load_then_restarted(board: Board, reaper: Re
     journal = tmp_path / "journal"
     d1 = reaper.hermes("kanban", "dispatch", "--json")
     wait_for(lambda: lease_api.read_lease(board), what="the first dispatcher's lease")
-    fds_idle = procs.fd_count(d1.pid)
+    fds_idle = fd_count(d1.pid)
     tasks = [board.create_task(f"job {i}", command=pycmd(JOURNALED, str(journal), "4"), priority=10)[0]
              for i in range(4)]
     crasher, _ = board.create_task("crash loop", command=pycmd("raise SystemExit(2)"), max_retries=2)
     first_runs = [wait_for(lambda t=t: started_run(board, t.id), what=f"{t.title} to start") for t in tasks]
-    fds_busy = procs.fd_count(d1.pid)
+    fds_busy = fd_count(d1.pid)
     # a handful of fds per running worker at most (one pidfd each; logs are closed after the spawn)
     assert fds_busy - fds_idle <= 2 * 5, (fds_idle, fds_busy)
 
@@ -277,3 +293,47 @@ def test_a_worker_whose_pid_was_never_recorded_is_found_by_its_token(board: Boar
     assert [(r.id, r.outcome, r.pid) for r in run] == [(started.run_id, "completed", w.pid)]
     assert outcomes(board, lost_task.id) == ["crashed", "completed"]
     assert runs_of(board, lost_task.id)[0].summary.startswith("its dispatcher stopped before the worker was started")
+
+
+HOLD_WRITE_LOCK = r"""
+import sys, apsw
+db = apsw.Connection(sys.argv[1])
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+
+def test_a_busy_board_never_leaks_the_pidfd_of_a_run_it_could_not_adopt(
+    board: Board, reaper: Reaper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adopting a live run extends its lease first. While another process holds the write lock that raises BoardBusy
+    (the loop tries again next tick): the pidfd opened for the run must be closed, not leaked on every tick."""
+    monkeypatch.setenv("HERMES_KANBAN_BUSY_TIMEOUT_MS", "1")  # give up on the held lock in milliseconds
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    reaper.own(sleeper.pid)
+    try:
+        task, _ = board.create_task("adopt me")
+        claim = board.claim(task.id, worker="pull", pid=sleeper.pid, pid_create_time=procs.create_time(sleeper.pid))
+        with Board.open() as b:  # opened after the environment change, unlike the fixture's board
+            d = Dispatcher(b, load_settings(b.paths))
+            holder = subprocess.Popen([PY, "-c", HOLD_WRITE_LOCK, str(b.paths.db)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            reaper.own(holder.pid)
+            try:
+                assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+                before = pidfds()
+                for _ in range(3):
+                    with pytest.raises(BoardBusy):
+                        d._scan_runs()
+                assert (pidfds(), d.workers) == (before, {})
+            finally:
+                holder.communicate("go\n", timeout=30)
+            d._scan_runs()  # the lock is gone: adopted now, holding exactly one pidfd for it
+            assert list(d.workers) == [claim.run_id] and pidfds() == before + 1
+            d._unsupervise(d.workers[claim.run_id])
+            assert pidfds() == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -13,6 +13,7 @@ from hermes_cli.kanban import Board, InvalidValue, LeaseHeld, procs
 from hermes_cli.kanban import leases as lease_api
 from hermes_cli.kanban.board_config import DispatchSettings, load_settings
 from hermes_cli.kanban.spawn import build_argv, rotate, worker_env
+from hermes_cli.kanban.store import dispatch as dispatch_sql
 from hermes_cli.kanban.store import leases as lease_sql
 
 from .conftest import configure
@@ -45,6 +46,7 @@ def test_unknown_config_key_is_refused_with_the_file_named(board: Board) -> None
         ({"poll_interval": "soon"}, "invalid poll-interval 'soon': use a number with an optional unit"),
         ({"doorbell": "yes"}, "doorbell must be true or false, got 'yes'"),
         ({"default_command": "python3 'unclosed"}, "invalid --command \"python3 'unclosed\": No closing quotation"),
+        ({"default_command": "echo a\u0000b"}, "invalid --command: it contains a NUL byte"),
     ],
 )
 def test_bad_config_values(board: Board, settings: dict[str, object], message: str) -> None:
@@ -195,3 +197,18 @@ def test_break_lock_never_breaks_a_live_or_fresh_lease(board: Board) -> None:
     assert lease_api.read_lease(board) is None
     assert [e.payload["holder"] for e in board.events(kinds=["dispatcher_lock_broken"])] == [f"{procs.HOST}:{live.pid}"]
     assert lease_api.break_lock(board, max_age=5.0) is None  # nothing left to break
+
+
+# -- the ready queue ---------------------------------------------------------------------------------------------------
+def test_claim_and_dispatch_take_ready_tasks_in_one_order(board: Board) -> None:
+    """Pull workers (`claim` without a task) and the dispatcher pick from the same queue in the same order: priority,
+    then age, then id for tasks created in the same instant (the tie must not be decided by insertion order)."""
+    tasks = [board.create_task(f"task {i}", command="true")[0] for i in range(10)]
+    # two tasks where the one created first has the larger id (ids are random: sorted by chance once in 10!)
+    first, second = next((a, b) for n, a in enumerate(tasks) for b in tasks[n + 1:] if a.id > b.id)
+    board.db.write(lambda: board.db.execute("UPDATE tasks SET priority = 5, created_at = ? WHERE id IN (?, ?)",
+                                            (first.created_at, first.id, second.id)))
+    expected = second.id  # same priority, same instant: the smaller id, not the earlier insertion
+    assert dispatch_sql.dispatchable(board.db, time.time(), any_command=False, limit=1) == [expected]
+    claim = board.claim(worker="pull")
+    assert claim is not None and claim.task_id == expected

@@ -89,7 +89,7 @@ EXPECTED = {
     "A": ("running", "apply", "current_run"),
     "B": ("ready", "apply", "late_report"),
     "C": ("running", "conflict", "active_claim_by_other_run"),
-    "D": ("running", "skip", "review_gate_blocked"),
+    "D": ("running", "apply", "current_run"),  # review-gated: applying puts it in review, as `complete` would
     "E": ("done", "skip", "already_done"),
     "F": ("archived", "skip", "archived"),
     "G": ("running", "apply", "current_run"),
@@ -108,7 +108,7 @@ def reconcile_and_check(paths: BoardPaths, claims: dict[str, tuple[str, int]]) -
     backups_before = len(list(paths.backups_dir.glob("kanban-*.db")))
     r = hermes("reconcile-completions", "--apply", "--json")
     assert r.rc == 3, r  # C still conflicts
-    assert r.json["applied"] == 3 and r.json["conflicts"] == 1
+    assert r.json["applied"] == 4 and r.json["conflicts"] == 1
     assert r.json["backup"] and Path(r.json["backup"]).exists()
     assert len(list(paths.backups_dir.glob("kanban-*.db"))) == backups_before + 1
     with Board.open() as b:
@@ -116,13 +116,14 @@ def reconcile_and_check(paths: BoardPaths, claims: dict[str, tuple[str, int]]) -
         assert b.get_task(claims["B"][0]).status == "done" and b.get_task(claims["B"][0]).summary == "did B"
         assert b.get_task(claims["G"][0]).status == "blocked"
         assert b.get_task(claims["C"][0]).status == "running"  # the other run's claim is untouched
-        assert b.get_task(claims["D"][0]).status == "running"  # the review gate is untouched
-        assert len(b.events(kinds=["reconciled"])) == 3
+        d = b.detail(claims["D"][0])  # the review gate holds: the report puts D in review, a person approves
+        assert (d.task.status, d.task.summary, d.runs[-1].outcome) == ("review", "did D", "review_requested")
+        assert len(b.events(kinds=["reconciled"])) == 4
     assert sorted(p.name for p in (paths.spool_dir / "applied").iterdir()) == sorted(
-        spool.file_name(*claims[n]) for n in "ABG")
+        spool.file_name(*claims[n]) for n in "ABDG")
     assert sorted(p.name for p in (paths.spool_dir / "skipped").iterdir()) == sorted(
         spool.file_name(*claims[n]) for n in "EF")
-    assert sorted(p.name for p in paths.spool_dir.glob("*.json")) == sorted(spool.file_name(*claims[n]) for n in "CD")
+    assert [p.name for p in paths.spool_dir.glob("*.json")] == [spool.file_name(*claims["C"])]
 
     before = dump(paths.db)
     r = hermes("reconcile-completions", "--apply", "--json")
@@ -195,7 +196,7 @@ def test_spool_drill_corrupt_file(paths):
     reconcile_and_check(paths, claims)
 
 
-# -- the spool itself ----------------------------------------------------------------------------------------------------
+# -- the spool itself --------------------------------------------------------------------------------------------------
 def test_same_report_twice_is_one_file_and_a_different_one_conflicts(paths):
     with Board.open() as b:
         t, _ = b.create_task("x")
@@ -220,7 +221,7 @@ def test_symlinks_in_the_spool_are_refused(paths, tmp_path):
     reports, bad = spool.pending(paths)
     assert reports == [] and len(bad) == 1 and "cannot open" in bad[0]["problem"]
     r = hermes("reconcile-completions")
-    assert r.rc == 0 and "is not a spool report" in r.err
+    assert r.rc == 0 and "is not a valid spool report (cannot open" in r.err
     shutil.rmtree(paths.spool_dir)
     os.symlink(tmp_path, paths.spool_dir)
     with pytest.raises(StorageError, match="symlink"):

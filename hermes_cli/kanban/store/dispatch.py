@@ -6,6 +6,7 @@ All of these are indexed reads (tasks_claim_order covers status + priority + age
 from __future__ import annotations
 
 from .connection import Database
+from .tasks import CLAIM_ORDER
 
 #: a task the dispatcher can start: ready, its retry (if any) due, and a command of its own unless the board has a
 #: default command. Tasks with no command at all are left to pull workers (`hermes kanban claim`).
@@ -15,7 +16,7 @@ _DISPATCHABLE = "status = 'ready' AND (command IS NOT NULL OR ?)"
 def dispatchable(db: Database, now: float, *, any_command: bool, limit: int) -> list[str]:
     rows = db.rows(
         f"SELECT id FROM tasks WHERE {_DISPATCHABLE} AND (retry_at IS NULL OR retry_at <= ?) "
-        "ORDER BY priority DESC, created_at ASC, id LIMIT ?",
+        f"ORDER BY {CLAIM_ORDER} LIMIT ?",
         (int(any_command), now, limit),
     )
     return [r["id"] for r in rows]

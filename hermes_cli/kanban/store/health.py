@@ -27,6 +27,7 @@ from typing import Any
 import apsw
 
 from ..errors import CorruptBoard, HermesError
+from ..fileio import fsync_file, write_json_atomic
 from ..paths import BoardPaths
 from .connection import Database, fsync_dir, holds_connection, translate
 
@@ -153,18 +154,25 @@ def cached_ok(paths: BoardPaths, key: list[int]) -> bool:
 
 
 def remember_ok(paths: BoardPaths, key: list[int]) -> None:
-    """Best effort: a lost cache entry only costs one more quick_check on the next open."""
-    tmp = paths.dir / f".{paths.db.name}{CHECK_CACHE}.{os.getpid()}.{secrets.token_hex(4)}"
+    """Best effort: a lost cache entry only costs one more quick_check on the next open (so no fsync either)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"db": str(paths.db), "key": key, "checked_at": time.time()}, f)
-        os.replace(tmp, check_cache_path(paths))
+        write_json_atomic(check_cache_path(paths), {"db": str(paths.db), "key": key, "checked_at": time.time()},
+                          durable=False)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass  # the temp file was never created (e.g. read-only directory): nothing to clean up
+        return  # e.g. a read-only board directory: the next open checks again, which is all the cache saves
+
+
+def quick_check_cached(conn: apsw.Connection, paths: BoardPaths, *, trust_cache: bool = True) -> list[str]:
+    """quick_check, skipped when this exact file state already passed one (`trust_cache`), remembered when it
+    passes. Returns the problems ([] when ok). The file's key is taken before the check, so a write during the check
+    leaves a stale key and the next call checks again. Busy/locked propagate (never corruption)."""
+    key = db_key(paths.db)
+    if trust_cache and key is not None and cached_ok(paths, key):
+        return []
+    problems = quick_check(conn)
+    if not problems and key is not None:
+        remember_ok(paths, key)
+    return problems
 
 
 def forget_check(paths: BoardPaths) -> None:
@@ -209,16 +217,12 @@ def verify_on_open(conn: apsw.Connection, paths: BoardPaths) -> None:
     key = db_key(paths.db)
     page_size = int(conn.execute("PRAGMA page_size").fetchall()[0][0])
     suspicious = key is None or page_size <= 0 or key[2] % page_size != 0
-    if not suspicious and key is not None and cached_ok(paths, key):
-        return
     try:
-        problems = quick_check(conn)
+        problems = quick_check_cached(conn, paths, trust_cache=not suspicious)
     except (apsw.BusyError, apsw.LockedError):
         return  # another process is recovering or checkpointing the WAL: busy is never corruption; check next time
     if problems:
         raise fail_closed(paths, CheckFailed(problems), conn)
-    if key is not None:
-        remember_ok(paths, key)
 
 
 def fail_closed(paths: BoardPaths, exc: BaseException, conn: apsw.Connection | None) -> CorruptBoard:
@@ -324,14 +328,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _settle(paths: BoardPaths, tmp: Path, suffix: str, reason: str, method: str, key: list[int] | None,
             extra: dict[Path, str] | None = None) -> Path:
     """Name the copy by its content, keep one file per content, write its metadata, fsync."""
@@ -341,24 +337,18 @@ def _settle(paths: BoardPaths, tmp: Path, suffix: str, reason: str, method: str,
     if final.exists():
         os.unlink(tmp)
     else:
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.rename(tmp, final)
     for src_tmp, ext in (extra or {}).items():
         target = qdir / f"{digest}{suffix}{ext}"
         if target.exists():
             os.unlink(src_tmp)
         else:
-            _fsync_file(src_tmp)
+            fsync_file(src_tmp)
             os.rename(src_tmp, target)
     meta = {"file": final.name, "source": str(paths.db), "reason": reason, "taken_at": time.time(),
             "method": method, "key": key}
-    meta_tmp = qdir / f".{digest}.json.{secrets.token_hex(4)}"
-    fd = os.open(meta_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(meta, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(meta_tmp, qdir / f"{digest}.json")
+    write_json_atomic(qdir / f"{digest}.json", meta)
     fsync_dir(qdir)
     return final
 
@@ -539,6 +529,15 @@ def stale_claims(db: Database, now: float) -> list[dict[str, Any]]:
     )
 
 
+def run_id_high_water(db: Database) -> int:
+    """The highest run id this board has handed out: the runs AUTOINCREMENT sequence (which restore raises past every
+    run id the old board or the spool used), or the highest run row, whichever is larger."""
+    return int(db.value(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0), "
+        "coalesce((SELECT max(id) FROM runs), 0))"
+    ))
+
+
 def max_ids(db: Database) -> dict[str, int]:
     """Highest run and event ids (for keeping fencing tokens and event cursors monotonic across a restore)."""
     return {
@@ -638,7 +637,8 @@ def insert_salvaged_tasks(db: Database, tasks: list[dict[str, Any]], links: list
                 row["status"] = "ready"
             row.update(current_run_id=None, lease_expires_at=None, updated_at=now)
             if row.get("idempotency_key") and db.value(
-                    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND status != 'archived'", (row["idempotency_key"],)):
+                    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND status != 'archived'",
+                    (row["idempotency_key"],)):
                 row["idempotency_key"] = None  # the restored board already has a task with that key
             insert_task(db, row)
             add_event(db, "salvaged", now, row["id"], None, status=row["status"], title=row["title"])

@@ -48,10 +48,7 @@ def refresh(db: Database, epoch: int, now: float) -> bool:
     return db.conn.changes() == 1
 
 
-def delete(db: Database, epoch: int | None = None) -> bool:
-    """Remove the lease (only `epoch`'s, when given). Returns whether a row was removed."""
-    if epoch is None:
-        db.execute("DELETE FROM dispatcher_lease WHERE id = 1")
-    else:
-        db.execute("DELETE FROM dispatcher_lease WHERE id = 1 AND epoch = ?", (epoch,))
+def delete(db: Database, epoch: int) -> bool:
+    """Remove the lease, only if `epoch` holds it. Returns whether a row was removed."""
+    db.execute("DELETE FROM dispatcher_lease WHERE id = 1 AND epoch = ?", (epoch,))
     return db.conn.changes() == 1

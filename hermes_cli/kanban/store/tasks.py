@@ -271,16 +271,21 @@ def extend_run_lease(db: Database, run_id: int, now: float, lease_expires_at: fl
     db.execute("UPDATE runs SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ?", (now, lease_expires_at, run_id))
 
 
+#: the order of the ready queue, for pull workers (claim) and the dispatcher (store/dispatch.py) alike: priority,
+#: then age, then id, so tasks created in the same instant are not taken in insertion order by one and id by another
+CLAIM_ORDER = "priority DESC, created_at ASC, id"
+
+
 def claimable_task_id(db: Database, now: float, tenant: str | None = None) -> str | None:
     if tenant is None:
         return db.value(
             "SELECT id FROM tasks WHERE status = 'ready' AND (retry_at IS NULL OR retry_at <= ?) "
-            "ORDER BY priority DESC, created_at ASC LIMIT 1",
+            f"ORDER BY {CLAIM_ORDER} LIMIT 1",
             (now,),
         )
     return db.value(
         "SELECT id FROM tasks WHERE status = 'ready' AND tenant = ? AND (retry_at IS NULL OR retry_at <= ?) "
-        "ORDER BY priority DESC, created_at ASC LIMIT 1",
+        f"ORDER BY {CLAIM_ORDER} LIMIT 1",
         (tenant, now),
     )
 
