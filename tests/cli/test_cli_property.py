@@ -104,8 +104,18 @@ def _values(t: dict[str, object]) -> st.SearchStrategy[str]:
         "t_", "T_ABC", "bad \udcff byte", "\udce9", "naïve ✓", "; rm -rf /", "'unclosed", "{task_id}",
         str(files / "body.md"), str(files / "binary.bin"), str(files / "dir"), str(files / "missing"), "/proc/self/mem",
     ]
-    text = st.text(st.characters(exclude_characters="\x00"), max_size=12)  # argv strings cannot hold NUL
+    # Real argv and environment strings cannot hold NUL, and their only lone surrogates are the U+DC80-U+DCFF that
+    # Python's surrogateescape decoding makes of undecodable bytes (so "\ud800" can never reach hermes).
+    text = st.text(st.characters(exclude_characters="\x00"), max_size=12).filter(_os_encodable)
     return st.one_of(st.sampled_from(ids), st.sampled_from(list(t["run_ids"])), st.sampled_from(fixed), text)  # type: ignore[arg-type]
+
+
+def _os_encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @st.composite
