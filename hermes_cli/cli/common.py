@@ -129,6 +129,8 @@ def env_task_and_run(task_id: str | None, run_id: int | None) -> tuple[str, int 
                 run_id = int(env_run)
             except ValueError:
                 raise InvalidValue(f"HERMES_KANBAN_RUN_ID={env_run!r} is not a run id (an integer)") from None
+            if not 1 <= run_id < 2**63:
+                raise InvalidValue(f"invalid run id {run_id}: run ids are whole numbers from 1 to {2**63 - 1}")
     return task, run_id
 
 

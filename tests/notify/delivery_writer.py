@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from hermes_cli.kanban import Board
+from hermes_cli.kanban import Board, doorbell
 
 
 def _schedstat() -> tuple[int, int]:
@@ -22,29 +22,29 @@ def _schedstat() -> tuple[int, int]:
     return int(on_cpu), int(waiting)
 
 
-class TimedBoard(Board):
-    """The real Board; the ring after each commit is timed (the ring itself is the real one).
+#: wall time of every ring, and the part of it the thread spent asleep (wall minus CPU time minus time waiting for
+#: a CPU): a ring can be preempted on a busy machine, but it must never block.
+ring_s: list[float] = []
+blocked_s: list[float] = []
+_real_ring = doorbell.ring
 
-    `ring_s` is wall time. `blocked_s` is the part of it the thread spent asleep (wall minus CPU time minus time
-    waiting for a CPU): a ring can be preempted on a busy machine, but it must never block.
-    """
 
-    ring_s: list[float] = []
-    blocked_s: list[float] = []
-
-    def _ring(self) -> None:
-        cpu0, wait0 = _schedstat()
-        t = time.perf_counter_ns()
-        super()._ring()
-        wall = time.perf_counter_ns() - t
-        cpu1, wait1 = _schedstat()
-        self.ring_s.append(wall / 1e9)
-        self.blocked_s.append(max(0, wall - (cpu1 - cpu0) - (wait1 - wait0)) / 1e9)
+def timed_ring(notify_dir: Path) -> int:
+    """The real doorbell.ring (which every committing write calls), timed."""
+    cpu0, wait0 = _schedstat()
+    t = time.perf_counter_ns()
+    woken = _real_ring(notify_dir)
+    wall = time.perf_counter_ns() - t
+    cpu1, wait1 = _schedstat()
+    ring_s.append(wall / 1e9)
+    blocked_s.append(max(0, wall - (cpu1 - cpu0) - (wait1 - wait0)) / 1e9)
+    return woken
 
 
 def main() -> None:
     n, start_file = int(sys.argv[1]), Path(sys.argv[2])
-    board = TimedBoard.open()
+    doorbell.ring = timed_ring  # store.connection rings through the module attribute after each COMMIT
+    board = Board.open()
     while not start_file.exists():
         time.sleep(0.005)
     write_s: list[float] = []
@@ -58,9 +58,9 @@ def main() -> None:
     board.close()
     write_s.sort()
     print(json.dumps({
-        "events": n, "rings": len(TimedBoard.ring_s), "max_ring_s": max(TimedBoard.ring_s),
-        "max_ring_blocked_s": max(TimedBoard.blocked_s),
-        "p99_ring_s": sorted(TimedBoard.ring_s)[int(len(TimedBoard.ring_s) * 0.99)],
+        "events": n, "rings": len(ring_s), "max_ring_s": max(ring_s),
+        "max_ring_blocked_s": max(blocked_s),
+        "p99_ring_s": sorted(ring_s)[int(len(ring_s) * 0.99)],
         "p50_write_s": write_s[len(write_s) // 2], "p99_write_s": write_s[int(len(write_s) * 0.99)],
         "max_write_s": write_s[-1],
     }))
