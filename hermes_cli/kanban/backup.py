@@ -41,7 +41,7 @@ from .fileio import fsync_file, write_json_atomic
 from .models import iso
 from .paths import BoardPaths, ensure_private_dir
 from .store import health as store_health
-from .store.connection import fsync_dir
+from .store.connection import exclusive_open_lock, fsync_dir
 
 if TYPE_CHECKING:
     from .board import Board
@@ -369,20 +369,32 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
         raise
     aside: Path | None = None
-    locks = _BoardLocks(paths)
     try:
-        present = [p for p in (*paths.sidecars, paths.db) if p.exists()]  # sidecars first, db last
-        if present:
-            ensure_private_dir(paths.dir / "pre-restore")
-            aside = paths.dir / "pre-restore" / stamp
-            ensure_private_dir(aside)
-            for p in present:
-                os.rename(p, aside / p.name)
-            fsync_dir(aside)
-        os.rename(staging, paths.db)
-        fsync_dir(paths.dir)
-    finally:
-        locks.release()
+        # Every hermes connection holds the board's open-lock shared for its whole life: holding it exclusively
+        # across the swap means no connection is open now and none can open until the files are swapped (a scan
+        # of open files alone leaves a window in which a new opener pairs the old db with the new -wal).
+        with exclusive_open_lock(paths):
+            late = holders(paths)
+            if late:
+                raise Conflict(f"board {paths.slug} was opened by pid {late[0]['pid']} during the restore; stop it "
+                               "and retry")
+            locks = _BoardLocks(paths)
+            try:
+                present = [p for p in (*paths.sidecars, paths.db) if p.exists()]  # sidecars first, db last
+                if present:
+                    ensure_private_dir(paths.dir / "pre-restore")
+                    aside = paths.dir / "pre-restore" / stamp
+                    ensure_private_dir(aside)
+                    for p in present:
+                        os.rename(p, aside / p.name)
+                    fsync_dir(aside)
+                os.rename(staging, paths.db)
+                fsync_dir(paths.dir)
+            finally:
+                locks.release()
+    except BaseException:
+        _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
+        raise
     store_health.forget_check(paths)
     result = RestoreResult(restored_from=src, board=paths.db, moved_aside=aside)
     old_ids = _salvage(paths, aside, summary["last_event_id"], result)

@@ -69,7 +69,9 @@ def check_text(value: str | None, what: str, limit: int = 200) -> str | None:
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidValue(f"invalid {what} {value!r}: it is not valid UTF-8 (check the encoding of your input)") from None
+        raise InvalidValue(
+            f"invalid {what} {value!r}: it is not valid UTF-8 (check the encoding of your input)"
+        ) from None
     return v
 
 

@@ -156,7 +156,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["create"], 2, "Missing argument 'TITLE'."),
     (["create", "x", "--bogus"], 2, "No such option '--bogus'."),
     (["show"], 2, "Missing argument 'TASK_ID'."),
-    (["heartbeat", "{running}", "--run-id", "one"], 2, "Invalid value for '--run-id': 'one' is not a valid integer range."),
+    (["heartbeat", "{running}", "--run-id", "one"], 2,
+     "Invalid value for '--run-id': 'one' is not a valid integer range."),
 ]
 
 
