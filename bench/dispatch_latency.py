@@ -99,7 +99,8 @@ def measure(home: Path, *, samples: int, doorbell: bool, poll: str) -> dict[str,
     missing = len(ids) - len(latencies)
     return {
         "doorbell": doorbell, "poll_interval_s": parse_duration(poll), "samples": len(latencies),
-        "missing": missing, "p50_ms": round(percentile(latencies, 50), 2), "p90_ms": round(percentile(latencies, 90), 2),
+        "missing": missing, "p50_ms": round(percentile(latencies, 50), 2),
+        "p90_ms": round(percentile(latencies, 90), 2),
         "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies), 2),
         "mean_ms": round(statistics.fmean(latencies), 2),
     }
