@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -58,7 +56,7 @@ class _NothingToClaim(Exception):
 
 
 def new_task_id() -> str:
-    return "t_" + secrets.token_hex(6)
+    return "t_" + os.urandom(6).hex()  # os.urandom is what secrets uses, without importing hashlib on the CLI path
 
 
 class Board:
@@ -67,7 +65,7 @@ class Board:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.paths: BoardPaths = db.paths
-        self._host = socket.gethostname()
+        self._host = os.uname().nodename  # = socket.gethostname(), without importing socket on the CLI path
 
     @classmethod
     def open(
