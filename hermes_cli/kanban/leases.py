@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import doorbell, procs
+from . import procs
 from .board import Board
 from .errors import LeaseHeld
 from .models import iso
@@ -66,13 +66,9 @@ class DispatcherLease:
         }
 
 
-def _write(board: Board, fn: Callable[[float], T], *, ring: bool = True) -> T:
-    def tx() -> T:
-        if ring:
-            board.db.after_commit(lambda: doorbell.ring(board.paths.notify_dir))
-        return fn(time.time())
-
-    return board.db.write(tx)
+def _write(board: Board, fn: Callable[[float], T]) -> T:
+    """One write transaction; the events it writes ring the doorbell after COMMIT (store.tasks.add_event)."""
+    return board.db.write(lambda: fn(time.time()))
 
 
 def read_lease(board: Board) -> DispatcherLease | None:
@@ -106,7 +102,7 @@ def acquire(board: Board, *, grace: float) -> tuple[DispatcherLease, DispatcherL
 
 def refresh(board: Board, epoch: int) -> bool:
     """Heartbeat: returns False when `epoch` no longer holds the lease. Not a state change: no event, no ring."""
-    return _write(board, lambda now: sql.refresh(board.db, epoch, now), ring=False)
+    return _write(board, lambda now: sql.refresh(board.db, epoch, now))  # no event: a refresh is not a change
 
 
 def check_held(board: Board, epoch: int) -> None:
