@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        err = UsageError(exc.format_message()) if exc.exit_code == 2 else HermesError(exc.format_message())
-        fail(err, as_json)
+        usage = UsageError(exc.format_message()) if exc.exit_code == 2 else HermesError(exc.format_message())
+        fail(usage, as_json)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)

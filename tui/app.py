@@ -254,9 +254,10 @@ class KanbanApp(App[None]):
     def load_board(self, ref: BoardRef, board_gen: int, view_gen: int, flt: view.Filter,
                    sub_override: str | None) -> None:
         with self._reporting("opening the board", board_gen, opening=True), ref.open() as b:
-            sub_name: str | None = sub_override or subscription_for(b.slug)
+            wanted = sub_override or subscription_for(b.slug)
+            sub_name: str | None = wanted  # None below when the board is read-only
             try:
-                sub, _ = subscribe(b, sub_name)
+                sub, _ = subscribe(b, wanted)
                 since = sub.cursor
             except BoardReadOnly:
                 sub_name, since = None, None  # a read-only board can still be watched, just not remembered
@@ -508,7 +509,9 @@ class KanbanApp(App[None]):
         index = cols.index(current) if current in cols else 0
         cols[(index + delta) % len(cols)].focus()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
+        # async only to match App.action_back (which this replaces: escape never pops screens here); textual's
+        # action dispatch awaits it, so it runs exactly as the sync version did.
         if self.query_one("#filter", Input).has_focus:
             self.query_one("#filter", Input).value = ""
             self.apply_filter("")
@@ -743,8 +746,8 @@ class KanbanApp(App[None]):
         except HermesError as err:
             self.post_message(self.BoardFailed(board_gen, err) if opening else self.StoreFailed(board_gen, what, err))
         except Exception as exc:  # a bug: show it instead of letting the worker die silently
-            err = HermesError(f"internal error while {what}: {exc.__class__.__name__}: {exc}")
-            self.post_message(self.BoardFailed(board_gen, err) if opening else self.StoreFailed(board_gen, what, err))
+            bug = HermesError(f"internal error while {what}: {exc.__class__.__name__}: {exc}")
+            self.post_message(self.BoardFailed(board_gen, bug) if opening else self.StoreFailed(board_gen, what, bug))
 
     @on(StoreFailed)
     def _store_failed(self, msg: StoreFailed) -> None:

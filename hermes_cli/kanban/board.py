@@ -339,14 +339,15 @@ class Board:
         task_id: str | None = None,
         *,
         worker: str | None = None,
-        ttl: float = DEFAULT_LEASE_S,
+        ttl: str | float = DEFAULT_LEASE_S,
         pid: int | None = None,
         pid_create_time: float | None = None,
         tenant: str | None = None,
     ) -> Claim | None:
         """Open a run on `task_id` (or on the next ready task by priority, then age). Returns None when nothing
-        is ready. A running task whose lease has expired is taken over: its old run is closed as `reclaimed`."""
-        ttl = parse_duration(ttl, what="lease ttl")
+        is ready. A running task whose lease has expired is taken over: its old run is closed as `reclaimed`.
+        `ttl` is seconds or a duration string (`90s`, `5m`)."""
+        lease_s = parse_duration(ttl, what="lease ttl")
         if task_id is not None:
             check_task_id(task_id)
         worker = check_text(worker, "worker")
@@ -377,7 +378,7 @@ class Board:
                     )
                 elif task.status != TaskStatus.READY:
                     raise InvalidTransition(f"task {task.id} is {task.status}; only ready tasks can be claimed")
-            return self._open_run(task, now, ttl, worker, pid, pid_create_time)
+            return self._open_run(task, now, lease_s, worker, pid, pid_create_time)
 
         try:
             return self._write(tx)
@@ -408,14 +409,14 @@ class Board:
             )
         return task
 
-    def heartbeat(self, task_id: str, run_id: int, *, ttl: float = DEFAULT_LEASE_S) -> Claim:
-        """Extend the lease of `run_id`. Fenced: a stale run gets StaleRun."""
-        ttl = parse_duration(ttl, what="lease ttl")
+    def heartbeat(self, task_id: str, run_id: int, *, ttl: str | float = DEFAULT_LEASE_S) -> Claim:
+        """Extend the lease of `run_id` (`ttl`: seconds or a duration string). Fenced: a stale run gets StaleRun."""
+        lease_s = parse_duration(ttl, what="lease ttl")
         check_task_id(task_id)
 
         def tx(now: float) -> Claim:
             task = self._fenced(task_id, run_id, "heartbeat")
-            expires = now + ttl
+            expires = now + lease_s
             sql.update_task(self.db, task.id, now, lease_expires_at=expires)
             sql.extend_run_lease(self.db, run_id, now, expires)
             return Claim(task_id=task.id, run_id=run_id, lease_expires_at=expires, attempt=task.attempts)

@@ -225,7 +225,7 @@ class Dispatcher:
         # signals and wake-ups
         self._signals = 0
         self._signals_noted = 0
-        self._last_signal = signal.SIGTERM
+        self._last_signal: int = signal.SIGTERM  # the handler receives a plain int signum
         self._old_handlers: dict[int, Any] = {}
         self._old_wakeup_fd: int | None = None
         self._wake_r = self._wake_w = -1

@@ -304,9 +304,11 @@ def quick_health(board: Board) -> QuickHealth:
     except HermesError as err:
         return QuickHealth(FAIL, err.message, n_spool, 0)
     if n_spool:
-        level, _ = WARN, parts.append(f"{n_spool} spooled")
+        level = WARN
+        parts.append(f"{n_spool} spooled")
     if stale:
-        level, _ = WARN, parts.append(f"{stale} stale claim{'s' if stale != 1 else ''}")
+        level = WARN
+        parts.append(f"{stale} stale claim{'s' if stale != 1 else ''}")
     return QuickHealth(level, "; ".join(parts) or "healthy", n_spool, stale)
 
 

@@ -54,6 +54,15 @@ class CheckFailed(Exception):
         self.problems = problems
 
 
+def _int_value(conn: apsw.Connection, sql: str) -> int:
+    """First column of the first row as an int, for queries SQLite answers with an integer (PRAGMA page_size,
+    page_count, user_version; count(*); coalesce(max(id), 0)). A NULL raises TypeError, as int(None) would."""
+    value = conn.execute(sql).fetchall()[0][0]
+    if value is None:
+        raise TypeError(f"{sql!r} returned NULL where SQLite always returns an integer")
+    return int(value)
+
+
 # -- checks ----------------------------------------------------------------------------------------------------------
 def _check(conn: apsw.Connection, pragma: str, limit: int) -> list[str]:
     """Run quick_check/integrity_check. Returns the problems ([] when ok). CorruptError/NotADBError raised by the
@@ -215,7 +224,7 @@ def verify_on_open(conn: apsw.Connection, paths: BoardPaths) -> None:
     """quick_check the board once per file state (persisted across processes), or always when the header looks
     wrong (size not a whole number of pages). Raises CorruptBoard (after a quarantine copy) when it fails."""
     key = db_key(paths.db)
-    page_size = int(conn.execute("PRAGMA page_size").fetchall()[0][0])
+    page_size = _int_value(conn, "PRAGMA page_size")
     suspicious = key is None or page_size <= 0 or key[2] % page_size != 0
     try:
         problems = quick_check_cached(conn, paths, trust_cache=not suspicious)
@@ -461,7 +470,7 @@ def backup_into(src: apsw.Connection, dest: Path, progress: Callable[[int, int],
                         restarts += 1
                     last_remaining = remaining
                     progress(total - remaining, total)
-        return int(out.execute("PRAGMA page_count").fetchall()[0][0])
+        return _int_value(out, "PRAGMA page_count")
     finally:
         out.close()
 
@@ -491,9 +500,9 @@ def read_backup_summary(path: Path) -> dict[str, Any]:
     try:
         conn.setbusytimeout(5000)
         return {
-            "schema_version": int(conn.execute("PRAGMA user_version").fetchall()[0][0]),
-            "tasks": int(conn.execute("SELECT count(*) FROM tasks").fetchall()[0][0]),
-            "last_event_id": int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchall()[0][0]),
+            "schema_version": _int_value(conn, "PRAGMA user_version"),
+            "tasks": _int_value(conn, "SELECT count(*) FROM tasks"),
+            "last_event_id": _int_value(conn, "SELECT coalesce(max(id), 0) FROM events"),
         }
     finally:
         conn.close()
@@ -593,7 +602,7 @@ def salvage_reports(
         note = f"stopped early: {exc}"
     for table in ("runs", "events"):
         try:
-            ids[table] = int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchall()[0][0])
+            ids[table] = _int_value(conn, f"SELECT coalesce(max(id), 0) FROM {table}")
         except apsw.Error as exc:
             note = f"{note}; max({table}.id) unreadable: {exc}"
     return reports, ids, note

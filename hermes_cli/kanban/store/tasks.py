@@ -41,7 +41,8 @@ def events_after(
     limit: int | None = None,
     newest_first: bool = False,
 ) -> list[Event]:
-    where, params = ["id > ?"], [cursor]
+    where: list[str] = ["id > ?"]
+    params: list[int | str] = [cursor]
     if task_id is not None:
         where.append("task_id = ?")
         params.append(task_id)
