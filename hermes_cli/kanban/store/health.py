@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,33 +276,13 @@ class QuarantineEntry:
         return {"path": str(self.path), "reason": self.reason, "taken_at": iso(self.taken_at), "method": self.method}
 
 
-def list_quarantine(paths: BoardPaths) -> list[QuarantineEntry]:
-    out: list[QuarantineEntry] = []
+def _quarantine_metas(paths: BoardPaths) -> Iterator[dict[str, Any]]:
+    """The metadata files of the board's quarantine copies; half-written or foreign files are not ours: skipped."""
     qdir = quarantine_dir(paths)
     try:
         names = sorted(os.listdir(qdir))
     except OSError:
-        return out
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(qdir / name, encoding="utf-8") as f:
-                meta = json.load(f)
-            out.append(QuarantineEntry(qdir / meta["file"], str(meta["reason"]), float(meta["taken_at"]),
-                                       str(meta["method"])))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a half-written or foreign file: not one of ours
-    return sorted(out, key=lambda e: e.taken_at)
-
-
-def _known(paths: BoardPaths, key: list[int] | None) -> Path | None:
-    """The quarantine copy already taken of this exact file state, if any."""
-    qdir = quarantine_dir(paths)
-    try:
-        names = os.listdir(qdir)
-    except OSError:
-        return None
+        return
     for name in names:
         if not name.endswith(".json"):
             continue
@@ -311,8 +291,29 @@ def _known(paths: BoardPaths, key: list[int] | None) -> Path | None:
                 meta = json.load(f)
         except (OSError, ValueError):
             continue
-        if key is not None and meta.get("key") == key:
-            return qdir / str(meta.get("file"))
+        if isinstance(meta, dict):
+            yield meta
+
+
+def list_quarantine(paths: BoardPaths) -> list[QuarantineEntry]:
+    out: list[QuarantineEntry] = []
+    qdir = quarantine_dir(paths)
+    for meta in _quarantine_metas(paths):
+        try:
+            out.append(QuarantineEntry(qdir / meta["file"], str(meta["reason"]), float(meta["taken_at"]),
+                                       str(meta["method"])))
+        except (KeyError, TypeError, ValueError):
+            continue  # not one of ours
+    return sorted(out, key=lambda e: e.taken_at)
+
+
+def _known(paths: BoardPaths, key: list[int] | None) -> Path | None:
+    """The quarantine copy already taken of this exact file state, if any."""
+    if key is None:
+        return None
+    for meta in _quarantine_metas(paths):
+        if meta.get("key") == key:
+            return quarantine_dir(paths) / str(meta.get("file"))
     return None
 
 
