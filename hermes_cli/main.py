@@ -8,8 +8,8 @@ import traceback
 
 import click
 
-from .cli import kanban
-from .cli.common import fail, wants_json
+from .cli import tasks  # noqa: F401  (registers the task commands; other command modules load on first use)
+from .cli.common import fail, kanban, wants_json
 from .kanban.errors import HermesError, UsageError
 
 

@@ -71,6 +71,43 @@ def test_light_commands_import_nothing_heavy(argv: list[str]) -> None:
     assert "apsw" in modules or "--help" in argv
 
 
+#: product modules a task command (what workers run all day) has no use for
+NOT_FOR_TASK_COMMANDS = {"hermes_cli.kanban.dispatcher", "hermes_cli.kanban.backup", "hermes_cli.kanban.health",
+                         "hermes_cli.kanban.reconcile", "hermes_cli.cli.health", "hermes_cli.cli.dispatch",
+                         "hermes_cli.cli.live", "hermes_cli.cli.boards"}
+
+FULL_PROBE = PROBE.replace('{m.split(".")[0] for m in sys.modules}', "set(sys.modules)")
+
+
+@pytest.mark.parametrize("argv", [["kanban", "create", "x"], ["kanban", "claim", "--json"]], ids=lambda a: a[1])
+def test_task_commands_do_not_load_the_other_command_modules(argv: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "init"], capture_output=True, timeout=60,
+                   check=True)
+    p = subprocess.run([sys.executable, "-c", FULL_PROBE, json.dumps(argv)], capture_output=True, text=True,
+                       timeout=60)
+    data = json.loads(p.stdout[p.stdout.rindex("\nMODULES ") + len("\nMODULES "):])
+    assert set(data["modules"]) & NOT_FOR_TASK_COMMANDS == set()
+
+
+def test_every_command_outside_tasks_py_is_in_the_lazy_map() -> None:
+    """A command missing from LAZY_COMMANDS would be 'No such command' for the console script until --help ran."""
+    from hermes_cli.cli import kanban
+    from hermes_cli.cli.common import LAZY_COMMANDS
+
+    where = {name: cmd.callback.__module__.rsplit(".", 1)[-1] for name, cmd in kanban.commands.items()
+             if cmd.callback is not None}
+    expected = {name: module for name, module in where.items() if module != "tasks"}
+    assert LAZY_COMMANDS == expected
+
+
+@pytest.mark.parametrize("argv", [["kanban", "doctor", "--help"], ["kanban", "backups", "list", "--help"],
+                                  ["kanban", "dispatch", "--help"], ["kanban", "tui", "--help"]],
+                         ids=lambda a: " ".join(a[1:]))
+def test_lazily_loaded_commands_run_from_the_console_script(argv: list[str]) -> None:
+    p = subprocess.run([sys.executable, "-m", "hermes_cli.main", *argv], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith(f"Usage: hermes {' '.join(argv[:-1])}"), p.stderr
+
+
 def test_the_console_script_entry_point() -> None:
     """pyproject's `hermes = hermes_cli.main:main`: running the module is running the script."""
     p = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "--help"], capture_output=True,

@@ -148,10 +148,38 @@ def read_body(body: str | None, body_file: str | None) -> str:
         raise InvalidValue(f"cannot read --body-file {body_file}: {exc.__class__.__name__}: {exc}") from None
 
 
+#: every module that registers commands, in `--help` order
+COMMAND_MODULES = ("tasks", "boards", "events", "live", "health", "dispatch")
+#: the module that registers each command outside cli/tasks.py. Those modules are imported on first use, so the
+#: commands workers and scripts run all day (create, claim, heartbeat, complete, ...) never pay for the dispatcher,
+#: the backup and health tools or the TUI launcher. tests/test_import_hygiene.py checks this map is complete.
+LAZY_COMMANDS = {
+    "init": "boards", "boards": "boards", "events": "events",
+    "notify-subscribe": "live", "notify-list": "live", "notify-unsubscribe": "live", "tui": "live",
+    "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
+    "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
+}
+
+
+def load_all_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"hermes_cli.cli.{name}")
+
+
 class KanbanGroup(click.Group):
-    """Keeps commands in the order they were declared in `--help` (the order of the CLI contract)."""
+    """Loads command modules on first use, and lists commands in the order of the CLI contract in `--help`."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            importlib.import_module(f"hermes_cli.cli.{LAZY_COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        load_all_commands()
         return list(self.commands)
 
 
