@@ -50,6 +50,8 @@ def _json_on_interrupt(as_json: bool) -> Iterator[None]:
               help="Give a task up after N failed attempts, whatever its --max-retries allows.")
 @click.option("--max-runtime-default", default=None, metavar="DUR",
               help="Max runtime of tasks created without --max-runtime (default: unlimited).")
+@click.option("--backup-interval", default=None, metavar="DUR",
+              help="Take a verified backup whenever the newest is older than this (default 1h; 0 or off: never).")
 @click.option("--timeout", default=None, metavar="DUR",
               help="Stop after this long: no new workers, outcomes flushed, lease released, running workers kept.")
 @click.option("--all-boards", is_flag=True, help="Dispatch every board, each in its own process.")
@@ -62,26 +64,28 @@ def _json_on_interrupt(as_json: bool) -> Iterator[None]:
 @common
 def kanban_dispatch(
     once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None,
-    max_runtime_default: str | None, timeout: str | None, all_boards: bool, board_retry: str | None,
-    break_lock: bool, max_age: str | None, quiet: bool, board: str | None, as_json: bool,
+    max_runtime_default: str | None, backup_interval: str | None, timeout: str | None, all_boards: bool,
+    board_retry: str | None, break_lock: bool, max_age: str | None, quiet: bool, board: str | None, as_json: bool,
 ) -> None:
     """Run the dispatcher: start a worker process for each ready task, supervise it, record its outcome.
 
     Runs until stopped (SIGINT/SIGTERM: graceful; a second signal: immediate) unless --once, --until-idle or
     --timeout say otherwise. A second dispatcher on the same board exits 0 with "skipped: lease held by ...".
-    Settings also come from the board's config.toml ([dispatch] table); flags win.
+    Settings also come from the board's config.toml ([dispatch] table); flags win. While it runs, it keeps the
+    board's newest verified backup younger than --backup-interval (in a thread of its own).
 
     Example:
 
     \b
         hermes kanban create "nightly report" --command "python3 report.py {task_id} {workspace}"
         hermes kanban dispatch --until-idle --max-spawn 8
+        hermes kanban dispatch --backup-interval 15m
         hermes kanban dispatch --all-boards --timeout 10m
     """
     ctx = click.get_current_context()
     with _json_on_interrupt(as_json):
-        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, timeout, all_boards,
-                       board_retry, break_lock, max_age, quiet, board)
+        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
+                       all_boards, board_retry, break_lock, max_age, quiet, board)
     emit(as_json, summary.as_dict(), summary.human())
     if summary.error is not None:
         # The JSON summary carries the error already; stderr gets the one `error:` line of the CLI contract.
@@ -91,8 +95,8 @@ def kanban_dispatch(
 
 def _run(
     once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
-    timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool, max_age: str | None,
-    quiet: bool, board: str | None,
+    backup_interval: str | None, timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool,
+    max_age: str | None, quiet: bool, board: str | None,
 ) -> _Summary:
     if once and until_idle:
         raise UsageError("use either --once or --until-idle, not both")
@@ -100,7 +104,8 @@ def _run(
         raise UsageError("--max-age only applies with --break-lock")
     if board_retry is not None and not all_boards:
         raise UsageError("--board-retry only applies with --all-boards")
-    flags = {"max_spawn": max_spawn, "failure_limit": failure_limit, "max_runtime_default": max_runtime_default}
+    flags = {"max_spawn": max_spawn, "failure_limit": failure_limit, "max_runtime_default": max_runtime_default,
+             "backup_interval": backup_interval}
     timeout_s = None if timeout is None else parse_duration(timeout, what="--timeout")
     if all_boards:
         slug = board_slug(board)
@@ -110,7 +115,8 @@ def _run(
 
         passthrough: list[str] = []  # each board's dispatcher gets the same settings flags
         for name, value in (("--max-spawn", max_spawn), ("--failure-limit", failure_limit),
-                            ("--max-runtime-default", max_runtime_default), ("--timeout", timeout),
+                            ("--max-runtime-default", max_runtime_default), ("--backup-interval", backup_interval),
+                            ("--timeout", timeout),
                             ("--max-age", max_age)):
             if value is not None:
                 passthrough += [name, str(value)]

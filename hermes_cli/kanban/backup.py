@@ -206,8 +206,11 @@ def list_backups(paths: BoardPaths) -> list[BackupInfo]:
     found = []
     for name in names:
         p = paths.backups_dir / name
-        if BACKUP_RE.match(name) and stat.S_ISREG(p.lstat().st_mode):
-            found.append(_info(p))
+        try:
+            if BACKUP_RE.match(name) and stat.S_ISREG(p.lstat().st_mode):
+                found.append(_info(p))
+        except FileNotFoundError:
+            continue  # pruned meanwhile by another backup (a dispatcher's, a reconcile's): not a backup any more
     return sorted(found, key=lambda b: (b.created_at, b.path.name), reverse=True)
 
 

@@ -7,6 +7,7 @@ The config file is `<board dir>/config.toml`; the dispatcher reads its `[dispatc
     failure_limit = 3              # give a task up after this many attempts, whatever its --max-retries allows
     max_runtime_default = "30m"    # for tasks created without --max-runtime
     default_command = "python3 worker.py {task_id}"   # for tasks created without --command
+    backup_interval = "1h"         # keep the newest backup younger than this ("off" or 0: no automatic backups)
 
 Other tables in the file belong to other parts of hermes and are ignored here.
 """
@@ -14,6 +15,7 @@ Other tables in the file belong to other parts of hermes and are ignored here.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -24,6 +26,11 @@ from .paths import BoardPaths
 from .values import check_command, parse_duration
 
 SECTION = "dispatch"
+_ZERO_RE = re.compile(r"^0+(?:\.0*)?\s*(?:ms|s|m|h|d)?$")
+#: default of `backup_interval` (doctor compares the newest backup's age with it too)
+DEFAULT_BACKUP_INTERVAL_S = 3600.0
+#: values of `backup_interval` that turn automatic backups off (besides a zero duration)
+_OFF = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,8 @@ class DispatchSettings:
     log_backups: int = 2
     #: wake on the board's doorbell (turn off only to measure the fallback poll)
     doorbell: bool = True
+    #: take a verified backup when the newest is older than this (None: no automatic backups; auto_backup.py)
+    backup_interval: float | None = DEFAULT_BACKUP_INTERVAL_S
 
     @property
     def refresh_interval(self) -> float:
@@ -74,6 +83,16 @@ def _coerce(name: str, value: Any, origin: str | None) -> Any:
 
     if value is None:
         return None
+    if name == "backup_interval":
+        if _is_off(value):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad('must be a duration like 1h, or "off"')
+        try:
+            return parse_duration(value, what=name)
+        except InvalidValue:
+            rule = 'must be a duration like 30m or 1h (at most 365d), or "off" (or 0) for no automatic backups'
+            raise bad(rule) from None
     if name in _DURATIONS:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad("must be a duration like 30s")
@@ -101,6 +120,18 @@ def _coerce(name: str, value: Any, origin: str | None) -> Any:
         except InvalidValue as exc:
             raise InvalidValue(f"config {origin}: {exc.message}") from None
     raise InvalidValue(f"unknown dispatcher setting {name}")
+
+
+def _is_off(value: Any) -> bool:
+    """`off`, or a duration of zero (`0`, `"0"`, `"0s"`): no automatic backups."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return text == _OFF or bool(_ZERO_RE.match(text))
+    return False
 
 
 def read_config(paths: BoardPaths) -> dict[str, Any]:

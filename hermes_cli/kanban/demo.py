@@ -33,6 +33,7 @@ poll_interval = "500ms"
 kill_grace = "1s"
 lease_grace = "5s"
 worker_ttl = "10s"
+backup_interval = "off"   # a throwaway board: nothing to back up
 """
 
 

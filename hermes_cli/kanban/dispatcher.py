@@ -3,7 +3,8 @@ leases; Worker contract; Notifications).
 
 One dispatcher per board, guaranteed by the board-level lease (leases.py). Its main thread runs the loop below; a
 heartbeat thread (own database connection) refreshes the dispatcher lease and extends the run leases of the worker
-processes it can see alive, so a long spawn or reap never lets a lease lapse.
+processes it can see alive, so a long spawn or reap never lets a lease lapse; a backup thread (own connection,
+auto_backup.py) keeps the newest verified backup younger than `backup_interval`, so a backup never holds up the loop.
 
 Each iteration of the loop:
 1. per-tick maintenance (`_per_tick_maintenance`: the one place for board chores such as draining the spool);
@@ -24,10 +25,11 @@ Each iteration of the loop:
    (pidfd), a signal arrives, or the next deadline (retry due, lease expiry, max_runtime, kill grace) — bounded by
    the fallback poll interval, so a lost ring costs latency only.
 
-Stopping: SIGINT/SIGTERM = graceful (stop spawning, wait for the supervised workers, record them, release the
-lease); a second signal = immediate (the workers still running are listed and left running under their leases:
-the next dispatcher adopts them, or their leases expire and the tasks are reclaimed). `timeout` stops the same
-way as the second signal at the deadline. Workers are never orphaned silently.
+Stopping: SIGINT/SIGTERM = graceful (stop spawning and backing up, wait for the supervised workers and for a backup
+in progress, record them, release the lease); a second signal = immediate (the workers still running are listed and
+left running under their leases: the next dispatcher adopts them, or their leases expire and the tasks are
+reclaimed; a backup in progress is abandoned). `timeout` stops the same way as the second signal at the deadline.
+Workers are never orphaned silently.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from types import FrameType
 from typing import Any
 
 from . import leases, procs, spawn, spool
+from .auto_backup import AutoBackup
 from .board import Board
 from .board_config import DispatchSettings
 from .doorbell import Doorbell
@@ -61,6 +64,8 @@ from .store import tasks as tsql
 REPORTED = (RunOutcome.COMPLETED, RunOutcome.BLOCKED, RunOutcome.REVIEW_REQUESTED)
 #: a run claimed by another dispatcher on this host gets this long to have its worker's pid recorded
 UNRECORDED_GRACE_S = 5.0
+#: how long a stop waits for an abandoned backup to notice (it stops at the copy's next step, or after verifying)
+BACKUP_ABANDON_WAIT_S = 30.0
 #: Popen objects of workers left running at exit; kept referenced so no finalizer warns about them
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
@@ -150,7 +155,7 @@ class DispatchResult:
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("spawned", "completed", "reported", "crashed", "timed_out", "reclaimed", "spawn_failed", "gave_up",
-                "adopted")
+                "adopted", "backups", "backup_failed")
         return {
             "board": self.board,
             "skipped": self.skipped,
@@ -183,6 +188,10 @@ class DispatchResult:
             parts.append(f"spawn failed {c['spawn_failed']}")
         if c["adopted"]:
             parts.append(f"adopted {c['adopted']}")
+        if c["backups"]:
+            parts.append(f"backups {c['backups']}")
+        if c["backup_failed"]:
+            parts.append(f"backup failed {c['backup_failed']}")
         took = self.stopped_at - self.started_at if self.stopped_at else 0.0
         lines = [f"dispatch {self.board}: stopped ({self.reason}) after {took:.1f}s: " + ", ".join(parts)]
         if self.broke_lock is not None:
@@ -238,6 +247,8 @@ class Dispatcher:
         self._fatal: HermesError | None = None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
+        #: the backup thread (None: backup_interval is off, or not started yet)
+        self._backups: AutoBackup | None = None
         #: the last failure of the per-tick chores, until they succeed again (logged once, not every tick)
         self._chores_failing: str | None = None
 
@@ -268,6 +279,7 @@ class Dispatcher:
             try:
                 self._open_wakeups()
                 self._start_heartbeat()
+                self._start_backups()
                 self._loop()
             except LeaseHeld as exc:
                 res.reason, res.error = StopReason.LEASE_LOST, exc
@@ -738,6 +750,54 @@ class Dispatcher:
                 self._wake()
                 return
 
+    # -- backup thread -----------------------------------------------------------------------------------------------
+    def _start_backups(self) -> None:
+        if self.s.backup_interval is None:
+            return
+        self._backups = AutoBackup(self.board.paths, self.s.backup_interval, log=self.log, on_exit=self._wake)
+        self._backups.start()
+
+    def _stop_backups(self) -> None:
+        """No new backup from here on. A graceful stop (idle, once, the first signal) waits for a backup in progress
+        (a second signal or the --timeout deadline meanwhile abandons it); any other stop (timeout, a second signal,
+        lease lost, storage error) abandons it. Abandoning leaves no partial backup (auto_backup.py)."""
+        ab = self._backups
+        if ab is None:
+            return
+        res = self.result
+        graceful = res.error is None and (
+            res.reason in (StopReason.IDLE, StopReason.ONCE) or (res.reason == StopReason.SIGNAL and self._signals < 2)
+        )
+        ab.stop(abandon=not graceful)
+        if ab.busy and not ab.finished.is_set():
+            self.log("waiting for the backup in progress to finish" if graceful
+                     else "abandoning the backup in progress")
+        give_up_at = None if graceful else time.time() + BACKUP_ABANDON_WAIT_S
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        # The thread sets `finished` before it rings the wake pipe, so this wait cannot miss its end; a signal
+        # rings the same pipe (set_wakeup_fd).
+        while not ab.finished.is_set():
+            self._note_signals()
+            now = time.time()
+            if give_up_at is None and (self._signals >= 2 or (self.deadline is not None and now >= self.deadline)):
+                ab.stop(abandon=True)
+                self.log("abandoning the backup in progress")
+                give_up_at = now + BACKUP_ABANDON_WAIT_S
+            if give_up_at is not None and now >= give_up_at:
+                # Stuck in a system call (a hung disk): the copy is only ever a temp file, never a backup, so leave
+                # the daemon thread behind rather than hang the stop.
+                self.log(f"warning: the backup thread did not stop within {BACKUP_ABANDON_WAIT_S:g}s; leaving it "
+                         f"(a temp file .kanban-*.tmp-* may remain in {self.board.paths.backups_dir})")
+                break
+            until = give_up_at if give_up_at is not None else self.deadline
+            poller.poll(-1 if until is None else max(0, int((until - now) * 1000 + 0.999)))
+            self._drain_wake()
+        else:
+            ab.join()
+        res.counts["backups"] += ab.taken
+        res.counts["backup_failed"] += ab.failed
+
     # -- signals and wake-ups ----------------------------------------------------------------------------------------
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -768,6 +828,9 @@ class Dispatcher:
             return
         self._signals_noted = self._signals
         name = signal.Signals(self._last_signal).name
+        if self._backups is not None:
+            # No backup starts once we are stopping; a second signal also abandons the one in progress.
+            self._backups.stop(abandon=self._signals >= 2)
         if self._signals == 1:
             self.log(f"{name}: stopping gracefully, waiting for {len(self.workers)} worker(s); "
                      "signal again to stop now and leave them running")
@@ -800,6 +863,7 @@ class Dispatcher:
     # -- stopping ----------------------------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         res = self.result
+        self._stop_backups()  # first: the heartbeat keeps the lease while a graceful stop waits for a backup
         self._hb_stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=30)

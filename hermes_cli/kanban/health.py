@@ -37,7 +37,7 @@ _RANK = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
 WAL_WARN_BYTES = 128 << 20
 #: a dispatcher lease not refreshed for this long is stale (the dispatcher refreshes every few seconds)
 LEASE_STALE_S = 60.0
-#: the newest backup should be younger than this
+#: the newest backup should be younger than this, or than twice the board's backup_interval when that is longer
 BACKUP_MAX_AGE_S = 24 * 3600.0
 
 
@@ -254,10 +254,31 @@ def _backup_checks(paths: BoardPaths, now: float, bo: str) -> list[Finding]:
     if not backups:
         return [Finding("backup", WARN, "no verified backup", f"hermes kanban backup{bo}")]
     age = now - backups[0].created_at
-    data = {"latest": str(backups[0].path), "age_s": round(age, 1), "count": len(backups)}
-    if age > BACKUP_MAX_AGE_S:
+    interval = _backup_interval(paths)
+    max_age = backup_max_age(interval)
+    data = {"latest": str(backups[0].path), "age_s": round(age, 1), "count": len(backups),
+            "backup_interval_s": interval, "max_age_s": max_age}
+    if age > max_age:
         return [Finding("backup", WARN, f"newest backup is {age / 3600:.0f}h old", f"hermes kanban backup{bo}", data)]
     return [Finding("backup", OK, f"newest backup {age / 60:.0f} min old ({len(backups)} kept)", data=data)]
+
+
+def backup_max_age(interval: float | None) -> float:
+    """The age past which doctor warns: 24 h, or twice the dispatcher's backup interval when that is longer (a
+    board backed up every 2 days is not overdue after 25 h). Not tighter than 24 h for short intervals: doctor
+    cannot tell whether a dispatcher (the one taking them) runs at all, nor with which --backup-interval flag."""
+    return BACKUP_MAX_AGE_S if interval is None else max(BACKUP_MAX_AGE_S, 2 * interval)
+
+
+def _backup_interval(paths: BoardPaths) -> float | None:
+    """The board's configured backup_interval (config.toml, else the default); the default when the config file
+    cannot be read (the dispatcher itself refuses such a file with its own error)."""
+    from .board_config import DEFAULT_BACKUP_INTERVAL_S, load_settings
+
+    try:
+        return load_settings(paths).backup_interval
+    except HermesError:
+        return DEFAULT_BACKUP_INTERVAL_S
 
 
 # -- quick health for status lines -------------------------------------------------------------------------------------
