@@ -68,7 +68,8 @@ def measure(home: Path, *, samples: int, doorbell: bool, poll: str) -> dict[str,
     shutil.rmtree(board_dir, ignore_errors=True)
     with Board.open(SLUG, create=True) as board:
         board.paths.config_file.write_text(
-            f'[dispatch]\nmax_spawn = 8\npoll_interval = "{poll}"\ndoorbell = {str(doorbell).lower()}\n',
+            f'[dispatch]\nmax_spawn = 8\npoll_interval = "{poll}"\ndoorbell = {str(doorbell).lower()}\n'
+            'backup_interval = "off"\n',  # a backup at start would share the disk with the first samples
             encoding="utf-8")
         d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", SLUG,
                               "--quiet", "--json"], env=env, stdout=subprocess.PIPE, text=True)

@@ -94,7 +94,7 @@ def dispatcher_run(home: Path, tasks: int) -> dict[str, object]:
     slug = "dispatch"
     env = {k: v for k, v in os.environ.items() if k not in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD")}
     with Board.open(slug, create=True) as board:
-        board.paths.config_file.write_text('[dispatch]\nmax_spawn = 8\n', encoding="utf-8")
+        board.paths.config_file.write_text('[dispatch]\nmax_spawn = 8\nbackup_interval = "off"\n', encoding="utf-8")
         d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", slug,
                               "--quiet", "--json"], env=env, stdout=subprocess.PIPE, text=True)
         proc = psutil.Process(d.pid)
