@@ -135,8 +135,8 @@ class AutoBackup:
             newest = backup.latest(self.paths)
         except NotFound:
             return 0.0  # never backed up
-        except OSError:
-            return 0.0  # the backups directory cannot be read: the attempt says why, and the retry delay applies
+        except (OSError, HermesError):
+            return 0.0  # the backups cannot be read: the attempt says why, and the retry delay applies
         return newest.created_at + self.interval
 
     def attempt(self) -> bool:

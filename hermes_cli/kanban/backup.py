@@ -183,15 +183,23 @@ def create(
 
 
 def _info(path: Path) -> BackupInfo:
+    """A backup and its metadata. A missing, damaged or foreign `.json` beside it is treated as no metadata: the
+    backup then counts as unverified and dated by its file time (never an error: one bad file must not stop
+    `backups list`, doctor or the dispatcher's automatic backups)."""
     meta: dict[str, Any] = {}
     try:
         with open(_meta_path(path), encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError):
         meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
     st = path.stat()
+    created = meta.get("created_at_ts")
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not created > 0:
+        created = st.st_mtime
     return BackupInfo(
-        path=path, size=st.st_size, created_at=float(meta.get("created_at_ts") or st.st_mtime),
+        path=path, size=st.st_size, created_at=float(created),
         verified=meta.get("integrity_check") == "ok", reason=meta.get("reason"), pages=meta.get("pages"),
         tasks=meta.get("tasks"), last_event_id=meta.get("last_event_id"), seconds=meta.get("seconds"),
     )

@@ -315,3 +315,16 @@ def test_doctor_backup_age_agrees_with_the_interval(board: Board, interval: str 
     settings = load_settings(board.paths)
     assert finding.data["max_age_s"] == health.backup_max_age(settings.backup_interval)
 
+
+
+@pytest.mark.parametrize("meta", ["[]", '{"created_at_ts": "yesterday"}', "not json", '{"created_at_ts": true}'])
+def test_a_damaged_backup_metadata_file_never_stops_listing_doctor_or_the_dispatcher(board: Board, meta: str) -> None:
+    """One bad `.json` beside a backup once made `backups list`, doctor and the dispatcher fail with a traceback."""
+    taken = backup.create(board)
+    Path(f"{taken.path}.json").write_text(meta, encoding="utf-8")
+    listed = hermes("backups", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(b["path"], b["verified"]) for b in json.loads(listed.stdout)] == [(str(taken.path), False)]
+    assert "Traceback" not in hermes("doctor").stderr
+    ran = hermes("dispatch", "--until-idle", "--quiet", "--backup-interval", "1h", "--json")
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr

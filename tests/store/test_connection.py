@@ -440,3 +440,44 @@ def test_the_doorbell_rings_after_a_commit_and_never_for_a_refused_change(board:
         assert claim is not None and bell.wait(0)
         board.heartbeat(task.id, claim.run_id)
         assert not bell.wait(0)  # a lease extension is not a state change: no event, no ring
+
+
+def test_an_opener_waits_for_the_exclusive_open_lock_with_no_board_file_open(board: Board) -> None:
+    """restore and `boards rm` swap or move files under the exclusive open-lock: a process opening the board
+    meanwhile must wait before SQLite opens anything, or it would pair the old db with the new -wal."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from hermes_cli.kanban.store.connection import exclusive_open_lock
+
+    paths = board.paths
+    board.close()
+    with exclusive_open_lock(paths):
+        opener = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "create", "late"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            fd_dir = f"/proc/{opener.pid}/fd"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until it holds the open-lock file, i.e. it is waiting on it
+                try:
+                    targets = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+                except FileNotFoundError:
+                    targets = set()
+                if any(t.endswith(".open.lock") for t in targets):
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the opener never reached the open-lock")
+            time.sleep(0.2)  # it stays blocked: give it every chance to open something it should not
+            targets = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+            assert not {t for t in targets if t.startswith(str(paths.db))}, targets
+            assert opener.poll() is None
+        except BaseException:
+            opener.kill()
+            raise
+    out, err = opener.communicate(timeout=60)
+    assert (opener.returncode, err) == (0, ""), err
+    with Board.open() as b:
+        assert [t.title for t in b.list_tasks()] == ["late"]

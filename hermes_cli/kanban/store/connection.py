@@ -203,7 +203,7 @@ def exclusive_open_lock(paths: BoardPaths) -> Iterator[None]:
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
-    def __init__(self, conn: apsw.Connection, paths: BoardPaths) -> None:
+    def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None) -> None:
         self.conn = conn
         self.paths = paths
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
@@ -211,7 +211,8 @@ class Database:
         #: set when the current write transaction inserted an event: its commit rings the board's doorbell
         self._ring = False
         self._in_write = False
-        self._open_lock = hold_open_lock(paths)
+        #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
+        self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
@@ -399,12 +400,25 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
     check_sqlite_version()
     synchronous_mode()  # refuse bad settings from the environment before anything is created
     busy_timeout_ms()
-    exists = check_db_path(paths.db, must_exist=not create)
-    if not exists:
+    if create:
         ensure_private_dir(paths.dir)
-        check_filesystem(paths.dir)
-        return _create(paths, vfs=vfs)
+    else:
+        check_db_path(paths.db, must_exist=True)
     check_filesystem(paths.dir)
+    # The open-lock is taken before SQLite opens any file: while `restore` or `boards rm` hold it exclusively this
+    # waits with nothing open, then opens whatever file is in place by then (never the old db with the new -wal).
+    lock = hold_open_lock(paths)
+    try:
+        if check_db_path(paths.db, must_exist=not create):
+            return _open(paths, lock, verify=verify, vfs=vfs)
+        return _create(paths, lock, vfs=vfs)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+
+
+def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None) -> Database:
     from . import health as store_health  # lazily: it imports this module
 
     store_health.check_not_empty(paths)
@@ -427,10 +441,10 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
         if conn is not None:
             conn.close()
         raise translate(exc, paths.db) from exc
-    return Database(conn, paths)
+    return Database(conn, paths, lock)
 
 
-def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
+def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Database:
     """Create a new board: WAL switched on under synchronous=EXTRA, then the directory fsynced.
 
     Two processes creating one board at once is harmless: the loser finds the file and opens it instead. WAL is
@@ -440,7 +454,7 @@ def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
 
     with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
         if check_db_path(paths.db, must_exist=False):
-            return connect(paths, create=False, vfs=vfs)
+            return _open(paths, lock, verify=True, vfs=vfs)
         old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
         conn: apsw.Connection | None = None
         try:
@@ -461,4 +475,4 @@ def _create(paths: BoardPaths, vfs: str | None = None) -> Database:
             raise
         finally:
             os.umask(old_umask)
-        return Database(conn, paths)
+        return Database(conn, paths, lock)
