@@ -354,12 +354,12 @@ def test_an_unusable_hermes_home_is_a_storage_error_not_a_crash(
     home_file = tmp_path / "home-is-a-file"
     home_file.write_text("oops")
     monkeypatch.setenv("HERMES_HOME", str(home_file))
-    db = home_file / "kanban" / "boards" / "default" / "kanban.db"
+    board_dir = home_file / "kanban" / "boards" / "default"
     for argv in (["list"], ["create", "x"], ["init", "--json"]):
         r = cli(*argv)
         assert r.code == 4, r
         assert r.error_line == (
-            f"error: cannot use board database path {db}: Not a directory (check HERMES_HOME and HERMES_KANBAN_DB)"
+            f"error: cannot use board directory {board_dir}: Not a directory (check HERMES_HOME and HERMES_KANBAN_DB)"
         )
     assert home_file.read_text() == "oops"
     monkeypatch.setenv("HERMES_HOME", "/proc/hermes-cannot-live-here")
