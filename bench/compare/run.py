@@ -600,15 +600,10 @@ class Bench:
         self.results["b1"] = rows
 
     # ---- B2 chaos -------------------------------------------------------------------------------------------
-    def b2_once(self, name, rep):
-        cfg = self.cfg
-        lease = cfg["lease"]
-        W = cfg["b2_workers"]
-        cell, ids = self.fresh_board(name, cfg["b2_tasks"], f"b2-r{rep}")
-        stop = cell / "stop"
-        status_file = cell / "status.json"
-        tick_recovery = self.info[name]["recovery"] == "tick"
-        monitor = self.spawn(
+    def start_monitor(self, name, cell, lease, status_file, stop):
+        """The board's monitor process: reports its status every 0.25 s and, for systems whose recovery is a
+        periodic tick (lease expiry), runs that recovery on the same tick."""
+        return self.spawn(
             name,
             "monitor",
             cell,
@@ -616,10 +611,19 @@ class Bench:
             stdin=False,
             lease=lease,
             tick=0.25,
-            recover=tick_recovery,
+            recover=self.info[name]["recovery"] == "tick",
             out=status_file,
             stop_file=stop,
         )
+
+    def b2_once(self, name, rep):
+        cfg = self.cfg
+        lease = cfg["lease"]
+        W = cfg["b2_workers"]
+        cell, ids = self.fresh_board(name, cfg["b2_tasks"], f"b2-r{rep}")
+        stop = cell / "stop"
+        status_file = cell / "status.json"
+        monitor = self.start_monitor(name, cell, lease, status_file, stop)
         incarnation = [0] * W
         slots: list[Proc] = []
         logs: list[Path] = []  # every incarnation's log, index-aligned with slot_of
@@ -887,19 +891,7 @@ class Bench:
         lease = cfg["lease"]
         cell, ids = self.fresh_board(name, K, "stall")
         stop = cell / "stop"
-        tick_recovery = self.info[name]["recovery"] == "tick"
-        monitor = self.spawn(
-            name,
-            "monitor",
-            cell,
-            "monitor",
-            stdin=False,
-            lease=lease,
-            tick=0.25,
-            recover=tick_recovery,
-            out=cell / "status.json",
-            stop_file=stop,
-        )
+        monitor = self.start_monitor(name, cell, lease, cell / "status.json", stop)
         a_procs, b_procs = [], []
         res = {"k": K}
         try:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 from hermes_cli.kanban import Board
 from hermes_cli.main import main
+
+from ..boarddump import dump_board as dump_db  # noqa: F401  (re-exported to the cli tests)
 
 #: the console script installed next to this interpreter (pip install puts them in one bin/)
 HERMES = str(Path(sys.executable).with_name("hermes"))
@@ -80,19 +81,6 @@ def run_hermes(*args: str, env: dict[str, str] | None = None, stdin: str | None 
 @pytest.fixture
 def hermes() -> Callable[..., Result]:
     return run_hermes
-
-
-def dump_db(db_path: Path | str) -> dict[str, Any]:
-    """Every row of every table, the schema and the user_version, read through a separate read-only connection."""
-    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
-        out: dict[str, Any] = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-        out["__schema__"] = conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name").fetchall()
-        out["__user_version__"] = conn.execute("PRAGMA user_version").fetchall()[0][0]
-        return out
-    finally:
-        conn.close()
 
 
 def dump_home(home: Path) -> dict[str, Any]:
