@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +227,18 @@ def test_a_backup_in_progress_never_holds_up_a_spawn(board: Board, tmp_path: Pat
         finally:
             # EOF for the holder (blocked opening the FIFO), so the dispatcher goes idle; if it never got that far,
             # the dispatcher's own timeout ends the test's thread and the reaper kills the holder.
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError as exc:
-                print(f"the holder was not waiting on the FIFO: {exc}")
+            # "running" is recorded before the worker's interpreter has opened the FIFO: on a loaded machine that
+            # takes a while, so keep knocking (ENXIO = no reader yet) for a bounded time.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        print(f"the holder was not waiting on the FIFO: {exc}")
+                        break
+                    time.sleep(0.05)
     assert d.result is not None and d.result.reason == StopReason.IDLE, d.lines
     assert (d.result.counts["completed"], d.result.counts["backups"]) == (2, 1)
     assert store_health.verify_file(backup.latest(board.paths).path) == []
