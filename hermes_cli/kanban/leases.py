@@ -143,9 +143,10 @@ def release(board: Board, epoch: int, *, reason: str) -> bool:
 
 
 def break_lock(board: Board, *, max_age: float) -> DispatcherLease | None:
-    """Remove a lease whose last refresh is older than `max_age` seconds. Returns the removed lease (None if there
-    was none). Never removes a live one: raises LeaseHeld if it was refreshed within `max_age`, or if its holder
-    runs on this host and is alive and not paused."""
+    """Remove a lease whose last refresh is older than `max_age` seconds, or whose holder is provably gone from this
+    host (`holder_gone`: as `acquire` would take it over anyway). Returns the removed lease (None if there was none).
+    Never removes a live one: raises LeaseHeld if it was refreshed within `max_age` by a holder not provably gone, or
+    if its holder runs on this host and is alive and not paused."""
 
     def tx(now: float) -> DispatcherLease | None:
         row = sql.get(board.db)
@@ -154,7 +155,7 @@ def break_lock(board: Board, *, max_age: float) -> DispatcherLease | None:
         lease = DispatcherLease.from_row(row)
         if lease.is_mine():
             return None
-        if lease.age(now) <= max_age:
+        if lease.age(now) <= max_age and not holder_gone(lease):
             raise LeaseHeld(
                 f"dispatcher lease held by {lease.describe(now)}, younger than --max-age {max_age:g}s; "
                 "not breaking a live lease"
