@@ -497,9 +497,10 @@ class Dispatcher:
 
     def _maintenance(self, now: float, *, scan: bool) -> None:
         # First the exit statuses the board could not take before: ahead of the spool drain (which would otherwise
-        # apply our own spooled exit 0), of the scan and of reclaims (which would judge those runs anew).
-        self._retry_unrecorded()
-        self._chores()
+        # apply our own spooled exit 0), of the scan and of reclaims (which would judge those runs anew). While the
+        # board is still locked the drain is skipped: it would take a backup, then fail on the same lock.
+        if self._retry_unrecorded():
+            self._chores()
         for w in list(self.workers.values()):
             self._reap_if_exited(w)
         self._take_fenced(now)
@@ -725,17 +726,19 @@ class Dispatcher:
         self._note(rec.worker, f"warning: could not record {rec.task_id} run {rec.run_id} {rec.outcome} "
                                f"({exc.message}); kept, retrying{where}")
 
-    def _retry_unrecorded(self) -> None:
-        """Record what the board could not take before. Stops at the first busy failure (the board is still locked);
-        a spooled exit 0 recorded here is filed as applied, so the drain does not apply it again."""
+    def _retry_unrecorded(self) -> bool:
+        """Record what the board could not take before. Stops at the first busy failure (the board is still locked)
+        and returns False then; a spooled exit 0 recorded here is filed as applied, so the drain does not apply it
+        again."""
         for rec in list(self._unrecorded.values()):
             try:
                 applied = self._record_now(rec)
             except BoardBusy:
-                return
+                return False
             del self._unrecorded[rec.run_id]
             if rec.spooled is not None and applied:
                 spool.archive(self.board.paths, rec.spooled, spool.APPLIED)
+        return True
 
     def _record_now(self, rec: Unrecorded) -> bool:
         """One attempt to record `rec`. Returns whether it closed the run (False: closed already, or gone)."""

@@ -8,6 +8,7 @@ The write lock is held by a real helper process (`Locker`: APSW, BEGIN IMMEDIATE
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,6 +186,40 @@ def test_an_exit_0_kept_through_an_immediate_stop_is_applied_by_the_next_dispatc
         locker.release()
     assert code == 0, err
     assert board.get_task(task.id).status == TaskStatus.RUNNING  # nothing written while the lock was held
+    nxt = reaper.hermes("kanban", "dispatch", "--until-idle", "--json")
+    code, out, err = nxt.finish(timeout=60)
+    assert code == 0, err
+    assert outcomes(board, task.id) == ["completed"], err
+    assert board.get_task(task.id).status == TaskStatus.DONE
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    return all(subprocess.run(["chattr", flag, str(p)], capture_output=True).returncode == 0 for p in paths)
+
+
+def test_an_exit_0_on_an_unwritable_board_is_spooled_and_applied_later(
+    board: Board, reaper: Reaper, tmp_path: Path
+) -> None:
+    configure(board, worker_ttl="60s", lease_grace="2s", backup_interval="off")
+    go = tmp_path / "go"
+    task, _ = board.create_task("exits 0 on an unwritable board", command=pycmd(EXIT_WHEN, str(go)))
+    d = reaper.hermes("kanban", "dispatch", "--json")
+    run = wait_for(lambda: started_run(board, task.id), what="the worker to start")
+    files = [board.paths.db, Path(f"{board.paths.db}-wal")]
+    # root ignores file modes: the db and its WAL are made immutable, so every write fails (a storage error)
+    if shutil.which("chattr") is None or not _chattr("+i", *files):
+        _chattr("-i", *files)
+        pytest.skip("chattr +i is not permitted here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
+    try:
+        go.touch()
+        code, out, err = d.finish()
+    finally:
+        assert _chattr("-i", *files)
+    assert code == 4, err  # the board is unhealthy: the dispatcher stops, as before ...
+    assert "spooled to" in err, err  # ... but the exit 0 it saw is kept
+    assert not alive(run.pid, run.pid_create_time)
+    wait_for(lambda: lease_api.read_lease(board) is None or lease_api.read_lease(board).age() > 2.05,
+             what="the stopped dispatcher's lease to lapse")
     nxt = reaper.hermes("kanban", "dispatch", "--until-idle", "--json")
     code, out, err = nxt.finish(timeout=60)
     assert code == 0, err
