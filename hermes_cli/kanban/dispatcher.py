@@ -737,7 +737,12 @@ class Dispatcher:
                 return False
             del self._unrecorded[rec.run_id]
             if rec.spooled is not None and applied:
-                spool.archive(self.board.paths, rec.spooled, spool.APPLIED)
+                try:
+                    spool.archive(self.board.paths, rec.spooled, spool.APPLIED)
+                except (HermesError, OSError) as exc:
+                    # Harmless: the drain finds the run closed with this very report and files it as skipped.
+                    text = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+                    self.log(f"warning: could not file {rec.spooled.path} as applied: {text}")
         return True
 
     def _record_now(self, rec: Unrecorded) -> bool:
