@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from filelock import FileLock
 
 from hermes_cli.kanban import Board, TaskStatus, doorbell, procs
 from hermes_cli.kanban import leases as lease_api
+from hermes_cli.kanban.errors import WriteInterrupted
 from hermes_cli.kanban.paths import ensure_private_dir, resolve
 
 from .conftest import Reaper, alive, configure, outcomes, pycmd, started_run, wait_for, worker
@@ -296,3 +298,24 @@ def test_a_wake_with_nothing_ready_takes_no_write_lock(board: Board, reaper: Rea
     assert code == 0, err
     assert "stayed locked" not in err, err
     assert os.path.exists(board.paths.db)
+
+
+def test_a_stop_check_ends_a_wait_for_the_write_lock_and_nothing_else(board: Board, reaper: Reaper) -> None:
+    stop = threading.Event()
+    board.db.set_stop_check(stop.is_set)
+    locker = Locker(board, reaper)
+    try:
+        threading.Timer(0.3, stop.set).start()
+        began = time.monotonic()
+        with pytest.raises(WriteInterrupted):
+            board.create_task("never written")  # the default busy budget is 8 x 5 s: only the stop ends it early
+        took = time.monotonic() - began
+    finally:
+        locker.release()
+    assert took < 5.0, f"the stop took {took:.2f}s to end the wait"
+    assert board.list_tasks() == []
+    # a write that gets the lock is never interrupted, stop or not; None restores the plain busy handler
+    board.create_task("written although stopping")
+    board.db.set_stop_check(None)
+    board.create_task("written")
+    assert sorted(t.title for t in board.list_tasks()) == ["written", "written although stopping"]
