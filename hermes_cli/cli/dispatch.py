@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 import click
@@ -41,6 +44,48 @@ def _json_on_interrupt(as_json: bool) -> Iterator[None]:
         raise
 
 
+class _StoppedEarly(BaseException):
+    """SIGTERM or SIGHUP while the command was still starting: it stops there (a BaseException, so that no `except
+    Exception` on the way can swallow it; every write on the way rolls back on it like on a KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StartupSignals:
+    """The dispatch command's signal handlers until the dispatcher takes them over, installed before anything else
+    (opening the board can wait on its locks): a SIGTERM or SIGHUP there stops the command with a summary (exit 0,
+    nothing started) instead of killing it silently; SIGINT stays a KeyboardInterrupt (exit 130, `error: aborted`).
+    Once the dispatcher has taken the signals over (`hand_over`), these handlers do nothing: a signal that comes
+    after the dispatcher stopped and restored them only finds it printing its summary."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.starting = True
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def hand_over(self) -> None:
+        self.starting = False
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.starting:
+            return  # the dispatcher has stopped already; its summary follows at once
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _StoppedEarly(signum)
+
+
 @command("dispatch")
 @click.option("--once", is_flag=True, help="One pass: start up to --max-spawn ready tasks, wait for them, exit.")
 @click.option("--until-idle", is_flag=True,
@@ -69,8 +114,9 @@ def kanban_dispatch(
 ) -> None:
     """Run the dispatcher: start a worker process for each ready task, supervise it, record its outcome.
 
-    Runs until stopped (SIGINT/SIGTERM: graceful; a second signal: immediate) unless --once, --until-idle or
-    --timeout say otherwise. A second dispatcher on the same board exits 0 with "skipped: lease held by ...".
+    Runs until stopped (SIGINT/SIGTERM/SIGHUP: graceful; a second signal: immediate) unless --once, --until-idle or
+    --timeout say otherwise. While another live dispatcher holds the board, it stands by and takes over when that one
+    stops or dies; with --once or --until-idle it exits 0 with "skipped: lease held by ..." instead.
     Settings also come from the board's config.toml ([dispatch] table); flags win. While it runs, it keeps the
     board's newest verified backup younger than --backup-interval (in a thread of its own).
 
@@ -83,9 +129,16 @@ def kanban_dispatch(
         hermes kanban dispatch --all-boards --timeout 10m
     """
     ctx = click.get_current_context()
-    with _json_on_interrupt(as_json):
-        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
-                       all_boards, board_retry, break_lock, max_age, quiet, board)
+    early = _StartupSignals()
+    early.install()
+    try:
+        with _json_on_interrupt(as_json):
+            summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
+                           all_boards, board_retry, break_lock, max_age, quiet, board, early)
+    except _StoppedEarly as stop:
+        summary = _stopped_early(stop.signum, all_boards, quiet, board)
+    finally:
+        early.restore()
     emit(as_json, summary.as_dict(), summary.human())
     if summary.error is not None:
         # The JSON summary carries the error already; stderr gets the one `error:` line of the CLI contract.
@@ -96,7 +149,7 @@ def kanban_dispatch(
 def _run(
     once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
     backup_interval: str | None, timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool,
-    max_age: str | None, quiet: bool, board: str | None,
+    max_age: str | None, quiet: bool, board: str | None, early: _StartupSignals,
 ) -> _Summary:
     if once and until_idle:
         raise UsageError("use either --once or --until-idle, not both")
@@ -128,6 +181,7 @@ def _run(
         daemon = not (once or until_idle)
         boards = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s,
                                 log=_progress("dispatch --all-boards", quiet))
+        early.hand_over()
         # Each board's own errors are in its entry (and were logged as it stopped): no extra `error:` line.
         return _Summary(boards.as_dict(), boards.lines(), boards.exit_code, None)
 
@@ -145,10 +199,32 @@ def _run(
                     f"({settings.refresh_interval:g}s): a live dispatcher would look dead"
                 )
         dispatcher = Dispatcher(b, settings, once=once, until_idle=until_idle, timeout=timeout_s,
-                                break_lock_max_age=max_age_s, log=_progress(f"dispatch {b.slug}", quiet))
+                                break_lock_max_age=max_age_s, log=_progress(f"dispatch {b.slug}", quiet),
+                                on_signals=early.hand_over)
         result = dispatcher.run()
     return _Summary(result.as_dict(), result.lines(), result.exit_code,
                     None if result.error is None else result.error.message)
+
+
+def _stopped_early(signum: int, all_boards: bool, quiet: bool, board: str | None) -> _Summary:
+    """The summary of a dispatch stopped by SIGTERM/SIGHUP before it started anything (exit 0, reason `signal`)."""
+    name = signal.Signals(signum).name
+    log = _progress("dispatch", quiet)
+    if log is not None:
+        log(f"{name} while starting: stopping (nothing was started)")
+    if all_boards:
+        from ..kanban.all_boards import AllBoardsResult
+
+        boards = AllBoardsResult()
+        return _Summary(boards.as_dict(), [f"stopped by {name} while starting"], 0, None)
+    from ..kanban.dispatcher import DispatchResult, StopReason
+    from ..kanban.paths import DEFAULT_BOARD
+
+    slug = board_slug(board) or os.environ.get("HERMES_KANBAN_BOARD") or DEFAULT_BOARD
+    res = DispatchResult(board=slug, reason=StopReason.SIGNAL,
+                         message=f"stopped by {name} while starting; nothing was started")
+    res.stopped_at = time.time()
+    return _Summary(res.as_dict(), res.lines(), 0, None)
 
 
 @dataclass(frozen=True)

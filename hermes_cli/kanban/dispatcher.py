@@ -25,11 +25,23 @@ Each iteration of the loop:
    (pidfd), a signal arrives, or the next deadline (retry due, lease expiry, max_runtime, kill grace) — bounded by
    the fallback poll interval, so a lost ring costs latency only.
 
-Stopping: SIGINT/SIGTERM = graceful (stop spawning and backing up, wait for the supervised workers and for a backup
-in progress, record them, release the lease); a second signal = immediate (the workers still running are listed and
-left running under their leases: the next dispatcher adopts them, or their leases expire and the tasks are
+Starting: the lease is taken at once when it is free, stale, or held by a dispatcher of this host that is provably
+gone (leases.py). Held by a live one: a one-pass run (`once`, `until_idle`) stops as `skipped`; a long-running one
+stands by, woken by the holder's exit (pidfd), the doorbell (a release rings it), signals and the time its lease would
+lapse, checking the lease with a read (never the write lock) until it may take over.
+
+Stopping: SIGINT/SIGTERM/SIGHUP = graceful (stop spawning and backing up, wait for the supervised workers and for a
+backup in progress, record them, release the lease); a second signal = immediate (the workers still running are listed
+and left running under their leases: the next dispatcher adopts them, or their leases expire and the tasks are
 reclaimed; a backup in progress is abandoned). `timeout` stops the same way as the second signal at the deadline.
+Stopping now never waits for the write lock: every connection of the dispatcher has a stop check
+(Database.set_stop_check), so a write that finds the board locked gives up at once.
 Workers are never orphaned silently.
+
+Exit statuses are never dropped: an exit the board cannot take now (locked past the busy budget, or not writable) is
+kept and retried on every tick, and an exit 0 is also written to the spool at once (like a worker's own report), so
+that it survives an immediate stop or a crash: the next dispatcher's spool drain (or reconcile-completions) applies it,
+and a run whose report waits in the spool is never judged crashed.
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ from .auto_backup import AutoBackup
 from .board import Board
 from .board_config import DispatchSettings
 from .doorbell import Doorbell
-from .errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun, StorageError
+from .errors import BoardBusy, Conflict, HermesError, LeaseHeld, NotFound, StaleRun, StorageError, WriteInterrupted
 from .leases import DispatcherLease
 from .models import Claim, Run, RunOutcome, Task, TaskStatus, iso
 from .store import dispatch as dsql
@@ -68,6 +80,10 @@ UNRECORDED_GRACE_S = 5.0
 BACKUP_ABANDON_WAIT_S = 30.0
 #: Popen objects of workers left running at exit; kept referenced so no finalizer warns about them
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+#: the signals that stop the dispatcher (the first gracefully, the second now)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: while exit statuses wait to be recorded, the loop looks again at least this often
+RETRY_RECORD_S = 0.25
 
 
 class StopReason(StrEnum):
@@ -128,6 +144,22 @@ class Worker:
     def brief(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "run_id": self.run_id, "pid": self.pid, "attempt": self.attempt,
                 "adopted": self.adopted}
+
+
+@dataclass
+class Unrecorded:
+    """An exit status the board could not take yet (locked, or not writable): retried on every tick. An exit 0 is
+    spooled as well (`spooled`), so an immediate stop or a crash of the dispatcher cannot lose it."""
+
+    task_id: str
+    run_id: int
+    attempt: int
+    outcome: RunOutcome
+    summary: str
+    exit_code: int | None
+    took: float | None
+    worker: Worker | None
+    spooled: spool.SpooledReport | None = None
 
 
 @dataclass
@@ -216,6 +248,7 @@ class Dispatcher:
         break_lock_max_age: float | None = None,
         log: Callable[[str], None] | None = None,
         env: Mapping[str, str] | None = None,
+        on_signals: Callable[[], None] | None = None,
     ) -> None:
         self.board = board
         self.s = settings
@@ -224,6 +257,8 @@ class Dispatcher:
         self.timeout = timeout
         self.break_lock_max_age = break_lock_max_age
         self._log = log
+        #: called once run() has installed its signal handlers (the CLI's start-up handlers stand down then)
+        self._on_signals = on_signals
         self.env = dict(os.environ if env is None else env)
         self.result = DispatchResult(board=board.slug)
         self.workers: dict[int, Worker] = {}
@@ -251,33 +286,39 @@ class Dispatcher:
         self._backups: AutoBackup | None = None
         #: the last failure of the per-tick chores, until they succeed again (logged once, not every tick)
         self._chores_failing: str | None = None
+        #: exit statuses observed but not recorded yet, by run id (see Unrecorded)
+        self._unrecorded: dict[int, Unrecorded] = {}
+        #: runs left open because their report waits in the spool (logged once each)
+        self._spool_waits: set[int] = set()
 
     # -- public ------------------------------------------------------------------------------------------------------
     def run(self) -> DispatchResult:
         res = self.result
         self._install_signals()
         try:
+            if self.timeout is not None:
+                self.deadline = time.time() + self.timeout
+            self._open_wakeups()
+            # From here on no write of the main thread waits for the lock once we are stopping now.
+            self.board.db.set_stop_check(self._stop_now)
             if self.break_lock_max_age is not None:
                 res.broke_lock = leases.break_lock(self.board, max_age=self.break_lock_max_age)
                 if res.broke_lock is not None:
                     self.log(f"broke the stale lease of {res.broke_lock.describe()}")
-            try:
-                lease, previous = leases.acquire(self.board, grace=self.s.lease_grace)
-            except LeaseHeld as exc:
-                res.reason = StopReason.SKIPPED
-                res.message = f"skipped: {exc.message}"
-                res.holder = leases.read_lease(self.board)
+            got = self._acquire()
+            if got is None:
                 res.stopped_at = time.time()
                 return res
+            lease, previous = got
             self.epoch = lease.epoch
             res.epoch, res.holder = lease.epoch, lease
             res.took_over_from = previous
             if previous is not None:
-                self.log(f"took over the stale lease of {previous.describe()}")
-            if self.timeout is not None:
-                self.deadline = time.time() + self.timeout
+                if previous.age(lease.acquired_at) > self.s.lease_grace:
+                    self.log(f"took over the stale lease of {previous.describe(lease.acquired_at)}")
+                else:
+                    self.log(f"took over the lease of {previous.describe(lease.acquired_at)}: its process is gone")
             try:
-                self._open_wakeups()
                 self._start_heartbeat()
                 self._start_backups()
                 self._loop()
@@ -291,12 +332,96 @@ class Dispatcher:
                 self._shutdown()
             return res
         finally:
+            self.board.db.set_stop_check(None)  # the board is the caller's again
+            if self.doorbell is not None:
+                self.doorbell.close()
+                self.doorbell = None
             self._restore_signals()
             res.stopped_at = time.time()
 
     def log(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
+
+    # -- the lease: take it, or stand by -----------------------------------------------------------------------------
+    def _acquire(self) -> tuple[DispatcherLease, DispatcherLease | None] | None:
+        """Take the board's lease. A live holder: a one-pass run returns None (skipped); a long-running one stands by
+        until the lease is released, lapses or its holder's process is gone, and returns None only when a signal or
+        the --timeout ends the wait. The lease is read first: a write (BEGIN IMMEDIATE) only when it can be taken."""
+        res = self.result
+        standing_by = False
+        while True:
+            if self._signals:
+                res.reason = StopReason.SIGNAL
+                self.log(f"{signal.Signals(self._last_signal).name}: stopping"
+                         + (" (was standing by; nothing was started)" if standing_by else ""))
+                return None
+            if self.deadline is not None and time.time() >= self.deadline:
+                res.reason = StopReason.TIMEOUT
+                self.log("timeout reached while standing by: stopping (nothing was started)")
+                return None
+            holder = leases.read_lease(self.board)
+            held = holder is not None and leases.keeps_others_out(holder, grace=self.s.lease_grace)
+            if not held:
+                try:
+                    return leases.acquire(self.board, grace=self.s.lease_grace)
+                except LeaseHeld:
+                    holder = leases.read_lease(self.board)  # refreshed (or taken) since our read: still held
+                except WriteInterrupted:
+                    continue  # a signal or the deadline: the checks above end the wait
+                except BoardBusy as exc:
+                    if not standing_by:
+                        raise  # as before: a board locked past the busy budget at start is a storage error
+                    self.log(f"warning: {exc.message}; still standing by")
+            if holder is not None and leases.keeps_others_out(holder, grace=self.s.lease_grace):
+                if self.once or self.until_idle:
+                    res.reason = StopReason.SKIPPED
+                    res.message = f"skipped: lease held by {holder.describe()}"
+                    res.holder = holder
+                    return None
+                res.holder = holder
+                if not standing_by:
+                    standing_by = True
+                    self.log(f"standby: lease held by {holder.describe()}; taking over when it is released, its "
+                             "process exits or it is not refreshed for the grace period "
+                             f"({self.s.lease_grace:g}s)")
+            self._stand_by(holder)
+
+    def _stand_by(self, holder: DispatcherLease | None) -> None:
+        """Wait until the lease may have changed hands: a signal, a doorbell ring (a release writes an event), the
+        holder's exit (a pidfd when it runs on this host), the moment its lease would lapse, or the fallback poll."""
+        now = time.time()
+        until = now + self.s.poll_interval
+        if self.deadline is not None:
+            until = min(until, self.deadline)
+        fd = -1
+        if holder is not None:
+            until = min(until, holder.refreshed_at + self.s.lease_grace + 0.01)
+            if holder.host == procs.HOST:
+                fd = procs.pidfd(holder.pid)
+        try:
+            if holder is not None and holder.host == procs.HOST and leases.holder_gone(holder):
+                return  # gone (or its pid now names another process) since we looked: take over now
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            if self.doorbell is not None:
+                poller.register(self.doorbell.fileno(), select.POLLIN)
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
+            # at least 10 ms: a lease that lapses "now" by our clock but was just refreshed must not spin the loop
+            poller.poll(max(10, int((until - now) * 1000 + 0.999)))
+        finally:
+            _close(fd)
+        self._drain_wake()
+        if self.doorbell is not None:
+            self.doorbell.drain()
+
+    def _stop_now(self) -> bool:
+        """Whether the dispatcher is stopping now (a second signal, the deadline, or any signal before it holds the
+        lease): the stop check of its connections, so no write waits for the lock any more."""
+        if self._signals >= 2 or (self._signals and not self.epoch):
+            return True
+        return self.deadline is not None and time.time() >= self.deadline
 
     # -- the loop ----------------------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -329,14 +454,18 @@ class Dispatcher:
                     self._dispatch()
                     pass_done = self.once
             except BoardBusy as exc:
+                if self._stop_now():
+                    continue  # stopping now (the checks above end the loop): never wait for the lock
                 # Transient: other writers held the board past our retry budget. Try again on the next tick.
                 self.log(f"warning: {exc.message}")
                 self._wait(min(1.0, self.s.poll_interval))
                 continue
-            if self._signals >= 1 and not self.workers:
+            if self._signals >= 1 and not self.workers and not self._unrecorded:
+                self._note_signals()  # it may have come after the check at the top: still say so
                 res.reason = StopReason.SIGNAL
                 return
-            if self.once and pass_done and not any(not w.adopted for w in self.workers.values()):
+            if (self.once and pass_done and not any(not w.adopted for w in self.workers.values())
+                    and not self._unrecorded):
                 res.reason = StopReason.ONCE
                 return
             if self.until_idle and self._idle():
@@ -367,7 +496,11 @@ class Dispatcher:
             self._chores_failing = None
 
     def _maintenance(self, now: float, *, scan: bool) -> None:
-        self._chores()
+        # First the exit statuses the board could not take before: ahead of the spool drain (which would otherwise
+        # apply our own spooled exit 0), of the scan and of reclaims (which would judge those runs anew). While the
+        # board is still locked the drain is skipped: it would take a backup, then fail on the same lock.
+        if self._retry_unrecorded():
+            self._chores()
         for w in list(self.workers.values()):
             self._reap_if_exited(w)
         self._take_fenced(now)
@@ -387,7 +520,7 @@ class Dispatcher:
         """Nothing of ours running, nothing dispatchable now or by a retry, and nothing running on the board at
         all: a run we cannot supervise (another host, or a pid never recorded) ends by report or lease expiry,
         and its task may then need us again."""
-        if self.workers:
+        if self.workers or self._unrecorded:
             return False
         now = time.time()
         db = self.board.db
@@ -415,6 +548,8 @@ class Dispatcher:
                 until = min(until, d)
             if w.pidfd < 0:
                 until = min(until, now + 0.1)  # no pidfd on this kernel: poll for its exit
+        if self._unrecorded:
+            until = min(until, now + RETRY_RECORD_S)
         return max(0.0, until - now)
 
     def _wait(self, timeout: float) -> None:
@@ -433,6 +568,9 @@ class Dispatcher:
     # -- dispatching -------------------------------------------------------------------------------------------------
     def _dispatch(self) -> None:
         for _ in range(max(0, self.s.max_spawn - len(self.workers))):
+            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
+            if not dsql.dispatchable(self.board.db, time.time(), any_command=self._any_command, limit=1):
+                return
             got = self._claim_next()
             if got is None:
                 return
@@ -468,7 +606,8 @@ class Dispatcher:
             # (with backoff) and max_retries bound a spawn loop; the dispatcher never dies over one task.
             self.result.counts["spawn_failed"] += 1
             reason = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
-            self._record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}", None)
+            self._record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}", None,
+                         keep=True)
             return
         pid = started.popen.pid
         max_runtime = task.max_runtime_s or self.s.max_runtime_default
@@ -518,7 +657,10 @@ class Dispatcher:
 
     def _finish(self, w: Worker, returncode: int | None) -> None:
         took = time.time() - w.started_at
-        run = tsql.get_run(self.board.db, w.run_id)
+        try:
+            run = tsql.get_run(self.board.db, w.run_id)
+        except StorageError:
+            run = None  # cannot tell whether it reported: _record keeps (and spools) what we saw
         if run is not None and run.ended_at is not None:
             # Closed before the process ended: by the worker's own report (it wins), a reclaim or an archive.
             if run.outcome in REPORTED:
@@ -536,10 +678,77 @@ class Dispatcher:
             outcome, summary = RunOutcome.COMPLETED, "exited 0"
         else:
             outcome, summary = RunOutcome.CRASHED, _exit_text(returncode)
-        self._record(w.task_id, w.run_id, w.attempt, outcome, summary, returncode, took=took, worker=w)
+        self._record(w.task_id, w.run_id, w.attempt, outcome, summary, returncode, took=took, worker=w, keep=True)
 
     def _record(self, task_id: str, run_id: int, attempt: int, outcome: RunOutcome, summary: str,
-                exit_code: int | None, *, took: float | None = None, worker: Worker | None = None) -> None:
+                exit_code: int | None, *, took: float | None = None, worker: Worker | None = None,
+                keep: bool = False) -> None:
+        """Record how a run ended. `keep`: the outcome was observed (an exit status, a failed spawn), so if the
+        board cannot take it now it is kept and retried (an exit 0 also spooled) instead of being dropped; a
+        storage error other than a busy board still stops the loop (raised), with the outcome kept. Without
+        `keep` (a judgment from the scan, made again on the next one) a storage error propagates as it is."""
+        if outcome != RunOutcome.COMPLETED and exit_code is None and self._report_spooled(task_id, run_id):
+            return  # the worker's own report (or our exit 0) waits in the spool: the drain applies it
+        rec = Unrecorded(task_id, run_id, attempt, outcome, summary, exit_code, took, worker)
+        try:
+            self._record_now(rec)
+        except StorageError as exc:
+            if not keep:
+                raise
+            self._keep(rec, exc)
+            if not isinstance(exc, BoardBusy):
+                raise
+
+    def _report_spooled(self, task_id: str, run_id: int) -> bool:
+        """Whether a report for this run waits in the spool: then the run is not judged crashed (status unknown);
+        the spool drain applies the report (or reconcile-completions, for a person)."""
+        if not os.path.lexists(self.board.paths.spool_dir / spool.file_name(task_id, run_id)):
+            return False
+        if run_id not in self._spool_waits:
+            self._spool_waits.add(run_id)
+            self.log(f"{task_id} run {run_id}: its process is gone and a report for it waits in the spool; "
+                     "leaving the run to the spool drain")
+        return True
+
+    def _keep(self, rec: Unrecorded, exc: StorageError) -> None:
+        """Keep an outcome the board could not take; spool an exit 0 (durable) the first time."""
+        self._unrecorded[rec.run_id] = rec
+        where = ""
+        if rec.outcome == RunOutcome.COMPLETED and rec.spooled is None:
+            try:
+                rec.spooled, _ = spool.spool_report(self.board.paths, "complete", rec.task_id, rec.run_id,
+                                                    summary=rec.summary, error=exc)
+                where = f"; spooled to {rec.spooled.path}"
+            except Conflict:
+                where = "; the worker's own report for it is already spooled"  # its report wins anyway
+            except StorageError as spool_exc:
+                where = f"; could not spool it either ({spool_exc.message})"
+        self._note(rec.worker, f"warning: could not record {rec.task_id} run {rec.run_id} {rec.outcome} "
+                               f"({exc.message}); kept, retrying{where}")
+
+    def _retry_unrecorded(self) -> bool:
+        """Record what the board could not take before. Stops at the first busy failure (the board is still locked)
+        and returns False then; a spooled exit 0 recorded here is filed as applied, so the drain does not apply it
+        again."""
+        for rec in list(self._unrecorded.values()):
+            try:
+                applied = self._record_now(rec)
+            except BoardBusy:
+                return False
+            del self._unrecorded[rec.run_id]
+            if rec.spooled is not None and applied:
+                try:
+                    spool.archive(self.board.paths, rec.spooled, spool.APPLIED)
+                except (HermesError, OSError) as exc:
+                    # Harmless: the drain finds the run closed with this very report and files it as skipped.
+                    text = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+                    self.log(f"warning: could not file {rec.spooled.path} as applied: {text}")
+        return True
+
+    def _record_now(self, rec: Unrecorded) -> bool:
+        """One attempt to record `rec`. Returns whether it closed the run (False: closed already, or gone)."""
+        task_id, run_id, attempt, outcome = rec.task_id, rec.run_id, rec.attempt, rec.outcome
+        summary, exit_code, took, worker = rec.summary, rec.exit_code, rec.took, rec.worker
         give_up = self.s.failure_limit is not None and attempt >= self.s.failure_limit
         try:
             task = self.board.finish_run(task_id, run_id, outcome, summary=summary, exit_code=exit_code,
@@ -551,10 +760,10 @@ class Dispatcher:
             text = (f"{task_id} run {run_id}{_after(took)}: {summary}; the run was already closed "
                     f"({run.outcome if run else '?'})")
             self._note(worker, text)
-            return
+            return False
         except NotFound:
             self.log(f"{task_id} run {run_id}: {summary}; the task is gone")
-            return
+            return False
         self.result.counts[str(outcome)] += 1
         text = f"{task_id} run {run_id} {outcome}{_after(took)}: {summary}"
         if outcome != RunOutcome.COMPLETED:
@@ -564,6 +773,7 @@ class Dispatcher:
             elif task.retry_at is not None:
                 text += f"; retry in {max(0.0, task.retry_at - time.time()):.1f}s"
         self._note(worker, text)
+        return True
 
     def _note(self, w: Worker | None, text: str) -> None:
         """A line for the progress log, and for the task's own log when we know the worker."""
@@ -698,7 +908,7 @@ class Dispatcher:
 
     def _heartbeat_main(self) -> None:
         # Signals are the main thread's business; keep them off this thread's SQLite calls.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, signal.SIGCHLD})
         paths = self.board.paths
         try:
             board = Board.open(paths.slug, db_path=str(paths.db))
@@ -707,6 +917,8 @@ class Dispatcher:
                 self._fatal = exc
             self._wake()
             return
+        # A stop never waits for this thread's refresh to get the write lock (_shutdown joins it).
+        board.db.set_stop_check(self._hb_stop.is_set)
         try:
             while not self._hb_stop.wait(self.s.refresh_interval):
                 self._beat(board)
@@ -802,8 +1014,10 @@ class Dispatcher:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # embedded in a thread (tests): the host program owns signals
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        if self._on_signals is not None:
+            self._on_signals()
 
     def _restore_signals(self) -> None:
         for sig, old in self._old_handlers.items():
@@ -867,12 +1081,24 @@ class Dispatcher:
         self._hb_stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=30)
-        if res.error is None or not isinstance(res.error, StorageError):
+        # Flush: record whatever has exited meanwhile; what the board cannot take now (locked, or a storage error
+        # stopped us) is kept: an exit 0 is spooled, the rest judged again by the next dispatcher.
+        for w in list(self.workers.values()):
             try:
-                for w in list(self.workers.values()):
-                    self._reap_if_exited(w)  # flush: record whatever has exited meanwhile
+                self._reap_if_exited(w)
             except StorageError as exc:
-                self.log(f"warning: could not record the last exits: {exc.message}")
+                self.log(f"warning: could not record the exit of {w.task_id} run {w.run_id}: {exc.message}")
+        try:
+            self._retry_unrecorded()
+        except StorageError as exc:
+            self.log(f"warning: could not record the kept exit statuses: {exc.message}")
+        for rec in self._unrecorded.values():
+            if rec.spooled is not None:
+                later = (f"its exit 0 is in the spool ({rec.spooled.path}); the next dispatcher or "
+                         "reconcile-completions applies it")
+            else:
+                later = "the next dispatcher judges it again (exit status unknown then)"
+            self.log(f"warning: {rec.task_id} run {rec.run_id} {rec.outcome} ({rec.summary}) was not recorded: {later}")
         for w in list(self.workers.values()):
             res.left_running.append(w.brief())
             self.log(f"left running: {w.task_id} run {w.run_id} pid {w.pid} (the next dispatcher adopts it; "
@@ -884,11 +1110,9 @@ class Dispatcher:
             try:
                 leases.release(self.board, self.epoch, reason=str(res.reason))
             except StorageError as exc:
-                self.log(f"warning: could not release the dispatcher lease ({exc.message}); it expires after "
+                self.log(f"warning: could not release the dispatcher lease ({exc.message}); a dispatcher on this "
+                         f"host takes it over once this process has exited, one elsewhere after "
                          f"{self.s.lease_grace:g}s")
-        if self.doorbell is not None:
-            self.doorbell.close()
-            self.doorbell = None
 
 
 def _close(fd: int) -> None:

@@ -116,6 +116,12 @@ class BoardBusy(StorageError):
     code = "busy"
 
 
+class WriteInterrupted(BoardBusy):
+    """A write gave up waiting for the board's write lock because its process is stopping now."""
+
+    code = "interrupted"
+
+
 class BoardReadOnly(StorageError):
     """The board database cannot be written."""
 

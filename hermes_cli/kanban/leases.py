@@ -1,10 +1,12 @@
 """The board-level dispatcher lease: one active dispatcher per board.
 
 The lease names its holder (host, pid, process start time) and carries an epoch that is never reused. The holder
-refreshes it from a heartbeat thread; another dispatcher takes it over only when the last refresh is older than the
-grace period, and otherwise goes away (`skipped: lease held by ...`). The dispatcher's claims check the epoch inside
-their own transaction (`check_held`), so a dispatcher that lost its lease (paused past the grace, lock broken) cannot
-start anything afterwards, even before its heartbeat notices.
+refreshes it from a heartbeat thread; another dispatcher takes it over when the last refresh is older than the grace
+period, or at once when the holder runs on this host and is provably gone (no process with its pid and start time:
+killed, crashed, or its pid reused by another process). A live holder is never taken over within the grace. Otherwise a
+one-pass dispatcher goes away (`skipped: lease held by ...`) and a long-running one stands by (dispatcher.py). The
+dispatcher's claims check the epoch inside their own transaction (`check_held`), so a dispatcher that lost its lease
+(paused past the grace, lock broken) cannot start anything afterwards, even before its heartbeat notices.
 """
 
 from __future__ import annotations
@@ -77,15 +79,29 @@ def read_lease(board: Board) -> DispatcherLease | None:
     return None if row is None else DispatcherLease.from_row(row)
 
 
+def holder_gone(lease: DispatcherLease) -> bool:
+    """The holder runs on this host and is provably gone: no process with its pid, or one that started at another
+    time (the pid was reused), or a zombie. Never true for a holder on another host (cannot tell from here)."""
+    return lease.local_state() == procs.ProcState.DEAD
+
+
+def keeps_others_out(lease: DispatcherLease, *, grace: float, now: float | None = None) -> bool:
+    """Whether `lease` stops this process from taking the board: held by another process, refreshed within `grace`,
+    and not held by a process provably gone from this host. Reads only (a standby checks this before any write)."""
+    if lease.is_mine() or lease.age(now) > grace:
+        return False
+    return not holder_gone(lease)
+
+
 def acquire(board: Board, *, grace: float) -> tuple[DispatcherLease, DispatcherLease | None]:
-    """Take the lease. Returns (our lease, the stale lease we took over or None). Raises LeaseHeld when another
-    holder refreshed it within `grace` seconds."""
+    """Take the lease. Returns (our lease, the lease we took over or None). Raises LeaseHeld when another holder
+    refreshed it within `grace` seconds and is not provably gone (`keeps_others_out`)."""
     host, pid, started = procs.identity()
 
     def tx(now: float) -> tuple[DispatcherLease, DispatcherLease | None]:
         row = sql.get(board.db)
         previous = None if row is None else DispatcherLease.from_row(row)
-        if previous is not None and not previous.is_mine() and previous.age(now) <= grace:
+        if previous is not None and keeps_others_out(previous, grace=grace, now=now):
             raise LeaseHeld(f"lease held by {previous.describe(now)}")
         epoch = sql.next_epoch(board.db)
         sql.put(board.db, host=host, pid=pid, pid_create_time=started, epoch=epoch, now=now)
@@ -127,9 +143,10 @@ def release(board: Board, epoch: int, *, reason: str) -> bool:
 
 
 def break_lock(board: Board, *, max_age: float) -> DispatcherLease | None:
-    """Remove a lease whose last refresh is older than `max_age` seconds. Returns the removed lease (None if there
-    was none). Never removes a live one: raises LeaseHeld if it was refreshed within `max_age`, or if its holder
-    runs on this host and is alive and not paused."""
+    """Remove a lease whose last refresh is older than `max_age` seconds, or whose holder is provably gone from this
+    host (`holder_gone`: as `acquire` would take it over anyway). Returns the removed lease (None if there was none).
+    Never removes a live one: raises LeaseHeld if it was refreshed within `max_age` by a holder not provably gone, or
+    if its holder runs on this host and is alive and not paused."""
 
     def tx(now: float) -> DispatcherLease | None:
         row = sql.get(board.db)
@@ -138,7 +155,7 @@ def break_lock(board: Board, *, max_age: float) -> DispatcherLease | None:
         lease = DispatcherLease.from_row(row)
         if lease.is_mine():
             return None
-        if lease.age(now) <= max_age:
+        if lease.age(now) <= max_age and not holder_gone(lease):
             raise LeaseHeld(
                 f"dispatcher lease held by {lease.describe(now)}, younger than --max-age {max_age:g}s; "
                 "not breaking a live lease"

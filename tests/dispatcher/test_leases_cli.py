@@ -65,11 +65,8 @@ def test_break_lock_frees_a_dead_holders_lease_but_never_a_live_one(board: Board
     holder.popen.send_signal(signal.SIGKILL)
     holder.finish()
     board.unblock(task.id)
-    # within the grace period a plain dispatcher still finds the (dead) holder's lease and goes away ...
-    plain = subprocess.run([HERMES, "kanban", "dispatch", "--once", "--json"], capture_output=True, text=True,
-                           timeout=30)
-    assert plain.returncode == 0 and '"skipped": true' in plain.stdout
-    # ... while --break-lock frees it once it is older than --max-age, and dispatches
+    # --break-lock frees the dead holder's lease once it is older than --max-age, and dispatches (a plain dispatcher
+    # on this host would take it over at once: tests/dispatcher/test_takeover_and_stop.py)
     wait_for(lambda: lease_api.read_lease(board).age() > 1.5, what="the dead holder's lease to age")
     broke = subprocess.run([HERMES, "kanban", "dispatch", "--until-idle", "--break-lock", "--max-age", "1.5s",
                             "--json"], capture_output=True, text=True, timeout=30)

@@ -149,16 +149,47 @@ def _dead_process() -> tuple[int, float]:
 
 
 def test_acquire_refuses_a_fresh_lease_and_takes_over_a_stale_one(board: Board) -> None:
-    pid, started = _dead_process()
-    _fake_holder(board, pid, started, age=1.0)
-    with pytest.raises(LeaseHeld) as e:
-        lease_api.acquire(board, grace=5.0)
-    assert e.value.message.startswith(f"lease held by {procs.HOST}:{pid} (epoch 1, refreshed 1.")
-    lease, previous = lease_api.acquire(board, grace=0.5)
-    assert previous is not None and previous.pid == pid and previous.epoch == 1
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        _fake_holder(board, live.pid, procs.create_time(live.pid), age=1.0)
+        with pytest.raises(LeaseHeld) as e:
+            lease_api.acquire(board, grace=5.0)
+        assert e.value.message.startswith(f"lease held by {procs.HOST}:{live.pid} (epoch 1, refreshed 1.")
+        lease, previous = lease_api.acquire(board, grace=0.5)  # stale: taken over although its holder lives
+    finally:
+        live.kill()
+        live.wait()
+    assert previous is not None and previous.pid == live.pid and previous.epoch == 1
     assert lease.epoch == 2 and lease.pid == os.getpid()
     kinds = [e.kind for e in board.events(kinds=["dispatcher_started"])]
     assert kinds == ["dispatcher_started"]
+
+
+def test_acquire_takes_over_at_once_from_a_holder_gone_from_this_host(board: Board) -> None:
+    # fresh (refreshed 1 s ago, grace 30 s), but no process with that pid and start time: taken over now
+    pid, started = _dead_process()
+    _fake_holder(board, pid, started, age=1.0)
+    lease, previous = lease_api.acquire(board, grace=30.0)
+    assert previous is not None and previous.pid == pid and lease.epoch == 2
+    # the pid reused by another process (a live one, but started at another time): the holder is gone too
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        live_started = procs.create_time(live.pid)
+        assert live_started is not None
+        _fake_holder(board, live.pid, live_started - 60, age=1.0)
+        lease, previous = lease_api.acquire(board, grace=30.0)
+        assert previous is not None and previous.pid == live.pid and lease.epoch == 4
+        # the same live process with its real start time: never taken within the grace
+        _fake_holder(board, live.pid, live_started, age=1.0)
+        with pytest.raises(LeaseHeld):
+            lease_api.acquire(board, grace=30.0)
+        # on another host nothing can be verified from here: only the grace counts
+        board.db.write(lambda: board.db.execute("UPDATE dispatcher_lease SET host = 'elsewhere'"))
+        with pytest.raises(LeaseHeld):
+            lease_api.acquire(board, grace=30.0)
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_epochs_are_never_reused_and_a_lost_lease_cannot_refresh(board: Board) -> None:
@@ -176,14 +207,13 @@ def test_epochs_are_never_reused_and_a_lost_lease_cannot_refresh(board: Board) -
 
 
 def test_break_lock_never_breaks_a_live_or_fresh_lease(board: Board) -> None:
-    # fresh (refreshed within max-age): refused, whoever holds it
-    pid, started = _dead_process()
-    _fake_holder(board, pid, started, age=0.5)
-    with pytest.raises(LeaseHeld, match="younger than --max-age 5s; not breaking a live lease"):
-        lease_api.break_lock(board, max_age=5.0)
-    # old, but its holder is a live process on this host: refused
+    # fresh (refreshed within max-age) and its holder not provably gone: refused
     live = subprocess.Popen(["sleep", "30"])
     try:
+        _fake_holder(board, live.pid, procs.create_time(live.pid), age=0.5)
+        with pytest.raises(LeaseHeld, match="younger than --max-age 5s; not breaking a live lease"):
+            lease_api.break_lock(board, max_age=5.0)
+        # old, but its holder is a live process on this host: refused
         _fake_holder(board, live.pid, procs.create_time(live.pid), age=60.0)
         with pytest.raises(LeaseHeld, match=f"its process is alive on this host; not breaking a live lease "
                                             f"\\(stop it: kill {live.pid}\\)"):
@@ -197,6 +227,12 @@ def test_break_lock_never_breaks_a_live_or_fresh_lease(board: Board) -> None:
     assert lease_api.read_lease(board) is None
     assert [e.payload["holder"] for e in board.events(kinds=["dispatcher_lock_broken"])] == [f"{procs.HOST}:{live.pid}"]
     assert lease_api.break_lock(board, max_age=5.0) is None  # nothing left to break
+    # fresh, but its holder is provably gone from this host: removed (a plain acquire would take it over anyway)
+    pid, started = _dead_process()
+    _fake_holder(board, pid, started, age=0.5)
+    gone = lease_api.break_lock(board, max_age=5.0)
+    assert gone is not None and gone.pid == pid
+    assert lease_api.read_lease(board) is None
 
 
 # -- the ready queue ---------------------------------------------------------------------------------------------------
