@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,18 +25,6 @@ def _progress(prefix: str, quiet: bool):  # type: ignore[no-untyped-def]
         click.echo(f"{stamp} {prefix}: {one_line(message)}", err=True)
 
     return log
-
-
-@contextmanager
-def _json_on_interrupt(as_json: bool) -> Iterator[None]:
-    """Ctrl-C before the dispatcher has installed its own handlers (opening the board, reading the config) is a
-    KeyboardInterrupt: main() exits 130 with `error: aborted`; with --json, stdout still gets a JSON object."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        if as_json:
-            click.echo(json.dumps({"error": {"code": "aborted", "message": "aborted"}}))
-        raise
 
 
 @command("dispatch")
@@ -83,9 +69,10 @@ def kanban_dispatch(
         hermes kanban dispatch --all-boards --timeout 10m
     """
     ctx = click.get_current_context()
-    with _json_on_interrupt(as_json):
-        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
-                       all_boards, board_retry, break_lock, max_age, quiet, board)
+    # Ctrl-C before the dispatcher has installed its own handlers (opening the board, reading the config) is a
+    # KeyboardInterrupt: main() exits 130 with `error: aborted` (and a JSON error on stdout with --json).
+    summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
+                   all_boards, board_retry, break_lock, max_age, quiet, board)
     emit(as_json, summary.as_dict(), summary.human())
     if summary.error is not None:
         # The JSON summary carries the error already; stderr gets the one `error:` line of the CLI contract.
