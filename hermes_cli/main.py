@@ -106,7 +106,7 @@ def _guard_standard_fds() -> bool:
             os.fstat(fd)
         except OSError:
             stdout_open = stdout_open and fd != 1
-            # fd 1 is read-only /dev/null: a write to it still fails (EBADF), as it did on the closed fd
+            # fd 1 becomes read-only /dev/null: a stray write still fails (EBADF); main() refuses to run anyway
             null = os.open(os.devnull, flags)
             if null != fd:
                 os.dup2(null, fd)
