@@ -38,7 +38,7 @@ from hermes_cli.kanban.models import STATUS_ORDER, Event, Task, TaskDetail, Task
 from hermes_cli.kanban.notify import RECHECK_S, TOAST_KINDS, EventReader, missed_summary, subscribe
 from hermes_cli.kanban.paths import list_slugs, resolve
 
-from .format import TOAST_BURST, burst_summary, toast
+from .format import TOAST_BURST, burst_summary, clean, toast
 from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, HelpScreen, NewTask, PromptScreen
 from .screens.error import BoardErrorScreen, ErrorChoice
 from .widgets.column import TaskColumn
@@ -247,7 +247,7 @@ class KanbanApp(App[None]):
         status.board = self.ref.label
         status.dispatcher_known = False
         status.health = None
-        self.sub_title = self.ref.label
+        self.sub_title = clean(self.ref.label)
         self.load_board(self.ref, self.board_gen, self.view_gen, self.flt, self.subscription_override)
 
     @work(thread=True, exclusive=True, group="open", exit_on_error=False)
@@ -637,7 +637,7 @@ class KanbanApp(App[None]):
     def action_archive(self) -> None:
         task = self._target()
         if task is not None:
-            self._confirm(f"Archive {task.id} “{task.title}”?\nIts children stop waiting for it.", "Archive",
+            self._confirm(f"Archive {task.id} “{clean(task.title)}”?\nIts children stop waiting for it.", "Archive",
                           lambda: self.act("archive", task.id))
 
     def action_comment(self) -> None:
@@ -677,10 +677,11 @@ class KanbanApp(App[None]):
             return
         if msg.verb == "create_task":
             task, created = msg.result
-            self.notify(task.title, title=f"created {task.id}" if created else f"exists: {task.id}", markup=False)
+            self.notify(clean(task.title), title=f"created {task.id}" if created else f"exists: {task.id}",
+                        markup=False)
         elif isinstance(msg.result, Task):
             done = _PAST.get(msg.verb, msg.verb)
-            self.notify(msg.result.title, title=f"{done} {msg.task_id} → {msg.result.status}", markup=False)
+            self.notify(clean(msg.result.title), title=f"{done} {msg.task_id} → {msg.result.status}", markup=False)
         else:
             self.notify(f"on {msg.task_id}", title=_PAST.get(msg.verb, msg.verb), markup=False)
 
@@ -758,7 +759,8 @@ class KanbanApp(App[None]):
         if msg.error.exit_code == 4 and not isinstance(msg.error, BoardBusy):
             self.show_error(msg.error)
         else:
-            self.notify(msg.error.message, title=f"{msg.what} failed", severity="error", markup=False, timeout=10)
+            self.notify(clean(msg.error.message), title=f"{msg.what} failed", severity="error", markup=False,
+                        timeout=10)
 
     @on(BoardFailed)
     def _board_failed(self, msg: BoardFailed) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from hermes_cli.kanban.models import Event, Task
+from hermes_cli.kanban.textsafe import terminal_safe
 
 #: how each toast-worthy event kind is shown: (icon, severity)
 TOASTS: dict[str, tuple[str, str]] = {
@@ -20,12 +20,12 @@ TOASTS: dict[str, tuple[str, str]] = {
 }
 #: at most this many toasts in a short window (the app's TOAST_WINDOW_S); more are summed up in one toast
 TOAST_BURST = 4
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-def clean(text: str | None) -> str:
-    """Text from the board, safe to put on a terminal (no escapes or control characters except newlines)."""
-    return _CONTROL.sub("", text or "").replace("\t", "    ")
+def clean(text: object) -> str:
+    """Text from the board, safe to put on a terminal: every control character but newline shown as a visible
+    escape (textsafe), tabs as spaces. Widgets put it in rich `Text` (never markup), so `[bold]` stays literal."""
+    return terminal_safe(text).replace("\t", "    ")
 
 
 def age(ts: float | None, now: float | None = None) -> str:
@@ -67,13 +67,13 @@ def event_summary(event: Event) -> str:
         elif p.get("will_retry") is False:
             bits.append("no retries left")
         return ", ".join(bits)
-    return " ".join(f"{k}={v}" for k, v in p.items() if v not in (None, [], ""))
+    return clean(" ".join(f"{k}={v}" for k, v in p.items() if v not in (None, [], "")))
 
 
 def toast(event: Event, title: str | None) -> tuple[str, str, str]:
     """(toast title, message, severity) for a toast-worthy event."""
     icon, severity = TOASTS.get(event.kind, ("•", "information"))
-    head = f"{icon} {event.kind.replace('_', ' ')} · {event.task_id or '-'}"
+    head = clean(f"{icon} {event.kind.replace('_', ' ')} · {event.task_id or '-'}")
     body = clean(title or str(event.payload.get("title") or "(untitled)"))
     summary = event_summary(event)
     return head, f"{body}\n{summary}" if summary else body, severity
@@ -82,4 +82,4 @@ def toast(event: Event, title: str | None) -> tuple[str, str, str]:
 def burst_summary(events: Sequence[Event]) -> str:
     """`3 completed, 1 crashed` for a run of toast-worthy events."""
     counts = Counter(e.kind for e in events)
-    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.most_common())
+    return clean(", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.most_common()))

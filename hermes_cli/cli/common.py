@@ -19,6 +19,7 @@ import click
 from ..kanban.board import Board
 from ..kanban.errors import HermesError, InvalidValue
 from ..kanban.models import Task
+from ..kanban.textsafe import inline, terminal_safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,7 +95,9 @@ def emit(as_json: bool, data: Any, human: str | Callable[[], str] | None = None)
     elif human is not None:
         text = human() if callable(human) else human
         if text:
-            click.echo(text)
+            # The last line of defence: human output quotes text users and workers wrote (renderers already escape
+            # their single-line fields with `inline`); no control sequence from it reaches the reader's terminal.
+            click.echo(terminal_safe(text))
 
 
 def age(ts: float | None, now: float | None = None) -> str:
@@ -108,8 +111,8 @@ def age(ts: float | None, now: float | None = None) -> str:
 
 
 def task_line(t: Task, now: float | None = None) -> str:
-    tenant = f"  [{t.tenant}]" if t.tenant else ""
-    return f"{t.id}  {t.status:<8} p{t.priority:<4} {age(t.created_at, now):>4}  {t.title}{tenant}"
+    tenant = f"  [{inline(t.tenant)}]" if t.tenant else ""
+    return f"{t.id}  {t.status:<8} p{t.priority:<4} {age(t.created_at, now):>4}  {inline(t.title)}{tenant}"
 
 
 def env_task_and_run(task_id: str | None, run_id: int | None) -> tuple[str, int | None]:

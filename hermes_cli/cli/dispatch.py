@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -30,18 +28,6 @@ def _progress(prefix: str, quiet: bool):  # type: ignore[no-untyped-def]
         click.echo(f"{stamp} {prefix}: {one_line(message)}", err=True)
 
     return log
-
-
-@contextmanager
-def _json_on_interrupt(as_json: bool) -> Iterator[None]:
-    """Ctrl-C before the dispatcher has installed its own handlers (opening the board, reading the config) is a
-    KeyboardInterrupt: main() exits 130 with `error: aborted`; with --json, stdout still gets a JSON object."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        if as_json:
-            click.echo(json.dumps({"error": {"code": "aborted", "message": "aborted"}}))
-        raise
 
 
 class _StoppedEarly(BaseException):
@@ -132,9 +118,10 @@ def kanban_dispatch(
     early = _StartupSignals()
     early.install()
     try:
-        with _json_on_interrupt(as_json):
-            summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
-                           all_boards, board_retry, break_lock, max_age, quiet, board, early)
+        # Ctrl-C before the dispatcher has installed its own handlers is a KeyboardInterrupt: main() exits 130 with
+        # `error: aborted` (and a JSON error on stdout with --json).
+        summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
+                       all_boards, board_retry, break_lock, max_age, quiet, board, early)
     except _StoppedEarly as stop:
         summary = _stopped_early(stop.signum, all_boards, quiet, board)
     finally:

@@ -17,6 +17,7 @@ from ..kanban.board import Board
 from ..kanban.errors import UsageError
 from ..kanban.models import Event, iso
 from ..kanban.notify import RECHECK_S, EventReader, get_subscription, parse_kinds
+from ..kanban.textsafe import inline
 from .common import command, common, emit, open_board
 
 #: with a kinds filter, persist a subscription's cursor after skipping this many non-matching events
@@ -141,8 +142,9 @@ def _stream_line(e: Event, as_json: bool) -> str:
 
 
 def _line(e: Event) -> str:
-    return f"{e.id:>6} {iso(e.created_at)} {e.kind:<16} {e.task_id or '-'} {_brief(e.payload)}"
+    # inline: payloads carry titles, summaries and reasons as written; one event stays one inert line
+    return f"{e.id:>6} {iso(e.created_at)} {inline(e.kind):<16} {inline(e.task_id or '-')} {_brief(e.payload)}"
 
 
 def _brief(payload: dict[str, object]) -> str:
-    return " ".join(f"{k}={v}" for k, v in payload.items() if v not in (None, [], ""))
+    return " ".join(inline(f"{k}={v}") for k, v in payload.items() if v not in (None, [], ""))

@@ -12,7 +12,7 @@ from ..kanban import health, reconcile
 from ..kanban.errors import UsageError
 from ..kanban.models import iso
 from ..kanban.paths import BoardPaths, resolve
-from .common import age, board_slug, command, common, emit, kanban, open_board
+from .common import age, board_slug, command, common, emit, kanban, one_line, open_board
 
 _MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
@@ -63,7 +63,7 @@ def kanban_doctor(full: bool, board: str | None, as_json: bool) -> None:
     emit(as_json, data, human)
     if not report.healthy and worst is not None:
         nxt = f" (see: {worst.next})" if worst.next else ""
-        click.echo(f"error: board {report.board} is unhealthy: {worst.check}: {worst.message}{nxt}", err=True)
+        click.echo(one_line(f"error: board {report.board} is unhealthy: {worst.check}: {worst.message}{nxt}"), err=True)
     sys.exit(report.exit_code)
 
 
@@ -238,7 +238,8 @@ def kanban_reconcile(mode: str, keep: int | None, board: str | None, as_json: bo
 
     for bad in invalid:
         where = f"; moved to {bad['moved_to']}" if bad.get("moved_to") else " (--apply moves it to spool/invalid/)"
-        click.echo(f"warning: {bad['file']} is not a valid spool report ({bad['problem']}){where}", err=True)
+        # one_line: a file name in the spool directory is anybody's choice, control characters included
+        click.echo(one_line(f"warning: {bad['file']} is not a valid spool report ({bad['problem']}){where}"), err=True)
     if mode != "apply":
         emit(as_json, [d.as_dict() for d in decisions] + [reconcile.invalid_record(b) for b in invalid], table)
         return

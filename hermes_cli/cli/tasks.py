@@ -12,6 +12,7 @@ import click
 from ..kanban.board import DEFAULT_LEASE_S
 from ..kanban.errors import InvalidValue
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
+from ..kanban.textsafe import inline, terminal_safe
 from ..kanban.values import check_priority
 from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
 from .reports import report
@@ -95,14 +96,14 @@ def _render_detail(d: TaskDetail) -> str:
     t = d.task
     now = time.time()
     lines = [
-        f"{t.id}  {t.title}",
+        f"{t.id}  {inline(t.title)}",
         f"  status {t.status}   priority {t.priority}   attempts {t.attempts}/{t.max_retries + 1}"
-        + (f"   tenant {t.tenant}" if t.tenant else "")
+        + (f"   tenant {inline(t.tenant)}" if t.tenant else "")
         + ("   review-gated" if t.review_required else ""),
         f"  created {iso(t.created_at)} ({age(t.created_at, now)} ago)   updated {iso(t.updated_at)}",
     ]
     if t.command:
-        lines.append(f"  command {t.command}")
+        lines.append(f"  command {inline(t.command)}")
     if t.max_runtime_s:
         lines.append(f"  max runtime {t.max_runtime_s:g}s")
     if t.current_run_id:
@@ -110,22 +111,24 @@ def _render_detail(d: TaskDetail) -> str:
     if t.retry_at and t.retry_at > now:
         lines.append(f"  retry after {iso(t.retry_at)}")
     if t.summary:
-        lines.append(f"  summary: {t.summary}")
+        lines.append(f"  summary: {inline(t.summary)}")
     if t.body:
-        lines += ["", *("  " + ln for ln in t.body.splitlines())]
+        lines += ["", *("  " + terminal_safe(ln) for ln in t.body.splitlines())]
     for label, items in (("parents", d.parents), ("children", d.children)):
         if items:
-            lines += ["", f"{label}:"] + [f"  {p.id}  {p.status:<8} {p.title}" for p in items]
+            lines += ["", f"{label}:"] + [f"  {p.id}  {p.status:<8} {inline(p.title)}" for p in items]
     if d.runs:
         lines += ["", "runs:"]
         for r in d.runs:
             end = f"{r.outcome or 'open'}" + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
             pid = f" pid {r.pid}" if r.pid else ""
-            lines.append(f"  #{r.id}  {iso(r.started_at)}  {end}{pid}" + (f"  {r.summary}" if r.summary else ""))
+            summary = f"  {inline(r.summary)}" if r.summary else ""
+            lines.append(f"  #{r.id}  {iso(r.started_at)}  {end}{pid}{summary}")
     if d.comments:
-        lines += ["", "comments:"] + [f"  {iso(c.created_at)} {c.author or '-'}: {c.body}" for c in d.comments]
+        lines += ["", "comments:"] + [f"  {iso(c.created_at)} {inline(c.author or '-')}: {inline(c.body)}"
+                                      for c in d.comments]
     if d.events:
-        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {e.kind}" for e in d.events]
+        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {inline(e.kind)}" for e in d.events]
     return "\n".join(lines)
 
 

@@ -33,6 +33,15 @@ class RunOutcome(StrEnum):
     REVIEW_REQUESTED = "review_requested"  #: the worker finished a review-gated task
 
 
+#: every kind of event the board writes (`events --kinds` and subscriptions accept these and no others; a test
+#: scans the code for kinds written and checks they are all here)
+EVENT_KINDS: tuple[str, ...] = (
+    "created", "commented", "linked", "unlinked", "status", "promoted", "claimed", "spawned", "completed",
+    "review_requested", "changes_requested", "blocked", "unblocked", "archived", "reclaimed", "crashed", "timed_out",
+    "gave_up", "reconciled", "salvaged", "subscribed", "unsubscribed", "dispatcher_started", "dispatcher_stopped",
+    "dispatcher_lock_broken",
+)
+
 #: statuses in board order, for columns and stats
 STATUS_ORDER: tuple[TaskStatus, ...] = tuple(TaskStatus)
 #: statuses that satisfy a child's dependency on its parent

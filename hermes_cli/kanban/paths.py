@@ -92,9 +92,13 @@ def resolve(board: str | None = None, db_path: str | os.PathLike[str] | None = N
 
 def list_slugs() -> list[str]:
     root = boards_root()
-    if not root.is_dir():
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
         return []
-    return sorted(p.name for p in root.iterdir() if SLUG_RE.match(p.name) and (p / DB_NAME).exists())
+    except OSError as exc:  # not a directory, permission denied: "no boards" would be a lie
+        raise StorageError(f"cannot list boards in {root}: {exc.strerror} (check HERMES_HOME)") from None
+    return sorted(p.name for p in entries if SLUG_RE.match(p.name) and (p / DB_NAME).exists())
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -7,7 +7,6 @@ Nothing here loads a whole column: columns are read a page at a time (`column_pa
 from __future__ import annotations
 
 import os
-import re
 import socket
 import stat
 import time
@@ -17,13 +16,13 @@ from .board import Board
 from .models import Task
 from .store import leases as leases_sql
 from .store import view as view_sql
+from .textsafe import strip_csi, terminal_safe
 from .values import check_task_id
 
 #: tasks per page of a column
 PAGE = 100
 #: how much of a worker log the detail pane reads (from the end)
 LOG_TAIL_BYTES = 16_384
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +116,8 @@ def health(board: Board) -> HealthInfo:
 
 
 def log_tail(board: Board, task_id: str, lines: int = 20) -> list[str]:
-    """The last `lines` lines of a task's worker log (`<board dir>/logs/<task>.log`), control characters removed.
+    """The last `lines` lines of a task's worker log (`<board dir>/logs/<task>.log`), terminal-safe: colours and
+    cursor moves (CSI) dropped, every other control sequence (OSC, DCS, C1, lone ESC) shown as a visible escape.
     A missing log gives []; a symlink or non-regular file in its place is refused (never followed)."""
     path = board.paths.logs_dir / f"{check_task_id(task_id)}.log"
     try:
@@ -138,4 +138,4 @@ def log_tail(board: Board, task_id: str, lines: int = 20) -> list[str]:
     out = text.splitlines()
     if start > 0 and out:
         out = out[1:]  # the first line is probably cut
-    return [_CONTROL.sub("", line).replace("\t", "    ") for line in out[-lines:]]
+    return [terminal_safe(strip_csi(line)).replace("\t", "    ") for line in out[-lines:]]

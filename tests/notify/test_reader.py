@@ -189,8 +189,10 @@ def test_bad_subscription_names_change_nothing(board: Board, name: str, message:
 def test_kinds_are_validated() -> None:
     assert parse_kinds(" completed, blocked ,completed") == ("completed", "blocked")
     assert parse_kinds("") is None and parse_kinds(None) is None
-    with pytest.raises(InvalidValue, match=r"^invalid event kind 'DROP TABLE': kinds look like completed, "):
+    with pytest.raises(InvalidValue, match=r"^invalid event kind 'DROP TABLE': use one of created, commented, "):
         parse_kinds("completed,DROP TABLE")
+    with pytest.raises(InvalidValue, match=r"^invalid event kind 'complete': use one of "):
+        parse_kinds("complete")  # well-formed but unknown: a typo would filter out everything
 
 
 def test_missed_summary_counts_without_replaying(board: Board) -> None:

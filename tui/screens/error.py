@@ -14,6 +14,8 @@ from textual.widgets import Footer, Label, Static
 
 from hermes_cli.kanban.errors import HermesError
 
+from ..format import clean
+
 #: what the person chose ("dismissed": the app closed the screen itself, the board opened meanwhile)
 ErrorChoice = Literal["retry", "switch", "quit", "dismissed"]
 
@@ -27,7 +29,7 @@ class BoardErrorScreen(Screen[ErrorChoice]):
 
     def __init__(self, board: str, error: HermesError) -> None:
         super().__init__()
-        self.board = board
+        self.board = clean(board)  # a label from a pinned db path: anything a path can hold
         self.error = error
 
     def compose(self) -> ComposeResult:
@@ -35,7 +37,7 @@ class BoardErrorScreen(Screen[ErrorChoice]):
         with Vertical(id="error-box"):
             yield Label(Text(f"Cannot show board {self.board}", style="bold"), id="error-title")
             yield Label(Text(f"{kind} ({self.error.code})", style="bold red"))
-            yield Static(Text(self.error.message), id="error-message")
+            yield Static(Text(clean(self.error.message)), id="error-message")  # messages quote paths and input
             yield Static(Text.assemble(
                 ("Next steps:\n", "bold"),
                 (f"  hermes kanban doctor --board {self.board}", "cyan"), "   check the board and say what is wrong\n",

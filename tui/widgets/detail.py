@@ -63,7 +63,7 @@ def render_detail(detail: TaskDetail, log: list[str], log_name: str) -> Renderab
     parts: list[RenderableType] = [
         Text(clean(t.title), style="bold"),
         Text(f"{t.id}  {t.status}  p{t.priority}  attempts {t.attempts}/{t.max_retries + 1}"
-             + (f"  @{t.tenant}" if t.tenant else "") + ("  review-gated" if t.review_required else ""),
+             + (f"  @{clean(t.tenant)}" if t.tenant else "") + ("  review-gated" if t.review_required else ""),
              style="dim"),
         Text(f"created {age(t.created_at, now)} ago · updated {age(t.updated_at, now)} ago", style="dim"),
     ]
@@ -90,10 +90,10 @@ def render_detail(detail: TaskDetail, log: list[str], log_name: str) -> Renderab
     parts.append(_section(f"Events (last {len(detail.events)})"))
     for ev in detail.events:
         brief = " ".join(f"{k}={v}" for k, v in ev.payload.items() if v not in (None, [], "") and k != "title")
-        parts.append(Text(f"#{ev.id} {(iso(ev.created_at) or '')[11:19]} {ev.kind:<15} {clean(brief)}",
+        parts.append(Text(f"#{ev.id} {(iso(ev.created_at) or '')[11:19]} {clean(ev.kind):<15} {clean(brief)}",
                           no_wrap=True, overflow="ellipsis"))
     if detail.comments:
         parts.append(_section(f"Comments ({len(detail.comments)})"))
         for c in detail.comments[-10:]:
-            parts.append(Text(f"{c.author or 'anon'} · {age(c.created_at, now)} ago: {clean(c.body)}"))
+            parts.append(Text(f"{clean(c.author or 'anon')} · {age(c.created_at, now)} ago: {clean(c.body)}"))
     return Group(*parts)

@@ -10,6 +10,8 @@ from textual.widgets import Static
 
 from hermes_cli.kanban.view import DispatcherInfo, HealthInfo
 
+from ..format import clean
+
 #: a dispatcher lease not refreshed for this long is shown as stale
 STALE_LEASE_S = 60.0
 
@@ -27,7 +29,7 @@ class StatusLine(Static):
 
     def render(self) -> Text:
         out = Text(no_wrap=True, overflow="ellipsis")
-        out.append(f" {self.board} ", style="bold reverse")
+        out.append(f" {clean(self.board)} ", style="bold reverse")  # a pinned db path can hold anything
         out.append(f"  {self.total:,} tasks")
         out.append("  ·  dispatcher: ")
         d = self.dispatcher
@@ -38,7 +40,7 @@ class StatusLine(Static):
         else:
             lag = d.age(time.time())
             style = "green" if lag < STALE_LEASE_S else "red"
-            out.append(f"{d.holder} epoch {d.epoch} ({int(lag)}s ago)", style=style)
+            out.append(f"{clean(d.holder)} epoch {d.epoch} ({int(lag)}s ago)", style=style)
         out.append("  ·  health: ")
         h = self.health
         if h is None:
@@ -50,5 +52,5 @@ class StatusLine(Static):
                 out.append(f" ({h.detail})", style="dim")
         out.append(f"  ·  event #{self.last_event}", style="dim")
         if self.filter_text:
-            out.append(f"  ·  filter: {self.filter_text}", style="bold yellow")
+            out.append(f"  ·  filter: {clean(self.filter_text)}", style="bold yellow")
         return out
