@@ -48,7 +48,7 @@ from .widgets.status import StatusLine
 
 #: how often the status line re-reads the dispatcher lease (its refreshes write no events)
 STATUS_EVERY_S = 5.0
-#: the health check (doctor's quick result) runs every this many status polls
+#: the health check (doctor, the same run as `hermes kanban doctor`) runs every this many status polls
 HEALTH_EVERY = 6
 #: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
 REFRESH_GAP_S = 0.1
