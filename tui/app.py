@@ -44,6 +44,7 @@ from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, Hel
 from .screens.error import BoardErrorScreen, ErrorChoice
 from .widgets.column import TaskColumn
 from .widgets.detail import DetailPane
+from .widgets.field import TextField
 from .widgets.status import StatusLine
 
 #: how often the status line re-reads the dispatcher lease (its refreshes write no events)
@@ -234,7 +235,8 @@ class KanbanApp(App[None]):
         yield Header()
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
-            yield Input(placeholder="title text, id prefix, tenant:NAME — enter to keep, escape to clear", id="filter")
+            yield TextField(placeholder="title text, id prefix, tenant:NAME — enter to keep, escape to clear",
+                            id="filter")
         with Horizontal(id="main"):
             with Horizontal(id="columns"):
                 for status in STATUS_ORDER:

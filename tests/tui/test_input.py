@@ -29,7 +29,7 @@ def burst(app: RecordingApp, *keys: str) -> None:
 async def settled(pilot: object, app: RecordingApp, check: object, what: str) -> None:
     """Wait (bounded) until `check()` holds; on failure say where the focus ended up."""
     try:
-        await until(pilot, check, timeout=10, what=what)  # type: ignore[arg-type]
+        await until(pilot, check, what=what)  # type: ignore[arg-type]
     except AssertionError as err:
         raise AssertionError(f"{err}; focused: {app.focused!r}") from None
 
@@ -82,7 +82,26 @@ async def test_typing_right_after_tab_lands_in_the_next_field(seeded: dict[str, 
 
         try:
             # shift+tab back into the tenant selects its text (as a click or slow typing would), so `s` replaces it
-            await until(pilot, lambda: values() == ("ship", "7", "s", "the body"), timeout=10)
+            await until(pilot, lambda: values() == ("ship", "7", "s", "the body"), timeout=20)
+        except AssertionError:
+            raise AssertionError(f"fields: {values()}; focused: {app.focused!r}") from None
+
+
+async def test_editing_keys_before_a_tab_stay_in_their_field(seeded: dict[str, str]) -> None:
+    """`abc backspace tab 7 5 backspace` in one read: the first backspace edits the title, the second the priority."""
+    app = RecordingApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(app, pilot)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, CreateTaskScreen) and app.focused is not None)
+        screen = app.screen
+        burst(app, *"abc", "backspace", "tab", *"75", "backspace")
+
+        def values() -> tuple[str, ...]:
+            return tuple(screen.query_one(f"#{n}", Input).value for n in ("title", "priority"))
+
+        try:
+            await until(pilot, lambda: values() == ("ab", "7"), timeout=20)
         except AssertionError:
             raise AssertionError(f"fields: {values()}; focused: {app.focused!r}") from None
 
@@ -117,7 +136,7 @@ async def test_a_filter_typed_and_entered_in_one_read_applies_as_typed(seeded: d
     app = RecordingApp()
     async with app.run_test(size=SIZE) as pilot:
         await opened(app, pilot)
-        burst(app, "slash", *"deploy", "enter")
+        burst(app, "slash", *"deployx", "backspace", "enter")
         await settled(pilot, app, lambda: app.flt == Filter(search="deploy") and isinstance(app.focused, TaskColumn),
                       "the filter applied and a column focused")
         await settled(pilot, app, lambda: app.column("ready").count == 1 and app.column("todo").count == 0,
@@ -137,7 +156,8 @@ async def test_an_action_right_after_a_move_acts_on_the_card_moved_to(seeded: di
     app = RecordingApp()
     async with app.run_test(size=SIZE) as pilot:
         await opened(app, pilot)
-        assert app.selected is not None and app.selected.id == seeded["ready"]
+        await settled(pilot, app, lambda: app.selected is not None and app.selected.id == seeded["ready"],
+                      "the first ready card selected")
         burst(app, "down", "c")
         await settled(pilot, app, lambda: board.get_task(seeded["ready2"]).status == TaskStatus.DONE,
                       "the second ready task to be completed")
