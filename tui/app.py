@@ -28,6 +28,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label
 from textual.worker import get_current_worker
 
@@ -43,11 +44,12 @@ from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, Hel
 from .screens.error import BoardErrorScreen, ErrorChoice
 from .widgets.column import TaskColumn
 from .widgets.detail import DetailPane
+from .widgets.field import TextField
 from .widgets.status import StatusLine
 
 #: how often the status line re-reads the dispatcher lease (its refreshes write no events)
 STATUS_EVERY_S = 5.0
-#: the health check (doctor's quick result) runs every this many status polls
+#: the health check (doctor, the same run as `hermes kanban doctor`) runs every this many status polls
 HEALTH_EVERY = 6
 #: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
 REFRESH_GAP_S = 0.1
@@ -88,24 +90,43 @@ class KanbanApp(App[None]):
     #: absolute, so subclasses defined elsewhere (benchmarks, tests) find it too
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "hermes kanban"
+    # Keys are handled in the order they arrive, on the focus the keys before them left, even when several arrive
+    # in one read (a fast typist, a held key, a paste). Textual resolves a priority binding as it reads the key and
+    # any other binding only once the key has travelled to the focused widget and bubbled back up, and
+    # Widget.focus() moves the focus later still: keys read together were all sent to the widget focused when they
+    # were read, so `right right right` moved one column and text typed right after tab landed in the old field. So
+    # every board key is a priority binding (the column's keys too, see TaskColumn), the focus moves at once
+    # (`_focus_now`), and check_action confines each key to where it applies: the board screen (dialogs and the
+    # error screen have their own keys) and, for keys a text field uses itself, a focus outside text fields.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
-        Binding("left,h", "focus_column(-1)", "Prev column", show=False),
-        Binding("right,l", "focus_column(1)", "Next column", show=False),
-        Binding("escape", "back", "Back", show=False),
-        Binding("n", "create", "New"),
-        Binding("c", "complete", "Complete"),
-        Binding("b", "block", "Block"),
-        Binding("u", "unblock", "Unblock"),
-        Binding("a", "approve", "Approve"),
-        Binding("x", "archive", "Archive"),
-        Binding("m", "comment", "Comment"),
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "switch_board", "Boards"),
-        Binding("v", "toggle_archived", "Archived", show=False),
-        Binding("r", "reload", "Reload", show=False),
+        Binding("left,h", "focus_column(-1)", "Prev column", show=False, priority=True),
+        Binding("right,l", "focus_column(1)", "Next column", show=False, priority=True),
+        Binding("tab", "focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", "Previous field", show=False, priority=True),
+        Binding("escape", "back", "Back", show=False, priority=True),
+        Binding("enter", "submit_filter", "Apply the filter", show=False, priority=True),
+        Binding("n", "create", "New", priority=True),
+        Binding("c", "complete", "Complete", priority=True),
+        Binding("b", "block", "Block", priority=True),
+        Binding("u", "unblock", "Unblock", priority=True),
+        Binding("a", "approve", "Approve", priority=True),
+        Binding("x", "archive", "Archive", priority=True),
+        Binding("m", "comment", "Comment", priority=True),
+        Binding("slash", "filter", "Filter", priority=True),
+        Binding("s", "switch_board", "Boards", priority=True),
+        Binding("v", "toggle_archived", "Archived", show=False, priority=True),
+        Binding("r", "reload", "Reload", show=False, priority=True),
     ]
+    #: board keys that act on the columns (enabled while a column has the focus)
+    _COLUMN_ACTIONS: ClassVar[frozenset[str]] = frozenset({"focus_column"})
+    #: board keys that only the filter box takes (enabled while it has the focus)
+    _FILTER_ACTIONS: ClassVar[frozenset[str]] = frozenset({"submit_filter"})
+    #: the other board keys (enabled on the board screen unless a text field has the focus)
+    _BOARD_ACTIONS: ClassVar[frozenset[str]] = frozenset({
+        "back", "create", "complete", "block", "unblock", "approve", "archive", "comment", "filter", "switch_board",
+        "toggle_archived", "reload"})
 
     # -- messages posted by the thread workers to the app ------------------------------------------------------------
     @dataclass
@@ -175,6 +196,13 @@ class KanbanApp(App[None]):
     class BoardsListed(Message):
         slugs: list[str]
 
+    @dataclass
+    class FilterKeyed(Message):
+        """Posted to the filter box by enter (`clear` False) or escape (`clear` True): it bubbles back to the app
+        once the box has taken the keys typed before it, so the filter applied is the text as typed."""
+
+        clear: bool
+
     #: whether the archived column is shown
     show_archived: reactive[bool] = reactive(False)
 
@@ -207,7 +235,8 @@ class KanbanApp(App[None]):
         yield Header()
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
-            yield Input(placeholder="title text, id prefix, tenant:NAME — enter to keep, escape to clear", id="filter")
+            yield TextField(placeholder="title text, id prefix, tenant:NAME — enter to keep, escape to clear",
+                            id="filter")
         with Horizontal(id="main"):
             with Horizontal(id="columns"):
                 for status in STATUS_ORDER:
@@ -233,6 +262,26 @@ class KanbanApp(App[None]):
 
     def on_unmount(self) -> None:
         self.stop_watching()
+
+    # -- keys --------------------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Where each board key applies (see BINDINGS); anywhere else the key goes to the focused widget."""
+        if action in self._COLUMN_ACTIONS or action in self._FILTER_ACTIONS or action in self._BOARD_ACTIONS:
+            stack = self.screen_stack
+            if not stack or self.screen is not stack[0]:
+                return False
+            focused = self.focused
+            if action in self._COLUMN_ACTIONS:
+                return isinstance(focused, TaskColumn)
+            if action in self._FILTER_ACTIONS:
+                return focused is not None and focused.id == "filter"
+            return action == "back" or not isinstance(focused, Input)
+        return True
+
+    @staticmethod
+    def _focus_now(widget: Widget) -> None:
+        """Move the focus before the next key is read (Widget.focus() only schedules it)."""
+        widget.screen.set_focus(widget)
 
     # -- opening a board ---------------------------------------------------------------------------------------------
     def open_board(self) -> None:
@@ -507,17 +556,19 @@ class KanbanApp(App[None]):
         cols = self.visible_columns()
         current = self.focused if isinstance(self.focused, TaskColumn) else None
         index = cols.index(current) if current in cols else 0
-        cols[(index + delta) % len(cols)].focus()
+        self._focus_now(cols[(index + delta) % len(cols)])
 
     async def action_back(self) -> None:
         # async only to match App.action_back (which this replaces: escape never pops screens here); textual's
         # action dispatch awaits it, so it runs exactly as the sync version did.
-        if self.query_one("#filter", Input).has_focus:
-            self.query_one("#filter", Input).value = ""
-            self.apply_filter("")
-            self.hide_filter()
+        box = self.query_one("#filter", Input)
+        if self.focused is box:  # not box.has_focus: that follows the focus only once the box has been told
+            # Keys typed before this escape may still be on their way to the box: clear it once they are in
+            # (FilterKeyed), and hand the focus back to the columns now, for the keys that follow.
+            self._focus_now(self.column("ready"))
+            box.post_message(self.FilterKeyed(clear=True))
         elif not self.close_detail() and self.flt.active:
-            self.query_one("#filter", Input).value = ""
+            box.value = ""
             self.apply_filter("")
             self.hide_filter()
 
@@ -529,7 +580,7 @@ class KanbanApp(App[None]):
         if show:
             self.request_refresh()
         elif self.focused is self.column("archived"):
-            self.column("done").focus()
+            self._focus_now(self.column("done"))
 
     def action_reload(self) -> None:
         self.open_board()
@@ -540,28 +591,43 @@ class KanbanApp(App[None]):
     # -- filter ------------------------------------------------------------------------------------------------------
     def action_filter(self) -> None:
         self.query_one("#filter-bar").add_class("-visible")
-        self.query_one("#filter", Input).focus()
+        self._focus_now(self.query_one("#filter", Input))
 
     def hide_filter(self) -> None:
         if not self.flt.active:
             self.query_one("#filter-bar").remove_class("-visible")
         if not isinstance(self.focused, TaskColumn):
-            self.column("ready").focus()
+            self._focus_now(self.column("ready"))
+
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         if self._filter_timer is not None:
             self._filter_timer.stop()
-        value = event.value
-        self._filter_timer = self.set_timer(FILTER_DEBOUNCE_S, lambda: self.apply_filter(value))
+        box = event.input
+        # the box's text when the timer fires, not this event's: a Changed that arrives after escape cleared the
+        # box (its keys were typed before the escape) must not bring the old text back
+        self._filter_timer = self.set_timer(FILTER_DEBOUNCE_S, lambda: self.apply_filter(box.value))
 
-    @on(Input.Submitted, "#filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
+    def action_submit_filter(self) -> None:
+        """Enter in the filter box: the columns get the focus now; the filter is applied once the box has the keys
+        typed before the enter (FilterKeyed)."""
+        cols = [c for c in self.visible_columns() if c.count] or self.visible_columns()
+        self._focus_now(cols[0])
+        self.query_one("#filter", Input).post_message(self.FilterKeyed(clear=False))
+
+    @on(FilterKeyed)
+    def _filter_keyed(self, msg: FilterKeyed) -> None:
+        if not self.is_running:
+            return  # shutting down: widgets are being removed
         if self._filter_timer is not None:
             self._filter_timer.stop()
-        self.apply_filter(event.value)
-        cols = [c for c in self.visible_columns() if c.count] or self.visible_columns()
-        cols[0].focus()
+        box = self.query_one("#filter", Input)
+        if msg.clear:
+            box.value = ""
+        self.apply_filter(box.value)
+        if msg.clear:
+            self.hide_filter()
 
     def apply_filter(self, text: str) -> None:
         flt = view.Filter.parse(text)
@@ -580,9 +646,13 @@ class KanbanApp(App[None]):
         if not self.board_ready:
             self.notify("the board is not open", severity="warning")
             return None
-        if self.selected is None:
+        # The card under the focused column's cursor now, not the last Highlighted message: with `down c` in one
+        # read, that message is still on its way when `c` is handled.
+        focused = self.focused
+        task = focused.highlighted_task if isinstance(focused, TaskColumn) else self.selected
+        if task is None:
             self.notify("no task selected: move the cursor to a card first", severity="warning")
-        return self.selected
+        return task
 
     def action_create(self) -> None:
         if not self.board_ready:

@@ -36,8 +36,8 @@ def kanban_doctor(full: bool, board: str | None, as_json: bool) -> None:
     """Check the board's health; exit 0 only when healthy (1: needs attention, 4: storage unhealthy).
 
     Checks the SQLite version, the filesystem, quick_check (--full: integrity_check and foreign_key_check), the WAL
-    size, the dispatcher lease, stale claims, the spool backlog and the age of the last backup. Every finding names
-    the command to run next.
+    size, the dispatcher lease (needed only when ready tasks have a command to run), stale claims, tasks that gave
+    up, the spool backlog and the age of the last backup. Every finding names the command to run next.
 
     Example:
 
@@ -45,9 +45,9 @@ def kanban_doctor(full: bool, board: str | None, as_json: bool) -> None:
         hermes kanban doctor --full --json
     """
     report = health.doctor(_paths(board), full=full)
-    worst = next((f for f in report.findings if f.level == report.level), None)
+    worst = report.worst
     data = report.as_dict()
-    if not report.healthy and worst is not None:
+    if worst is not None:
         data["error"] = {"code": "unhealthy" if report.exit_code == 1 else "storage",
                          "message": f"{worst.check}: {worst.message}"}
 
@@ -57,11 +57,11 @@ def kanban_doctor(full: bool, board: str | None, as_json: bool) -> None:
             lines.append(f"  {_MARK[f.level]}  {f.check:<15} {f.message}")
             if f.next and f.level in ("warn", "fail"):
                 lines.append(f"{'':<23}next: {f.next}")
-        lines.append("healthy" if report.healthy else f"unhealthy ({report.level})")
+        lines.append(report.verdict)
         return "\n".join(lines)
 
     emit(as_json, data, human)
-    if not report.healthy and worst is not None:
+    if worst is not None:
         nxt = f" (see: {worst.next})" if worst.next else ""
         click.echo(one_line(f"error: board {report.board} is unhealthy: {worst.check}: {worst.message}{nxt}"), err=True)
     sys.exit(report.exit_code)

@@ -2,7 +2,8 @@
 
 Each finding has a level — `ok`, `info`, `warn` (the board works but needs attention: exit 1) or `fail` (storage
 unhealthy: exit 4) — and names the next command to run. doctor never writes to the board: it opens it without
-migrating and without the fail-closed quick_check (it runs its own checks and reports them).
+migrating and without the fail-closed quick_check (it runs its own checks and reports them). `DoctorReport.verdict`
+is the one-line verdict; the CLI prints it and the TUI's status line shows it (view.health runs doctor itself).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import spool
 from .errors import CorruptBoard, HermesError, NotFound, StorageError
 from .models import iso
 from .paths import BoardPaths
+from .store import dispatch as dispatch_sql
 from .store import health as store_health
 from .store.connection import (
     UNSAFE_FS,
@@ -30,6 +32,7 @@ from .store.connection import (
 
 if TYPE_CHECKING:
     from .board import Board
+    from .board_config import DispatchSettings
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 _RANK = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
@@ -73,6 +76,18 @@ class DoctorReport:
     def exit_code(self) -> int:
         return {0: 0, 1: 1, 2: 4}[_RANK[self.level]]
 
+    @property
+    def verdict(self) -> str:
+        """`healthy`, `unhealthy (warn)` or `unhealthy (fail)`: doctor's last line, and the TUI's health field."""
+        return "healthy" if self.healthy else f"unhealthy ({self.level})"
+
+    @property
+    def worst(self) -> Finding | None:
+        """The first finding at the report's level, when that level is a problem (None when healthy)."""
+        if self.healthy:
+            return None
+        return next((f for f in self.findings if f.level == self.level), None)
+
     def as_dict(self) -> dict[str, Any]:
         return {"board": self.board, "db": self.db, "healthy": self.healthy, "level": self.level, "full": self.full,
                 "exit_code": self.exit_code, "findings": [f.as_dict() for f in self.findings]}
@@ -114,14 +129,16 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
     except StorageError as err:
         nxt = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
         findings.append(Finding("database", FAIL, err.message, nxt))
+    settings = _settings(paths)
+    created_at: list[float] = []  # filled by _db_checks when the board can be read
     if db is not None:
         try:
-            findings.extend(_db_checks(db, paths, full, now, bo))
+            findings.extend(_db_checks(db, paths, full, now, bo, settings, created_at))
         finally:
             db.close()
 
     findings.extend(_spool_checks(paths, bo))
-    findings.extend(_backup_checks(paths, now, bo))
+    findings.extend(_backup_checks(paths, now, bo, settings.backup_interval, created_at[0] if created_at else None))
     q = store_health.list_quarantine(paths)
     if q:
         findings.append(Finding("quarantine", INFO, f"{len(q)} quarantined cop{'y' if len(q) == 1 else 'ies'} in "
@@ -136,7 +153,8 @@ def _has_backup(paths: BoardPaths) -> bool:
     return any(b.verified for b in backup.list_backups(paths))
 
 
-def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str) -> list[Finding]:
+def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str, settings: DispatchSettings,
+               created_at: list[float]) -> list[Finding]:
     out: list[Finding] = []
     conn = db.conn
     restore_next = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
@@ -178,7 +196,11 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str)
         if ver < LATEST:
             out.append(Finding("schema", INFO, f"schema v{ver}; v{LATEST} is applied on the next write",
                                data={"version": ver}))
-        out.extend(_lease_checks(db, now, bo, ver))
+        out.extend(_lease_checks(db, now, bo, ver, settings))
+        out.append(_gave_up_check(db, bo))
+        born = store_health.board_created_at(db)
+        if born is not None:
+            created_at.append(born)
     except CorruptBoard as err:
         out.append(Finding("integrity", FAIL, err.message, restore_next))
         return out
@@ -192,16 +214,26 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str)
     return out
 
 
-def _lease_checks(db: Database, now: float, bo: str, schema: int) -> list[Finding]:
+def _lease_checks(db: Database, now: float, bo: str, schema: int, settings: DispatchSettings) -> list[Finding]:
     out: list[Finding] = []
     ready = int(db.value("SELECT count(*) FROM tasks WHERE status = 'ready'") or 0)
+    # Only tasks with a command (or any task, when the board has a default_command) wait for a dispatcher; the
+    # others are for pull workers (`hermes kanban claim`), and a board of those needs no dispatcher at all.
+    waiting = dispatch_sql.waiting_for_dispatcher(db, any_command=settings.default_command is not None)
+    counts = {"ready": ready, "dispatchable": waiting}
     lease = store_health.dispatcher_lease(db) if schema >= 2 else None
     if lease is None:
-        if ready:
-            out.append(Finding("dispatcher", WARN, f"no dispatcher holds the board lease; {ready} ready task(s) wait",
-                               f"hermes kanban dispatch{bo}", {"ready": ready}))
+        if waiting:
+            pull = ready - waiting
+            out.append(Finding("dispatcher", WARN, f"no dispatcher holds the board lease; {waiting} ready task(s) "
+                               "with a command wait" + (f" ({pull} more without one wait for a pull worker)"
+                                                        if pull else ""),
+                               f"hermes kanban dispatch{bo}", counts))
+        elif ready:
+            out.append(Finding("dispatcher", INFO, f"no dispatcher running; {ready} ready task(s) have no command "
+                               "and wait for a pull worker (hermes kanban claim)", data=counts))
         else:
-            out.append(Finding("dispatcher", INFO, "no dispatcher running (nothing is ready)", data={"ready": 0}))
+            out.append(Finding("dispatcher", INFO, "no dispatcher running (nothing is ready)", data=counts))
     else:
         age = now - float(lease["refreshed_at"])
         who = f"{lease['host']} pid {lease['pid']}"
@@ -222,6 +254,24 @@ def _lease_checks(db: Database, now: float, bo: str, schema: int) -> list[Findin
     else:
         out.append(Finding("stale_claims", OK, "no expired leases"))
     return out
+
+
+def _gave_up_check(db: Database, bo: str) -> Finding:
+    """Tasks that gave up (retries exhausted) stay blocked until a person acts: the board needs attention (warn,
+    exit 1), like a spool backlog. A task a person or its worker blocked on purpose is not reported."""
+    tasks = store_health.given_up(db)
+    if not tasks:
+        return Finding("gave_up", OK, "no task gave up", data={"tasks": []})
+    shown = ", ".join(f"{t['id']} ({t['last_outcome'] or 'failed'} after {t['attempts']} attempt(s))"
+                      for t in tasks[:5])
+    more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
+    first = tasks[0]["id"]
+    return Finding("gave_up", WARN, f"{len(tasks)} task(s) gave up and stay blocked until a person acts: "
+                   f"{shown}{more}",
+                   f"hermes kanban show {first}{bo}, then hermes kanban unblock {first}{bo} (retry it) or "
+                   f"hermes kanban archive {first}{bo}",
+                   {"tasks": [{"id": t["id"], "title": t["title"], "attempts": t["attempts"],
+                               "last_outcome": t["last_outcome"]} for t in tasks]})
 
 
 def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
@@ -247,15 +297,23 @@ def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
     return out
 
 
-def _backup_checks(paths: BoardPaths, now: float, bo: str) -> list[Finding]:
+def _backup_checks(paths: BoardPaths, now: float, bo: str, interval: float | None,
+                   created_at: float | None) -> list[Finding]:
     from . import backup
 
     backups = [b for b in backup.list_backups(paths) if b.verified]
-    if not backups:
-        return [Finding("backup", WARN, "no verified backup", f"hermes kanban backup{bo}")]
-    age = now - backups[0].created_at
-    interval = _backup_interval(paths)
     max_age = backup_max_age(interval)
+    if not backups:
+        # A board younger than the age a backup may reach has lost no more than a board whose backup is that old:
+        # not yet overdue (info); past that age, no backup at all is a warning.
+        if created_at is not None and now - created_at <= max_age:
+            young = now - created_at
+            return [Finding("backup", INFO, f"no backup yet (the board is {young / 60:.0f} min old; one is due "
+                            f"within {max_age / 3600:.0f} h of its creation)", f"hermes kanban backup{bo}",
+                            {"board_created_at": created_at, "max_age_s": max_age, "backup_interval_s": interval})]
+        return [Finding("backup", WARN, "no verified backup", f"hermes kanban backup{bo}",
+                        {"board_created_at": created_at, "max_age_s": max_age, "backup_interval_s": interval})]
+    age = now - backups[0].created_at
     data = {"latest": str(backups[0].path), "age_s": round(age, 1), "count": len(backups),
             "backup_interval_s": interval, "max_age_s": max_age}
     if age > max_age:
@@ -270,15 +328,17 @@ def backup_max_age(interval: float | None) -> float:
     return BACKUP_MAX_AGE_S if interval is None else max(BACKUP_MAX_AGE_S, 2 * interval)
 
 
-def _backup_interval(paths: BoardPaths) -> float | None:
-    """The board's configured backup_interval (config.toml, else the default); the default when the config file
-    cannot be read (the dispatcher itself refuses such a file with its own error)."""
-    from .board_config import DEFAULT_BACKUP_INTERVAL_S, load_settings
+def _settings(paths: BoardPaths) -> DispatchSettings:
+    """The board's dispatcher settings (config.toml, else the defaults): its backup_interval and default_command.
+    The defaults when the config file cannot be read (the dispatcher itself refuses such a file with its own
+    error)."""
+    # lazily: board_config imports tomllib, and `hermes kanban --help` loads this module to list doctor
+    from .board_config import DispatchSettings, load_settings
 
     try:
-        return load_settings(paths).backup_interval
+        return load_settings(paths)
     except HermesError:
-        return DEFAULT_BACKUP_INTERVAL_S
+        return DispatchSettings()
 
 
 # -- quick health for status lines -------------------------------------------------------------------------------------

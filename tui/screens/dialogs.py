@@ -16,6 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ..widgets.field import TextField
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before a destructive action. y / enter = yes; n / escape = no."""
@@ -62,7 +64,7 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(Text(self.question))
-            yield Input(placeholder=self.placeholder, id="answer")
+            yield TextField(placeholder=self.placeholder, id="answer")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -92,10 +94,10 @@ class CreateTaskScreen(ModalScreen[NewTask | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="-form"):
             yield Label("New task", classes="dialog-title")
-            yield Input(placeholder="title", id="title")
-            yield Input(placeholder="priority (default 0)", id="priority", restrict=r"-?\d*")
-            yield Input(placeholder="tenant (optional)", id="tenant")
-            yield Input(placeholder="body (optional)", id="body")
+            yield TextField(placeholder="title", id="title")
+            yield TextField(placeholder="priority (default 0)", id="priority", restrict=r"-?\d*")
+            yield TextField(placeholder="tenant (optional)", id="tenant")
+            yield TextField(placeholder="body (optional)", id="body")
             with Horizontal(classes="buttons"):
                 yield Button("Create", variant="primary", id="create")
                 yield Button("Cancel", id="cancel")

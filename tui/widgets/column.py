@@ -34,14 +34,16 @@ STRIP_CACHE = 4096
 class TaskColumn(ScrollView, can_focus=True):
     """The tasks of one status, as cards, with a cursor."""
 
+    # Priority bindings, like the app's board keys: handled in the order keys are read, so `right down` in one read
+    # moves the cursor of the column that `right` focused (see KanbanApp.BINDINGS).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home,g", "jump(0)", "First", show=False),
-        Binding("end,G", "jump(-1)", "Last", show=False),
-        Binding("enter", "select", "Details"),
+        Binding("up,k", "cursor(-1)", "Up", show=False, priority=True),
+        Binding("down,j", "cursor(1)", "Down", show=False, priority=True),
+        Binding("pageup", "page(-1)", "Page up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "Page down", show=False, priority=True),
+        Binding("home,g", "jump(0)", "First", show=False, priority=True),
+        Binding("end,G", "jump(-1)", "Last", show=False, priority=True),
+        Binding("enter", "select", "Details", priority=True),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "task-column--title",

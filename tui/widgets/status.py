@@ -46,10 +46,11 @@ class StatusLine(Static):
         if h is None:
             out.append("…", style="dim")
         else:
+            # doctor's own verdict and worst finding (view.health runs doctor), never a verdict of the TUI's own
             style = {"ok": "green", "info": "green", "warn": "yellow"}.get(h.status, "bold red")
-            out.append(h.status, style=style)
+            out.append(h.verdict or h.status, style=style)
             if h.detail and h.status not in ("ok", "info"):
-                out.append(f" ({h.detail})", style="dim")
+                out.append(f" ({clean(h.detail)})", style="dim")
         out.append(f"  ·  event #{self.last_event}", style="dim")
         if self.filter_text:
             out.append(f"  ·  filter: {clean(self.filter_text)}", style="bold yellow")

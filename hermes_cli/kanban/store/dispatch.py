@@ -22,6 +22,12 @@ def dispatchable(db: Database, now: float, *, any_command: bool, limit: int) -> 
     return [r["id"] for r in rows]
 
 
+def waiting_for_dispatcher(db: Database, *, any_command: bool) -> int:
+    """Ready tasks that only a dispatcher starts (due now or on a later retry); the other ready tasks have no command
+    and wait for pull workers."""
+    return int(db.value(f"SELECT count(*) FROM tasks WHERE {_DISPATCHABLE}", (int(any_command),)) or 0)
+
+
 def next_retry_at(db: Database, *, any_command: bool, after: float) -> float | None:
     """The earliest retry, later than `after`, of a dispatchable task: when the dispatcher must look again."""
     value = db.value(

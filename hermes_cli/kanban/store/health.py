@@ -539,6 +539,23 @@ def stale_claims(db: Database, now: float) -> list[dict[str, Any]]:
     )
 
 
+def given_up(db: Database) -> list[dict[str, Any]]:
+    """Blocked tasks whose block is a give-up (retries exhausted: the newest `blocked`/`gave_up` event of the task is
+    `gave_up`), oldest give-up first, with the attempts and the last run's outcome that event recorded."""
+    return db.rows(
+        "SELECT t.id, t.title, json_extract(e.payload, '$.attempts') AS attempts, "
+        "json_extract(e.payload, '$.last_outcome') AS last_outcome FROM tasks t "
+        "JOIN events e ON e.id = (SELECT max(id) FROM events WHERE task_id = t.id AND kind IN ('blocked', 'gave_up')) "
+        "WHERE t.status = 'blocked' AND e.kind = 'gave_up' ORDER BY e.id"
+    )
+
+
+def board_created_at(db: Database) -> float | None:
+    """When the board's schema was first created (the first migration), None on a board without that record."""
+    value = db.value("SELECT min(applied_at) FROM schema_migrations")
+    return None if value is None else float(value)
+
+
 def run_id_high_water(db: Database) -> int:
     """The highest run id this board has handed out: the runs AUTOINCREMENT sequence (which restore raises past every
     run id the old board or the spool used), or the highest run row, whichever is larger."""
