@@ -14,32 +14,73 @@ import click
 from ..kanban import spool
 from ..kanban.errors import StorageError
 from ..kanban.paths import resolve
+from ..kanban.values import check_metadata, check_report_text
 from .common import board_slug, emit, open_board
 
 
 def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool) -> None:
+           as_json: bool, result: str | None = None, metadata: str | None = None,
+           block_kind: str | None = None) -> None:
     spool.check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
+    meta = check_metadata(metadata)
+    result = check_report_text(result, "result")
     try:
         with open_board(board) as b:
             if kind == "complete":
-                t = b.complete(task_id, run_id, summary=summary, force=force)
+                t = b.complete(task_id, run_id, summary=summary, force=force, result=result, metadata=meta)
             else:
-                t = b.block(task_id, run_id, reason=summary, force=force)
+                t = b.block(task_id, run_id, reason=summary, force=force, kind=block_kind)
     except StorageError as err:
-        _spool(kind, board, task_id, run_id, summary=summary, force=force, as_json=as_json, err=err)
+        _spool(kind, board, task_id, run_id, summary=_spool_summary(summary, result), force=force,
+               as_json=as_json, err=err, dropped=_dropped(meta, block_kind, result, summary))
         return
     emit(as_json, {**t.as_dict(), "spooled": False}, f"{t.id} {t.status}")
 
 
+def report_many(kind: str, board: str | None, task_ids: list[str], *, force: bool, as_json: bool,
+                summary: str | None = None, result: str | None = None, block_kind: str | None = None,
+                run_ids: dict[str, int] | None = None) -> None:
+    """complete/block of several tasks (an operator's bulk close): one transaction, all or none; spooled one
+    report per task when the board cannot be written."""
+    runs = run_ids or {}
+    for t in task_ids:
+        spool.check_report(kind, t, runs.get(t), summary)
+    result = check_report_text(result, "result")
+    try:
+        with open_board(board) as b:
+            if kind == "complete":
+                done = b.complete_many(task_ids, result=result, force=force)
+            else:
+                done = b.block_many(task_ids, reason=summary, force=force, kind=block_kind, run_ids=runs)
+    except StorageError as err:
+        for t in dict.fromkeys(task_ids):
+            _spool(kind, board, t, runs.get(t), summary=_spool_summary(summary, result), force=force,
+                   as_json=False, err=err, dropped=_dropped(None, block_kind, result, summary))
+        emit(as_json, [{"id": t, "task_id": t, "kind": kind, "spooled": True} for t in dict.fromkeys(task_ids)])
+        return
+    emit(as_json, [{**t.as_dict(), "spooled": False} for t in done], "\n".join(f"{t.id} {t.status}" for t in done))
+
+
+def _spool_summary(summary: str | None, result: str | None) -> str | None:
+    return summary if summary is not None else result
+
+
+def _dropped(meta: object, block_kind: str | None, result: str | None, summary: str | None) -> str:
+    """What a spooled report does not carry (the spool keeps a summary only), for the warning."""
+    lost = [name for name, v in (("--metadata", meta), ("--kind", block_kind)) if v is not None]
+    if result is not None and summary is not None:
+        lost.append("--result (the summary is kept)")
+    return f"; not kept in the spool: {', '.join(lost)}" if lost else ""
+
+
 def _spool(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool, err: StorageError) -> None:
+           as_json: bool, err: StorageError, dropped: str = "") -> None:
     paths = resolve(board_slug(board))
     rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err)
     again = "" if wrote else " (already spooled)"
     click.echo(
         f"warning: {err.message}; the {kind} report for {task_id} was spooled to {rep.path}{again} and will be "
-        f"applied when the board is healthy (see: hermes kanban reconcile-completions)",
+        f"applied when the board is healthy (see: hermes kanban reconcile-completions){dropped}",
         err=True,
     )
     emit(as_json, {"id": task_id, "task_id": task_id, "run_id": run_id, "kind": kind, "spooled": True,

@@ -15,7 +15,8 @@ from .conftest import Cli, invoke
 TASK_KEYS = [
     "id", "title", "body", "status", "priority", "tenant", "command", "idempotency_key", "review_required",
     "max_runtime_s", "max_retries", "attempts", "current_run_id", "lease_expires_at", "retry_at", "summary",
-    "created_at", "updated_at", "completed_at",
+    "created_at", "updated_at", "completed_at", "assignee", "created_by", "skills", "result", "block_kind",
+    "workspace", "branch",
 ]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TASK_ID = re.compile(r"^t_[0-9a-f]{12}$")
@@ -46,7 +47,7 @@ def test_create_json(cli: Cli, tmp_path: Path) -> None:
             "python summarise.py {task_id}", "--tenant", "acme", "--idempotency-key", "logs-1", "--max-runtime", "30m",
             "--max-retries", "2", "--review", "--json")
     d = json.loads(ok(r))
-    assert list(d) == [*TASK_KEYS, "created"]
+    assert list(d) == [*TASK_KEYS, "task_id", "created"]
     assert {k: d[k] for k in ("title", "body", "status", "priority", "tenant", "command", "idempotency_key",
                               "review_required", "max_runtime_s", "max_retries", "attempts", "created")} == {
         "title": "summarise logs", "body": "from a file\nnaïve ✓\n", "status": "ready", "priority": 5,
