@@ -628,7 +628,7 @@ class Board:
         sql.update_task(self.db, task.id, now, status="blocked", current_run_id=None, lease_expires_at=None,
                         retry_at=None, block_kind=kind)
         if kind is not None:
-            event_extra["kind"] = kind
+            event_extra["block_kind"] = kind
         self._event("blocked", now, task.id, run_ref, reason=reason, title=task.title, **event_extra)
         return sql.get_task(self.db, task.id)
 
