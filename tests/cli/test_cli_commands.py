@@ -343,7 +343,8 @@ def test_boards(cli: Cli, hermes_home: Path) -> None:
     assert json.loads(ok(cli("boards", "create", "research", "--json"))) == {
         "slug": "research", "db": f"{root}/research/kanban.db", "created": False}
     assert ok(cli("boards", "list")) == "research\n"
-    assert json.loads(ok(cli("boards", "list", "--json"))) == [{"slug": "research", "db": f"{root}/research/kanban.db"}]
+    assert json.loads(ok(cli("boards", "list", "--json"))) == [{"slug": "research", "db": f"{root}/research/kanban.db",
+                                                            "name": None, "description": None, "current": False}]
     t = ok(cli("--board", "research", "create", "on research")).strip()
     assert [r["id"] for r in json.loads(ok(cli("list", "--board", "research", "--json")))] == [t]
     assert json.loads(ok(cli("list", "--json"))) == []  # the default board is another board
