@@ -159,7 +159,7 @@ LAZY_COMMANDS = {
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
     "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
     **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
-                     "diagnostics", "tail", "watch"), "vocab"),
+                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm"), "vocab"),
 }
 #: hermes-agent's other names for commands (resolved on lookup; not listed in --help)
 ALIASES = {"ls": "list", "diag": "diagnostics"}

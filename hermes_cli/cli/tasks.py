@@ -202,17 +202,19 @@ def kanban_show(task_id: str, n_events: int, board: str | None, as_json: bool) -
 
 @command("comment")
 @click.argument("task_id")
-@click.argument("text")
+@click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @click.option("--author", default=None, help="Who is speaking (default: unset).")
 @common
-def kanban_comment(task_id: str, text: str, author: str | None, board: str | None, as_json: bool) -> None:
-    """Add a comment to a task.
+def kanban_comment(task_id: str, words: tuple[str, ...], author: str | None, board: str | None,
+                   as_json: bool) -> None:
+    """Add a comment to a task (several words are joined with spaces, as hermes-agent does).
 
     Example:
 
     \b
         hermes kanban comment t_3fa2b1c4d5e6 "the flaky test is fixed upstream" --author ana
     """
+    text = " ".join(words)
     with open_board(board) as b:
         c = b.comment(task_id, text, author=author)
     emit(as_json, c.as_dict(), f"comment {c.id} on {c.task_id}")
@@ -439,16 +441,17 @@ def kanban_approve(task_id: str, summary: str | None, board: str | None, as_json
 
 @command("request-changes")
 @click.argument("task_id")
-@click.argument("reason")
+@click.argument("words", nargs=-1, required=True, metavar="REASON...")
 @common
-def kanban_request_changes(task_id: str, reason: str, board: str | None, as_json: bool) -> None:
-    """Send a task in review back to ready, with the reason as a comment.
+def kanban_request_changes(task_id: str, words: tuple[str, ...], board: str | None, as_json: bool) -> None:
+    """Send a task in review back to ready, with the reason (several words are joined) as a comment.
 
     Example:
 
     \b
         hermes kanban request-changes t_3fa2b1c4d5e6 "add a test for the empty case"
     """
+    reason = " ".join(words)
     with open_board(board) as b:
         t = b.request_changes(task_id, reason=reason)
     emit(as_json, _task_out(t), f"{t.id} {t.status}")

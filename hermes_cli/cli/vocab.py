@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from ..kanban.board import Board
-from ..kanban.errors import NotFound, UsageError
+from ..kanban.errors import NotFound, Unsupported, UsageError
 from ..kanban.models import Event, Run, Task, iso
 from ..kanban.values import profile_or_none
-from .common import command, common, emit, open_board
+from .common import command, common, emit, kanban, open_board
 from .greedy import GreedyCommand
 
 
@@ -414,3 +414,31 @@ def kanban_watch(assignee: str | None, tenant: str | None, kinds: str | None, in
                 tenant is None or t.tenant == tenant)
 
         _follow_filtered(b, keep=keep, kinds=kind_list, timeout=timeout, limit=limit, as_json=as_json, after=None)
+
+
+# -- hermes-agent's language-model verbs -------------------------------------------------------------------------------
+#: why each of hermes-agent's agent-driven verbs is not here, and what to do instead
+INSTEAD = {
+    "specify": "it asks a language model to write a triage task's spec, and hermes kanban runs none; write it "
+               "yourself: hermes kanban edit ID --title ... --body ..., then hermes kanban promote ID",
+    "decompose": "it asks a language model to split a task, and hermes kanban runs none; split it yourself: "
+                 "hermes kanban create TITLE --parent ID --assignee PROFILE, once per part",
+    "swarm": "it builds a graph for hermes-agent's own agents; create the workers, verifier and synthesizer with "
+             "hermes kanban create TITLE --assignee PROFILE --parent ID",
+}
+
+
+def _unsupported(verb: str) -> click.Command:
+    @click.pass_context
+    def refuse(ctx: click.Context) -> None:
+        raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/hermes-agent.md)")
+
+    return click.Command(
+        verb, callback=refuse, hidden=True, add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"Not supported here (hermes-agent's {verb}).\n\nExample:\n\n\b\n    hermes kanban {verb}",
+    )
+
+
+for _verb in INSTEAD:
+    kanban.add_command(_unsupported(_verb), _verb)

@@ -201,6 +201,10 @@ class Board:
                 "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_expires_at < ?", (now,)
             )
             events = sql.last_event_id(self.db)
+            by_assignee: dict[str, dict[str, int]] = {}
+            for r in sql.count_by_assignee(self.db):
+                if r["assignee"] is not None:
+                    by_assignee.setdefault(r["assignee"], {})[r["status"]] = r["n"]
         return {
             "board": self.slug,
             "total": sum(counts.values()),
@@ -211,6 +215,7 @@ class Board:
             "done_last_hour": done_last_hour,
             "oldest_ready_age_s": None if oldest_ready is None else round(now - oldest_ready, 3),
             "last_event_id": events,
+            "by_assignee": by_assignee,
         }
 
     # -- creating ----------------------------------------------------------------------------------------------------

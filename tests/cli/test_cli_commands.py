@@ -309,7 +309,7 @@ def test_stats(cli: Cli) -> None:
     )
     d = json.loads(ok(cli("stats", "--json")))
     assert list(d) == ["board", "total", "by_status", "run_outcomes", "open_runs", "expired_leases",
-                       "done_last_hour", "oldest_ready_age_s", "last_event_id"]
+                       "done_last_hour", "oldest_ready_age_s", "last_event_id", "by_assignee"]
     assert (d["total"], d["by_status"]["done"], d["last_event_id"]) == (2, 1, 3)
 
 

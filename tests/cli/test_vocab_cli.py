@@ -292,3 +292,24 @@ def test_bad_input_changes_nothing(cli: Cli, home_dump, argv: list[str], code: i
     else:
         assert r.out == ""
     assert home_dump() == before
+
+
+@pytest.mark.parametrize("argv", [["specify", "--all", "--json"], ["decompose", "t_3fa2b1c4d5e6"],
+                                  ["swarm", "goal", "--worker", "a:b", "--verifier", "v", "--synthesizer", "s"]])
+def test_language_model_verbs_say_they_are_not_supported(cli: Cli, home_dump, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    new(cli, "a task")
+    before = home_dump()
+    r = cli(*argv)
+    assert r.code == 2 and r.error_line.startswith(f"error: {argv[0]} is not supported here: ")
+    assert r.error_line.endswith("(see: docs/hermes-agent.md)")
+    if "--json" in argv:
+        assert json.loads(r.out)["error"]["code"] == "unsupported"
+    assert home_dump() == before
+
+
+def test_comment_and_request_changes_join_their_words(cli: Cli) -> None:
+    t = new(cli, "t", "--review")
+    assert json.loads(ok(cli("comment", t, "looks", "good", "--json")))["body"] == "looks good"
+    ok(cli("complete", t))
+    ok(cli("request-changes", t, "add", "a", "test"))
+    assert json.loads(ok(cli("show", t, "--json")))["comments"][-1]["body"] == "add a test"
