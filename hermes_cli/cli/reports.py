@@ -9,6 +9,8 @@ is tried, with the checks the spool reader applies, so it fails the same way whe
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..kanban import spool
@@ -31,8 +33,9 @@ def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, su
             else:
                 t = b.block(task_id, run_id, reason=summary, force=force, kind=block_kind)
     except StorageError as err:
-        _spool(kind, board, task_id, run_id, summary=_spool_summary(summary, result), force=force,
-               as_json=as_json, err=err, dropped=_dropped(meta, block_kind, result, summary))
+        extra = {"result": result, "metadata": meta} if kind == "complete" else {"block_kind": block_kind}
+        _spool(kind, board, task_id, run_id, summary=summary if summary is not None else result, force=force,
+               as_json=as_json, err=err, extra=extra)
         return
     emit(as_json, {**t.as_dict(), "spooled": False}, f"{t.id} {t.status}")
 
@@ -53,34 +56,24 @@ def report_many(kind: str, board: str | None, task_ids: list[str], *, force: boo
             else:
                 done = b.block_many(task_ids, reason=summary, force=force, kind=block_kind, run_ids=runs)
     except StorageError as err:
+        extra = {"result": result} if kind == "complete" else {"block_kind": block_kind}
         for t in dict.fromkeys(task_ids):
-            _spool(kind, board, t, runs.get(t), summary=_spool_summary(summary, result), force=force,
-                   as_json=False, err=err, dropped=_dropped(None, block_kind, result, summary))
+            _spool(kind, board, t, runs.get(t), summary=summary if summary is not None else result, force=force,
+                   as_json=False, err=err, extra=extra)
         emit(as_json, [{"id": t, "task_id": t, "kind": kind, "spooled": True} for t in dict.fromkeys(task_ids)])
         return
     emit(as_json, [{**t.as_dict(), "spooled": False} for t in done], "\n".join(f"{t.id} {t.status}" for t in done))
 
 
-def _spool_summary(summary: str | None, result: str | None) -> str | None:
-    return summary if summary is not None else result
-
-
-def _dropped(meta: object, block_kind: str | None, result: str | None, summary: str | None) -> str:
-    """What a spooled report does not carry (the spool keeps a summary only), for the warning."""
-    lost = [name for name, v in (("--metadata", meta), ("--kind", block_kind)) if v is not None]
-    if result is not None and summary is not None:
-        lost.append("--result (the summary is kept)")
-    return f"; not kept in the spool: {', '.join(lost)}" if lost else ""
-
-
 def _spool(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool, err: StorageError, dropped: str = "") -> None:
+           as_json: bool, err: StorageError, extra: dict[str, Any] | None = None) -> None:
     paths = resolve(board_slug(board))
-    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err)
+    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
+                                    extra=extra)
     again = "" if wrote else " (already spooled)"
     click.echo(
         f"warning: {err.message}; the {kind} report for {task_id} was spooled to {rep.path}{again} and will be "
-        f"applied when the board is healthy (see: hermes kanban reconcile-completions){dropped}",
+        f"applied when the board is healthy (see: hermes kanban reconcile-completions)",
         err=True,
     )
     emit(as_json, {"id": task_id, "task_id": task_id, "run_id": run_id, "kind": kind, "spooled": True,

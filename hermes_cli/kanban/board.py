@@ -600,9 +600,11 @@ class Board:
         """`review` for a review-gated task, else `done` with children promoted. A result or metadata is kept on
         the closing run; a person completing a task that has no run gets a zero-length one to carry them."""
         if result is not None or metadata is not None:
-            if closing is None:
-                closing = sql.insert_run(self.db, task.id, now, now, "operator", self._host, None, None)
-            sql.set_run_report(self.db, closing, result, metadata)
+            # kept on the run that reported it: the closing run, or a late (spooled) report's own run
+            carrier = closing if closing is not None else event_run_id
+            if carrier is None:
+                carrier = closing = sql.insert_run(self.db, task.id, now, now, "operator", self._host, None, None)
+            sql.set_run_report(self.db, carrier, result, metadata)
             if result is not None:
                 sql.update_task(self.db, task.id, now, result=result)
         if task.review_required:
