@@ -15,6 +15,7 @@ from ..kanban.errors import Conflict, HermesError, NotFound, StorageError
 from ..kanban.paths import (
     DEFAULT_BOARD,
     boards_root,
+    clear_current_board,
     current_board,
     current_board_file,
     list_slugs,
@@ -242,5 +243,7 @@ def kanban_boards_rm(slug: str, delete: bool, as_json: bool) -> None:
                 os.rename(paths.dir, where)
         except OSError as exc:
             raise StorageError(f"cannot remove board {slug}: {exc}") from None
+    if current_board() == slug:
+        clear_current_board()  # the board used when none is named is gone: back to default, not to an error
     emit(as_json, {"slug": slug, "deleted": delete, "archived_to": str(where) if where else None},
          f"board {slug} " + ("deleted" if delete else f"moved to {where}"))

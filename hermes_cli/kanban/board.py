@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .errors import AlreadyClaimed, CycleRefused, InvalidTransition, InvalidValue, NotFound, StaleRun
 from .models import Claim, Comment, Event, RunOutcome, Task, TaskDetail, TaskStatus
-from .paths import DEFAULT_BOARD, BoardPaths, resolve
+from .paths import DEFAULT_BOARD, BoardPaths, current_board, resolve
 from .store import tasks as sql
 from .store.connection import Database, connect
 from .store.schema import migrate
@@ -89,6 +89,10 @@ class Board:
             pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
             create = pinned or paths.slug == DEFAULT_BOARD
         if not create and not paths.db.exists():
+            if board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD") \
+                    and current_board() == paths.slug:
+                raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
+                               "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
         db = connect(paths, create=create, vfs=vfs)
         try:

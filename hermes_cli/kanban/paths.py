@@ -114,6 +114,16 @@ def set_current_board(slug: str) -> None:
         raise StorageError(f"cannot record the current board in {path}: {exc.strerror}") from None
 
 
+def clear_current_board() -> None:
+    """Forget the board `boards switch` chose (its board was removed): commands use `default` again."""
+    try:
+        os.unlink(current_board_file())
+    except FileNotFoundError:
+        pass  # nothing was chosen: nothing to forget
+    except OSError as exc:
+        raise StorageError(f"cannot reset the current board in {current_board_file()}: {exc.strerror}") from None
+
+
 def resolve(board: str | None = None, db_path: str | os.PathLike[str] | None = None) -> BoardPaths:
     """Pick the board: an explicit db path, then `--board`, then `HERMES_KANBAN_DB`, `HERMES_KANBAN_BOARD`, the board
     `boards switch` chose, default.

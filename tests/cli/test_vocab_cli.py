@@ -313,3 +313,17 @@ def test_comment_and_request_changes_join_their_words(cli: Cli) -> None:
     ok(cli("complete", t))
     ok(cli("request-changes", t, "add", "a", "test"))
     assert json.loads(ok(cli("show", t, "--json")))["comments"][-1]["body"] == "add a test"
+
+
+def test_removing_the_current_board_goes_back_to_default(cli: Cli, hermes_home: Path) -> None:
+    ok(cli("boards", "create", "side", "--switch"))
+    ok(cli("boards", "rm", "side"))
+    assert ok(cli("boards", "show")) == "default\n"
+    assert not (hermes_home / "kanban" / "current").exists()
+    ok(cli("boards", "create", "gone", "--switch"))
+    import shutil
+
+    shutil.rmtree(hermes_home / "kanban" / "boards" / "gone")  # removed behind our back
+    r = cli("list")
+    assert (r.code, r.err) == (1, "error: board gone, chosen with boards switch, does not exist (see: hermes kanban "
+                                  "boards switch default)\n")
