@@ -434,7 +434,7 @@ def _unsupported(verb: str) -> click.Command:
         raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/hermes-agent.md)")
 
     return click.Command(
-        verb, callback=refuse, hidden=True, add_help_option=False,
+        verb, callback=refuse, hidden=True,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
         help=f"Not supported here (hermes-agent's {verb}).\n\nExample:\n\n\b\n    hermes kanban {verb}",
     )

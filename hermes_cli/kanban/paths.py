@@ -83,8 +83,8 @@ def current_board() -> str | None:
     try:
         with open(current_board_file(), encoding="utf-8") as f:
             slug = f.read().strip()
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # never switched (an unusable HERMES_HOME is reported where the board is opened)
     except (OSError, UnicodeDecodeError) as exc:
         raise StorageError(
             f"cannot read the current board from {current_board_file()}: {exc} (fix it with: hermes kanban boards "
