@@ -197,7 +197,9 @@ def kanban_show(task_id: str, n_events: int, board: str | None, as_json: bool) -
     """
     with open_board(board) as b:
         d = b.detail(task_id, events=max(0, n_events))
-    emit(as_json, d.as_dict(), lambda: _render_detail(d))
+    # `task` and `latest_summary` as well: scripts written for hermes-agent read `.task.status`
+    emit(as_json, {**d.as_dict(), "task": d.task.as_dict(), "latest_summary": d.task.summary},
+         lambda: _render_detail(d))
 
 
 @command("comment")

@@ -142,7 +142,7 @@ def test_show_json_has_runs_comments_events(cli: Cli) -> None:
     claim = json.loads(ok(cli("claim", t, "--worker", "w1", "--json")))
     ok(cli("complete", t, "--run-id", str(claim["run_id"]), "--summary", "all good"))
     d = json.loads(ok(cli("show", t, "--json")))
-    assert list(d) == [*TASK_KEYS, "parents", "children", "runs", "comments", "events"]
+    assert list(d) == [*TASK_KEYS, "parents", "children", "runs", "comments", "events", "task", "latest_summary"]
     (run,) = d["runs"]
     assert {k: run[k] for k in ("id", "task_id", "worker", "outcome", "summary")} == {
         "id": claim["run_id"], "task_id": t, "worker": "w1", "outcome": "completed", "summary": "all good"}

@@ -327,3 +327,11 @@ def test_removing_the_current_board_goes_back_to_default(cli: Cli, hermes_home: 
     r = cli("list")
     assert (r.code, r.err) == (1, "error: board gone, chosen with boards switch, does not exist (see: hermes kanban "
                                   "boards switch default)\n")
+
+
+def test_show_json_also_has_the_task_under_task(cli: Cli) -> None:
+    t = new(cli, "t", "--assignee", "researcher")
+    ok(cli("complete", t, "--summary", "done it"))
+    d = json.loads(ok(cli("show", t, "--json")))
+    assert (d["task"]["status"], d["task"]["assignee"], d["latest_summary"]) == ("done", "researcher", "done it")
+    assert d["task"] == {k: v for k, v in d.items() if k in d["task"]}
