@@ -250,7 +250,8 @@ class KanbanApp(App[None]):
         return list(self.query(TaskColumn))
 
     def visible_columns(self) -> list[TaskColumn]:
-        return [c for c in self.columns if c.status != TaskStatus.ARCHIVED or self.show_archived]
+        return [c for c in self.columns if (c.status != TaskStatus.ARCHIVED or self.show_archived)
+                and (c.status != TaskStatus.TRIAGE or c.count)]
 
     def column(self, status: str) -> TaskColumn:
         return self.query_one(f"#col-{status}", TaskColumn)

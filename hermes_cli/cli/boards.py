@@ -1,4 +1,4 @@
-"""Board commands: init, boards list|create|rm."""
+"""Board commands: init, boards list|create|rm|show|switch|rename (and hermes-agent's names for them)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ import click
 
 from ..kanban.backup import holders
 from ..kanban.board import Board
-from ..kanban.errors import Conflict, NotFound, StorageError
-from ..kanban.paths import boards_root, list_slugs, resolve, validate_slug
+from ..kanban.errors import Conflict, HermesError, NotFound, StorageError
+from ..kanban.paths import (
+    DEFAULT_BOARD,
+    boards_root,
+    clear_current_board,
+    current_board,
+    current_board_file,
+    list_slugs,
+    resolve,
+    set_current_board,
+    validate_slug,
+)
 from ..kanban.store.connection import exclusive_open_lock
 from .common import board_slug, command, common, emit, json_option, kanban
 
@@ -32,9 +42,19 @@ def kanban_init(board: str | None, as_json: bool) -> None:
     emit(as_json, data, f"board {data['board']} ready at {data['db']}")
 
 
-@kanban.group(name="boards")
-def kanban_boards() -> None:
-    """List, create and remove boards.
+class BoardsGroup(click.Group):
+    """`boards` with hermes-agent's other names for its subcommands; bare `boards` lists."""
+
+    ALIASES = {"ls": "list", "new": "create", "remove": "rm", "delete": "rm", "use": "switch", "current": "show"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.ALIASES.get(cmd_name, cmd_name))
+
+
+@kanban.group(name="boards", cls=BoardsGroup, invoke_without_command=True)
+@click.pass_context
+def kanban_boards(ctx: click.Context) -> None:
+    """List, create, switch, rename and remove boards. Bare `boards` lists them.
 
     Example:
 
@@ -42,12 +62,25 @@ def kanban_boards() -> None:
         hermes kanban boards create research
         hermes kanban boards list
     """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(kanban_boards_list)
+
+
+def _settings(slug: str) -> dict[str, str | None]:
+    """A board's settings; a board that cannot be opened (damaged, busy) lists without them (see: doctor)."""
+    try:
+        with Board.open(slug, create=False) as b:
+            return b.settings()
+    except HermesError:
+        return {"name": None, "description": None}
 
 
 @kanban_boards.command(name="list")
+@click.option("--all", "include_archived", is_flag=True, help="Also list boards removed to boards/_archived.")
 @json_option
-def kanban_boards_list(as_json: bool) -> None:
-    """List boards under $HERMES_HOME/kanban/boards.
+def kanban_boards_list(as_json: bool = False, include_archived: bool = False) -> None:
+    """List boards under $HERMES_HOME/kanban/boards (`ls` is the same command). The board `boards switch` chose
+    is marked `(current)`.
 
     Example:
 
@@ -55,26 +88,128 @@ def kanban_boards_list(as_json: bool) -> None:
         hermes kanban boards list --json
     """
     slugs = list_slugs()
-    out = [{"slug": s, "db": str(resolve(s).db)} for s in slugs]
-    emit(as_json, out, "\n".join(slugs) if slugs else "no boards (see: hermes kanban boards create SLUG)")
+    chosen = current_board()
+    in_use = resolve(None).slug
+    out: list[dict[str, object]] = []
+    for s in slugs:
+        settings = _settings(s)
+        out.append({"slug": s, "db": str(resolve(s).db), "name": settings["name"],
+                    "description": settings["description"], "current": s == in_use})
+    archived: list[str] = []
+    if include_archived:
+        root = boards_root() / "_archived"
+        archived = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        out += [{"slug": a, "db": str(root / a / "kanban.db"), "archived": True} for a in archived]
+
+    def human() -> str:
+        if not out:
+            return "no boards (see: hermes kanban boards create SLUG)"
+        lines = [s + (f"  {o['name']}" if o.get("name") else "") + ("  (current)" if chosen and o["current"] else "")
+                 for s, o in zip(slugs, out, strict=False)]
+        return "\n".join(lines + [f"{a}  (archived)" for a in archived])
+
+    emit(as_json, out, human)
 
 
 @kanban_boards.command(name="create")
 @click.argument("slug")
+@click.option("--name", default=None, help="A display name.")
+@click.option("--description", default=None, help="What the board is for.")
+@click.option("--icon", default=None, help="An icon for dashboards (stored).")
+@click.option("--color", default=None, help="A color for dashboards (stored).")
+@click.option("--default-workdir", default=None, metavar="PATH", help="Where its tasks' workers run by default.")
+@click.option("--switch", "switch_to", is_flag=True, help="Make it the board used when none is named.")
 @json_option
-def kanban_boards_create(slug: str, as_json: bool) -> None:
-    """Create a board.
+def kanban_boards_create(slug: str, name: str | None, description: str | None, icon: str | None, color: str | None,
+                         default_workdir: str | None, switch_to: bool, as_json: bool) -> None:
+    """Create a board (`new` is the same command). Creating one that exists is not an error; given settings are
+    then updated.
 
     Example:
 
     \b
         hermes kanban boards create research
+        hermes kanban boards create ops --name "Operations" --description "on-call chores" --switch
     """
     validate_slug(slug)
+    if default_workdir is not None:
+        default_workdir = os.path.abspath(os.path.expanduser(default_workdir))
     existed = resolve(slug).db.exists()
+    given = {k: v for k, v in (("name", name), ("description", description), ("icon", icon), ("color", color),
+                               ("default_workdir", default_workdir)) if v is not None}
     with Board.open(slug, create=True) as b:
-        data = {"slug": b.slug, "db": str(b.paths.db), "created": not existed}
-    emit(as_json, data, f"board {slug} {'created' if not existed else 'already exists'} at {data['db']}")
+        settings = b.set_settings(**given) if given else b.settings()
+        data: dict[str, object] = {"slug": b.slug, "db": str(b.paths.db), "created": not existed}
+    if given:
+        data["settings"] = settings
+    if switch_to:
+        set_current_board(slug)
+        data["current"] = True
+    emit(as_json, data, f"board {slug} {'created' if not existed else 'already exists'} at {data['db']}"
+         + (f"\nnow using board {slug}" if switch_to else ""))
+
+
+@kanban_boards.command(name="show")
+@json_option
+def kanban_boards_show(as_json: bool) -> None:
+    """Print the board used when none is named, and why (`current` is the same command).
+
+    Example:
+
+    \b
+        hermes kanban boards show
+    """
+    chosen = current_board()
+    env = os.environ.get("HERMES_KANBAN_BOARD") or None
+    if os.environ.get("HERMES_KANBAN_DB"):
+        source = "HERMES_KANBAN_DB"
+    elif env:
+        source = "HERMES_KANBAN_BOARD"
+    elif chosen:
+        source = f"boards switch ({current_board_file()})"
+    else:
+        source = "default"
+    paths = resolve(None)
+    emit(as_json, {"slug": paths.slug, "db": str(paths.db), "source": source}, paths.slug)
+
+
+@kanban_boards.command(name="switch")
+@click.argument("slug")
+@json_option
+def kanban_boards_switch(slug: str, as_json: bool) -> None:
+    """Make SLUG the board used when none is named (`use` is the same command); kept in
+    $HERMES_HOME/kanban/current. $HERMES_KANBAN_BOARD and --board still win.
+
+    Example:
+
+    \b
+        hermes kanban boards switch research
+    """
+    validate_slug(slug)
+    if slug != DEFAULT_BOARD and not resolve(slug).db.exists():
+        raise NotFound(f"board {slug} does not exist (see: hermes kanban boards create {slug})")
+    set_current_board(slug)
+    emit(as_json, {"slug": slug, "current": True}, f"now using board {slug}")
+
+
+@kanban_boards.command(name="rename")
+@click.argument("slug")
+@click.argument("name")
+@json_option
+def kanban_boards_rename(slug: str, name: str, as_json: bool) -> None:
+    """Change a board's display name (the slug never changes).
+
+    Example:
+
+    \b
+        hermes kanban boards rename research "Research papers"
+    """
+    validate_slug(slug)
+    if slug != DEFAULT_BOARD and not resolve(slug).db.exists():
+        raise NotFound(f"board {slug} does not exist (see: hermes kanban boards list)")
+    with Board.open(slug, create=slug == DEFAULT_BOARD) as b:
+        settings = b.set_settings(name=name)
+    emit(as_json, {"slug": slug, **settings}, f"board {slug} is now named {settings['name']}")
 
 
 @kanban_boards.command(name="rm")
@@ -108,5 +243,7 @@ def kanban_boards_rm(slug: str, delete: bool, as_json: bool) -> None:
                 os.rename(paths.dir, where)
         except OSError as exc:
             raise StorageError(f"cannot remove board {slug}: {exc}") from None
+    if current_board() == slug:
+        clear_current_board()  # the board used when none is named is gone: back to default, not to an error
     emit(as_json, {"slug": slug, "deleted": delete, "archived_to": str(where) if where else None},
          f"board {slug} " + ("deleted" if delete else f"moved to {where}"))

@@ -152,7 +152,7 @@ def read_body(body: str | None, body_file: str | None) -> str:
 
 
 #: every module that registers commands, in `--help` order
-COMMAND_MODULES = ("tasks", "boards", "events", "live", "health", "dispatch")
+COMMAND_MODULES = ("tasks", "boards", "events", "live", "health", "dispatch", "vocab")
 #: the module that registers each command outside cli/tasks.py. Those modules are imported on first use, so the
 #: commands workers and scripts run all day (create, claim, heartbeat, complete, ...) never pay for the dispatcher,
 #: the backup and health tools or the TUI launcher. tests/test_import_hygiene.py checks this map is complete.
@@ -161,7 +161,11 @@ LAZY_COMMANDS = {
     "notify-subscribe": "live", "notify-list": "live", "notify-unsubscribe": "live", "tui": "live",
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
     "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
+    **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
+                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm"), "vocab"),
 }
+#: hermes-agent's other names for commands (resolved on lookup; not listed in --help)
+ALIASES = {"ls": "list", "diag": "diagnostics"}
 
 
 def load_all_commands() -> None:
@@ -175,6 +179,7 @@ class KanbanGroup(click.Group):
     """Loads command modules on first use, and lists commands in the order of the CLI contract in `--help`."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = ALIASES.get(cmd_name, cmd_name)
         if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
             import importlib
 

@@ -9,33 +9,67 @@ is tried, with the checks the spool reader applies, so it fails the same way whe
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..kanban import spool
 from ..kanban.errors import StorageError
 from ..kanban.paths import resolve
+from ..kanban.values import check_metadata, check_report_text
 from .common import board_slug, emit, open_board
 
 
 def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool) -> None:
+           as_json: bool, result: str | None = None, metadata: str | None = None,
+           block_kind: str | None = None) -> None:
     spool.check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
+    meta = check_metadata(metadata)
+    result = check_report_text(result, "result")
     try:
         with open_board(board) as b:
             if kind == "complete":
-                t = b.complete(task_id, run_id, summary=summary, force=force)
+                t = b.complete(task_id, run_id, summary=summary, force=force, result=result, metadata=meta)
             else:
-                t = b.block(task_id, run_id, reason=summary, force=force)
+                t = b.block(task_id, run_id, reason=summary, force=force, kind=block_kind)
     except StorageError as err:
-        _spool(kind, board, task_id, run_id, summary=summary, force=force, as_json=as_json, err=err)
+        extra = {"result": result, "metadata": meta} if kind == "complete" else {"block_kind": block_kind}
+        _spool(kind, board, task_id, run_id, summary=summary if summary is not None else result, force=force,
+               as_json=as_json, err=err, extra=extra)
         return
     emit(as_json, {**t.as_dict(), "spooled": False}, f"{t.id} {t.status}")
 
 
+def report_many(kind: str, board: str | None, task_ids: list[str], *, force: bool, as_json: bool,
+                summary: str | None = None, result: str | None = None, block_kind: str | None = None,
+                run_ids: dict[str, int] | None = None) -> None:
+    """complete/block of several tasks (an operator's bulk close): one transaction, all or none; spooled one
+    report per task when the board cannot be written."""
+    runs = run_ids or {}
+    for t in task_ids:
+        spool.check_report(kind, t, runs.get(t), summary)
+    result = check_report_text(result, "result")
+    try:
+        with open_board(board) as b:
+            if kind == "complete":
+                done = b.complete_many(task_ids, result=result, force=force)
+            else:
+                done = b.block_many(task_ids, reason=summary, force=force, kind=block_kind, run_ids=runs)
+    except StorageError as err:
+        extra = {"result": result} if kind == "complete" else {"block_kind": block_kind}
+        for t in dict.fromkeys(task_ids):
+            _spool(kind, board, t, runs.get(t), summary=summary if summary is not None else result, force=force,
+                   as_json=False, err=err, extra=extra)
+        emit(as_json, [{"id": t, "task_id": t, "kind": kind, "spooled": True} for t in dict.fromkeys(task_ids)])
+        return
+    emit(as_json, [{**t.as_dict(), "spooled": False} for t in done], "\n".join(f"{t.id} {t.status}" for t in done))
+
+
 def _spool(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool, err: StorageError) -> None:
+           as_json: bool, err: StorageError, extra: dict[str, Any] | None = None) -> None:
     paths = resolve(board_slug(board))
-    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err)
+    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
+                                    extra=extra)
     again = "" if wrote else " (already spooled)"
     click.echo(
         f"warning: {err.message}; the {kind} report for {task_id} was spooled to {rep.path}{again} and will be "

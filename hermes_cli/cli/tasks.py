@@ -3,6 +3,7 @@ request-review, approve, request-changes, archive, events, stats."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -10,12 +11,13 @@ import time
 import click
 
 from ..kanban.board import DEFAULT_LEASE_S
-from ..kanban.errors import InvalidValue
+from ..kanban.errors import InvalidValue, UsageError
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
 from ..kanban.textsafe import inline, terminal_safe
 from ..kanban.values import check_priority
 from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
-from .reports import report
+from .greedy import GreedyCommand
+from .reports import report, report_many
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 #: run ids are positive 64-bit integers; anything else is a usage error, never a "stale run"
@@ -38,11 +40,18 @@ def _task_out(t: Task, **extra: object) -> dict[str, object]:
 @click.option("--max-runtime", default=None, metavar="DUR", help="Kill the worker after this long: 90s, 30m, 2h.")
 @click.option("--max-retries", default=None, type=int, metavar="N", help="Retries after a crash or timeout.")
 @click.option("--review", is_flag=True, help="Gate completion on a review: complete -> review, approve -> done.")
+@click.option("--assignee", default=None, metavar="PROFILE", help="The profile that works on it.")
+@click.option("--created-by", default=None, metavar="NAME", help="Who asked for it (default: $HERMES_PROFILE).")
+@click.option("--skill", "skills", multiple=True, metavar="S", help="A skill for the worker (repeatable; stored).")
+@click.option("--triage", is_flag=True, help="Park it in triage until someone promotes it.")
+@click.option("--initial-status", type=click.Choice(["running", "blocked"]), default=None,
+              help="blocked: create it blocked; running: the usual (ready, or todo while a parent is open).")
 @common
 def kanban_create(
     title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
-    max_retries: int | None, review: bool, board: str | None, as_json: bool,
+    max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
+    triage: bool, initial_status: str | None, board: str | None, as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -50,15 +59,30 @@ def kanban_create(
 
     \b
         hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
+        hermes kanban create "research the market" --assignee researcher --created-by ana --skill web-search
     """
     text = read_body(body, body_file)
     prio = check_priority(priority)
+    if created_by is None:
+        created_by = os.environ.get("HERMES_PROFILE") or None
     with open_board(board) as b:
         task, created = b.create_task(
             title, body=text, priority=prio, parents=parents, command=command_, tenant=tenant,
             idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
+            assignee=assignee, created_by=created_by, skills=skills, triage=triage, initial_status=initial_status,
         )
-    emit(as_json, _task_out(task, created=created), task.id)
+    emit(as_json, _task_out(task, task_id=task.id, created=created), task.id)
+
+
+class _SortChoice(click.Choice):  # type: ignore[type-arg]
+    """Our sort names, plus hermes-agent's (accepted, and listed in --help rather than in every error)."""
+
+    UPSTREAM = ("created", "created-desc", "priority-desc", "status", "assignee", "title")
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if value in self.UPSTREAM:
+            return value
+        return super().convert(value, param, ctx)
 
 
 @command("list")
@@ -66,30 +90,48 @@ def kanban_create(
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--parent", default=None, metavar="ID", help="Only children of this task.")
 @click.option("--search", default=None, metavar="TEXT", help="Only titles containing TEXT.")
-@click.option("--sort", type=click.Choice(["priority", "age", "newest", "updated"]), default="priority",
-              show_default=True)
+@click.option("--sort", type=_SortChoice(["priority", "age", "newest", "updated"]), default="priority",
+              show_default=True,
+              help="Also hermes-agent's created, created-desc, priority-desc, status, assignee and title.")
 @click.option("--limit", type=int, default=None, metavar="N", help="At most N tasks.")
-@click.option("--all", "include_archived", is_flag=True, help="Include archived tasks.")
+@click.option("--all", "--archived", "include_archived", is_flag=True, help="Include archived tasks.")
+@click.option("--assignee", default=None, metavar="PROFILE", help="Only tasks assigned to this profile.")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE.")
 @common
 def kanban_list(
     statuses: tuple[str, ...], tenant: str | None, parent: str | None, search: str | None, sort: str,
-    limit: int | None, include_archived: bool, board: str | None, as_json: bool,
+    limit: int | None, include_archived: bool, assignee: str | None, mine: bool, board: str | None, as_json: bool,
 ) -> None:
-    """List tasks (archived ones only with --all or --status archived).
+    """List tasks (archived ones only with --all or --status archived). `ls` is the same command.
 
     Example:
 
     \b
         hermes kanban list --status ready --sort age --json
+        hermes kanban list --assignee researcher
     """
+    if mine:
+        me = os.environ.get("HERMES_PROFILE") or None
+        if me is None:
+            raise UsageError("list --mine lists the tasks of $HERMES_PROFILE, which is not set; set it to your "
+                             "profile, or use --assignee PROFILE")
+        if assignee is not None and assignee != me:
+            raise UsageError(f"--mine is {me} ($HERMES_PROFILE) and --assignee is {assignee}: give one of them")
+        assignee = me
     wanted: list[str] = list(statuses)
     if include_archived and not wanted:
         wanted = [str(s) for s in STATUS_ORDER]
     with open_board(board) as b:
-        tasks = b.list_tasks(status=wanted, tenant=tenant, parent=parent, search=search, sort=sort, limit=limit)
+        tasks = b.list_tasks(status=wanted, tenant=tenant, parent=parent, search=search, sort=sort, limit=limit,
+                             assignee=assignee)
     now = time.time()
     emit(as_json, [t.as_dict() for t in tasks],
-         lambda: "\n".join(task_line(t, now) for t in tasks) if tasks else "no tasks")
+         lambda: "\n".join(_list_line(t, now) for t in tasks) if tasks else "no tasks")
+
+
+def _list_line(t: Task, now: float) -> str:
+    # assignees are profile names (letters, digits and ._@:+-): safe to print as they are
+    return task_line(t, now) + (f"  @{t.assignee}" if t.assignee else "")
 
 
 def _render_detail(d: TaskDetail) -> str:
@@ -102,6 +144,11 @@ def _render_detail(d: TaskDetail) -> str:
         + ("   review-gated" if t.review_required else ""),
         f"  created {iso(t.created_at)} ({age(t.created_at, now)} ago)   updated {iso(t.updated_at)}",
     ]
+    if t.assignee or t.created_by:
+        lines.append(f"  assignee {inline(t.assignee or '-')}"
+                     + (f"   created by {inline(t.created_by)}" if t.created_by else ""))
+    if t.skills:
+        lines.append(f"  skills {inline(', '.join(t.skills))}")
     if t.command:
         lines.append(f"  command {inline(t.command)}")
     if t.max_runtime_s:
@@ -112,6 +159,10 @@ def _render_detail(d: TaskDetail) -> str:
         lines.append(f"  retry after {iso(t.retry_at)}")
     if t.summary:
         lines.append(f"  summary: {inline(t.summary)}")
+    if t.result is not None and t.result != t.summary:
+        lines.append(f"  result: {inline(t.result)}")
+    if t.block_kind and t.status in ("blocked", "todo"):
+        lines.append(f"  blocked as {t.block_kind}")
     if t.body:
         lines += ["", *("  " + terminal_safe(ln) for ln in t.body.splitlines())]
     for label, items in (("parents", d.parents), ("children", d.children)):
@@ -124,6 +175,10 @@ def _render_detail(d: TaskDetail) -> str:
             pid = f" pid {r.pid}" if r.pid else ""
             summary = f"  {inline(r.summary)}" if r.summary else ""
             lines.append(f"  #{r.id}  {iso(r.started_at)}  {end}{pid}{summary}")
+            if r.result is not None and r.result != r.summary:
+                lines.append(f"        result: {inline(r.result)}")
+            if r.metadata:
+                lines.append(f"        metadata: {inline(json.dumps(r.metadata, ensure_ascii=False, sort_keys=True))}")
     if d.comments:
         lines += ["", "comments:"] + [f"  {iso(c.created_at)} {inline(c.author or '-')}: {inline(c.body)}"
                                       for c in d.comments]
@@ -146,22 +201,26 @@ def kanban_show(task_id: str, n_events: int, board: str | None, as_json: bool) -
     """
     with open_board(board) as b:
         d = b.detail(task_id, events=max(0, n_events))
-    emit(as_json, d.as_dict(), lambda: _render_detail(d))
+    # `task` and `latest_summary` as well: scripts written for hermes-agent read `.task.status`
+    emit(as_json, {**d.as_dict(), "task": d.task.as_dict(), "latest_summary": d.task.summary},
+         lambda: _render_detail(d))
 
 
 @command("comment")
 @click.argument("task_id")
-@click.argument("text")
+@click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @click.option("--author", default=None, help="Who is speaking (default: unset).")
 @common
-def kanban_comment(task_id: str, text: str, author: str | None, board: str | None, as_json: bool) -> None:
-    """Add a comment to a task.
+def kanban_comment(task_id: str, words: tuple[str, ...], author: str | None, board: str | None,
+                   as_json: bool) -> None:
+    """Add a comment to a task (several words are joined with spaces, as hermes-agent does).
 
     Example:
 
     \b
         hermes kanban comment t_3fa2b1c4d5e6 "the flaky test is fixed upstream" --author ana
     """
+    text = " ".join(words)
     with open_board(board) as b:
         c = b.comment(task_id, text, author=author)
     emit(as_json, c.as_dict(), f"comment {c.id} on {c.task_id}")
@@ -232,77 +291,105 @@ def kanban_claim(task_id: str | None, ttl: str, worker: str | None, tenant: str 
 @click.argument("task_id", required=False)
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID).")
 @click.option("--ttl", default=f"{DEFAULT_LEASE_S:g}s", show_default=True, metavar="DUR", help="New lease length.")
+@click.option("--note", default=None, metavar="TEXT", help="A short progress note, kept as a heartbeat event.")
 @common
-def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: str | None, as_json: bool) -> None:
+def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, note: str | None, board: str | None,
+                     as_json: bool) -> None:
     """Extend your run's lease. A run that is no longer the task's current run exits 3.
 
     Example:
 
     \b
         hermes kanban heartbeat t_3fa2b1c4d5e6 --run-id 42
+        hermes kanban heartbeat --note "halfway through the logs"
     """
     task, run = env_task_and_run(task_id, run_id)
     if run is None:
         raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
     with open_board(board) as b:
-        claim = b.heartbeat(task, run, ttl=ttl)
-    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at)},
+        claim = b.heartbeat(task, run, ttl=ttl, note=note)
+    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
+                   **({"note": note} if note is not None else {})},
          f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
 
 
 @command("complete")
-@click.argument("task_id", required=False)
+@click.argument("task_ids", nargs=-1)
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
-@click.option("--summary", default=None, help="One line on what was done.")
+@click.option("--summary", default=None, help="One line on what was done (default: the result).")
+@click.option("--result", default=None, metavar="TEXT", help="What the task produced; handed to its children.")
+@click.option("--metadata", default=None, metavar="JSON", help="A JSON object of facts, kept on the run.")
 @click.option("--force", is_flag=True, help="Complete a task claimed by someone else's live run.")
 @common
-def kanban_complete(task_id: str | None, run_id: int | None, summary: str | None, force: bool, board: str | None,
-                    as_json: bool) -> None:
+def kanban_complete(task_ids: tuple[str, ...], run_id: int | None, summary: str | None, result: str | None,
+                    metadata: str | None, force: bool, board: str | None, as_json: bool) -> None:
     """Mark a task done (or in review, for review-gated tasks). If the board cannot be written, the completion is
-    spooled durably and applied later (see: reconcile-completions).
+    spooled durably and applied later (see: reconcile-completions). Several ids (an operator closing tasks) are
+    completed together or not at all; --summary and --metadata are per task, so they take one id.
 
     Example:
 
     \b
         hermes kanban complete t_3fa2b1c4d5e6 --summary "report written"
+        hermes kanban complete --result "3 sources found" --metadata '{"sources": 3}'
     """
-    task, run = env_task_and_run(task_id, run_id)
-    report("complete", board, task, run, summary=summary, force=force, as_json=as_json)
+    if len(task_ids) > 1:
+        if summary is not None or metadata is not None or run_id is not None:
+            raise UsageError("--summary, --metadata and --run-id are per task and cannot be used with several ids; "
+                             "complete the tasks one at a time, or drop them for the bulk close")
+        report_many("complete", board, list(task_ids), result=result, force=force, as_json=as_json)
+        return
+    task, run = env_task_and_run(task_ids[0] if task_ids else None, run_id)
+    report("complete", board, task, run, summary=summary, force=force, as_json=as_json, result=result,
+           metadata=metadata)
 
 
-@command("block")
+@command("block", cls=GreedyCommand, greedy=("--ids",))
 @click.argument("task_id", required=False)
-@click.argument("reason", required=False)
+@click.argument("reason_words", nargs=-1)
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--reason", "reason_opt", default=None, help="Why (same as the REASON argument).")
+@click.option("--ids", "more_ids", multiple=True, metavar="ID...", help="More tasks to block with the same reason.")
+@click.option("--kind", type=click.Choice(["dependency", "needs_input", "capability", "transient"]), default=None,
+              help="Why, typed: dependency waits in todo for unfinished parents; the others wait for a person.")
 @click.option("--force", is_flag=True, help="Block a task claimed by someone else's live run.")
 @common
-def kanban_block(task_id: str | None, reason: str | None, run_id: int | None, reason_opt: str | None, force: bool,
-                 board: str | None, as_json: bool) -> None:
+def kanban_block(task_id: str | None, reason_words: tuple[str, ...], run_id: int | None, reason_opt: str | None,
+                 more_ids: tuple[str, ...], kind: str | None, force: bool, board: str | None, as_json: bool) -> None:
     """Block a task until a person unblocks it. Spooled like complete when the board cannot be written.
     Inside a worker the task comes from the environment, so `block "REASON"` alone blocks the worker's own task.
+    The reason may be several words; --ids blocks more tasks with it (all or none).
 
     Example:
 
     \b
         hermes kanban block t_3fa2b1c4d5e6 "needs an API key"
+        hermes kanban block t_3fa2b1c4d5e6 waiting for the data --kind dependency
     """
-    if task_id is not None and reason is None and not TASK_ID_RE.fullmatch(task_id) \
-            and os.environ.get("HERMES_KANBAN_TASK"):
-        task_id, reason = None, task_id  # a worker's `block "needs an API key"`
+    reason: str | None = " ".join(reason_words).strip() or None if reason_words else None
+    if task_id is not None and not TASK_ID_RE.fullmatch(task_id) and os.environ.get("HERMES_KANBAN_TASK"):
+        # a worker's `block "needs an API key"`: every word is the reason
+        reason = " ".join((task_id, *reason_words)).strip() or None
+        task_id = None
     if reason is not None and reason_opt is not None:
         raise InvalidValue("give the reason once: as an argument or with --reason, not both")
     reason = reason if reason is not None else reason_opt
     task, run = env_task_and_run(task_id, run_id)
-    report("block", board, task, run, summary=reason, force=force, as_json=as_json)
+    if more_ids:
+        ids = [task, *more_ids]
+        report_many("block", board, ids, summary=reason, force=force, as_json=as_json, block_kind=kind,
+                    run_ids={task: run} if run is not None else None)
+        return
+    report("block", board, task, run, summary=reason, force=force, as_json=as_json, block_kind=kind)
 
 
 @command("unblock")
-@click.argument("task_id")
+@click.argument("task_ids", nargs=-1, required=True)
 @click.option("--reason", default=None)
 @common
-def kanban_unblock(task_id: str, reason: str | None, board: str | None, as_json: bool) -> None:
-    """Unblock a task: back to ready (or todo while parents are unfinished) with a fresh retry budget.
+def kanban_unblock(task_ids: tuple[str, ...], reason: str | None, board: str | None, as_json: bool) -> None:
+    """Unblock tasks: back to ready (or todo while parents are unfinished) with a fresh retry budget. Several ids
+    are unblocked together or not at all; --json prints a list for several, one object for one.
 
     Example:
 
@@ -310,8 +397,14 @@ def kanban_unblock(task_id: str, reason: str | None, board: str | None, as_json:
         hermes kanban unblock t_3fa2b1c4d5e6
     """
     with open_board(board) as b:
-        t = b.unblock(task_id, reason=reason)
-    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+        done = b.unblock_many(task_ids, reason=reason)
+    _emit_tasks(as_json, done)
+
+
+def _emit_tasks(as_json: bool, tasks: list[Task], **extra: object) -> None:
+    """One task: its object (as before several were accepted); several: a list."""
+    data: object = _task_out(tasks[0], **extra) if len(tasks) == 1 else [_task_out(t, **extra) for t in tasks]
+    emit(as_json, data, "\n".join(f"{t.id} {t.status}" for t in tasks))
 
 
 @command("request-review")
@@ -354,35 +447,49 @@ def kanban_approve(task_id: str, summary: str | None, board: str | None, as_json
 
 @command("request-changes")
 @click.argument("task_id")
-@click.argument("reason")
+@click.argument("words", nargs=-1, required=True, metavar="REASON...")
 @common
-def kanban_request_changes(task_id: str, reason: str, board: str | None, as_json: bool) -> None:
-    """Send a task in review back to ready, with the reason as a comment.
+def kanban_request_changes(task_id: str, words: tuple[str, ...], board: str | None, as_json: bool) -> None:
+    """Send a task in review back to ready, with the reason (several words are joined) as a comment.
 
     Example:
 
     \b
         hermes kanban request-changes t_3fa2b1c4d5e6 "add a test for the empty case"
     """
+    reason = " ".join(words)
     with open_board(board) as b:
         t = b.request_changes(task_id, reason=reason)
     emit(as_json, _task_out(t), f"{t.id} {t.status}")
 
 
-@command("archive")
-@click.argument("task_id")
+@command("archive", cls=GreedyCommand, greedy=("--rm",))
+@click.argument("task_ids", nargs=-1)
+@click.option("--rm", "purge_ids", multiple=True, metavar="ID...",
+              help="Delete these archived tasks for good (their events stay in the log).")
 @common
-def kanban_archive(task_id: str, board: str | None, as_json: bool) -> None:
-    """Archive a task (a live run is closed and its worker fenced off).
+def kanban_archive(task_ids: tuple[str, ...], purge_ids: tuple[str, ...], board: str | None, as_json: bool) -> None:
+    """Archive tasks (a live run is closed and its worker fenced off); with --rm, delete archived tasks. Several
+    ids are done together or not at all.
 
     Example:
 
     \b
         hermes kanban archive t_3fa2b1c4d5e6
+        hermes kanban archive --rm t_3fa2b1c4d5e6
     """
+    if task_ids and purge_ids:
+        raise UsageError("give either task ids to archive or --rm with archived task ids, not both")
+    if not task_ids and not purge_ids:
+        raise UsageError("missing task id: hermes kanban archive ID... (or --rm ID... to delete archived tasks)")
     with open_board(board) as b:
-        t = b.archive(task_id)
-    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+        if purge_ids:
+            gone = b.delete_archived(purge_ids)
+            data: object = {"deleted": gone}
+            emit(as_json, data, "\n".join(f"{t} deleted" for t in gone))
+            return
+        done = b.archive_many(task_ids)
+    _emit_tasks(as_json, done)
 
 
 @command("stats")
@@ -399,7 +506,8 @@ def kanban_stats(board: str | None, as_json: bool) -> None:
         s = b.stats()
 
     def human() -> str:
-        by = "  ".join(f"{k} {v}" for k, v in s["by_status"].items())
+        # triage is shown only when used: most boards never park a task there
+        by = "  ".join(f"{k} {v}" for k, v in s["by_status"].items() if v or k != "triage")
         outs = "  ".join(f"{k} {v}" for k, v in sorted(s["run_outcomes"].items())) or "none"
         return (f"board {s['board']}: {s['total']} tasks\n  {by}\n  run outcomes: {outs}\n"
                 f"  open runs {s['open_runs']}   expired leases {s['expired_leases']}   "

@@ -58,6 +58,12 @@ class UsageError(HermesError):
     code = "usage"
 
 
+class Unsupported(UsageError):
+    """A hermes-agent command this board does not provide (its language-model verbs)."""
+
+    code = "unsupported"
+
+
 # -- exit 3: conflicts (fencing) ---------------------------------------------------------------------------------------
 class Conflict(HermesError):
     """Someone else holds this: a stale run, a live claim or a held lease."""

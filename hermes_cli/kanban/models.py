@@ -14,6 +14,7 @@ from typing import Any
 
 
 class TaskStatus(StrEnum):
+    TRIAGE = "triage"  #: parked for a person to specify (`create --triage`); `promote` moves it on
     TODO = "todo"  #: waiting on unfinished parents
     READY = "ready"  #: can be claimed
     RUNNING = "running"  #: claimed by an open run holding a lease
@@ -39,7 +40,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "created", "commented", "linked", "unlinked", "status", "promoted", "claimed", "spawned", "completed",
     "review_requested", "changes_requested", "blocked", "unblocked", "archived", "reclaimed", "crashed", "timed_out",
     "gave_up", "reconciled", "salvaged", "subscribed", "unsubscribed", "dispatcher_started", "dispatcher_stopped",
-    "dispatcher_lock_broken",
+    "dispatcher_lock_broken", "assigned", "dependency_wait", "promoted_manual", "edited", "deleted", "heartbeat",
+    "board_updated",
 )
 
 #: statuses in board order, for columns and stats
@@ -100,10 +102,26 @@ class Task(_Row):
     created_at: float
     updated_at: float
     completed_at: float | None
+    assignee: str | None = None  #: the profile that works on it (hermes-agent's `--assignee`)
+    created_by: str | None = None
+    skills: tuple[str, ...] = ()  #: stored for the worker (`--skill`, repeatable); not interpreted here
+    result: str | None = None  #: what the task produced (`complete --result`, `edit --result`)
+    block_kind: str | None = None  #: why it is blocked: dependency, needs_input, capability or transient
+    workspace: str | None = None  #: where its worker runs (scratch, worktree, dir:PATH); None = board default
+    branch: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", TaskStatus(self.status))
         object.__setattr__(self, "review_required", bool(self.review_required))
+        if isinstance(self.skills, str):
+            object.__setattr__(self, "skills", tuple(json.loads(self.skills)))
+        elif self.skills is None:
+            object.__setattr__(self, "skills", ())
+
+    def as_dict(self) -> dict[str, Any]:
+        out = _Row.as_dict(self)
+        out["skills"] = list(self.skills)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +139,14 @@ class Run(_Row):
     outcome: RunOutcome | None
     summary: str | None
     exit_code: int | None
+    result: str | None = None  #: `complete --result`, handed to the task's children
+    metadata: dict[str, Any] | None = None  #: `complete --metadata` (a JSON object), handed to the children
 
     def __post_init__(self) -> None:
         if self.outcome is not None:
             object.__setattr__(self, "outcome", RunOutcome(self.outcome))
+        if isinstance(self.metadata, str):
+            object.__setattr__(self, "metadata", json.loads(self.metadata))
 
     @property
     def is_open(self) -> bool:

@@ -73,8 +73,60 @@ class BoardPaths:
         return Path(f"{self.db}-wal"), Path(f"{self.db}-shm")
 
 
+def current_board_file() -> Path:
+    """Where `boards switch` keeps the board used when none is named (hermes-agent's `kanban/current`)."""
+    return hermes_home() / "kanban" / "current"
+
+
+def current_board() -> str | None:
+    """The slug `boards switch` chose, or None (never switched, or switched back to default)."""
+    try:
+        with open(current_board_file(), encoding="utf-8") as f:
+            slug = f.read().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # never switched (an unusable HERMES_HOME is reported where the board is opened)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StorageError(
+            f"cannot read the current board from {current_board_file()}: {exc} (fix it with: hermes kanban boards "
+            "switch default)"
+        ) from None
+    if not SLUG_RE.match(slug):
+        raise InvalidValue(
+            f"{current_board_file()} names an invalid board {slug!r} (fix it with: hermes kanban boards switch default)"
+        )
+    return slug
+
+
+def set_current_board(slug: str) -> None:
+    """Persist the board used when none is named: written to a temp file, fsynced and renamed into place."""
+    path = current_board_file()
+    ensure_private_dir(path.parent)
+    tmp = path.with_name(f".current.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{slug}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot record the current board in {path}: {exc.strerror}") from None
+
+
+def clear_current_board() -> None:
+    """Forget the board `boards switch` chose (its board was removed): commands use `default` again."""
+    try:
+        os.unlink(current_board_file())
+    except FileNotFoundError:
+        pass  # nothing was chosen: nothing to forget
+    except OSError as exc:
+        raise StorageError(f"cannot reset the current board in {current_board_file()}: {exc.strerror}") from None
+
+
 def resolve(board: str | None = None, db_path: str | os.PathLike[str] | None = None) -> BoardPaths:
-    """Pick the board: an explicit db path, then `--board`, then `HERMES_KANBAN_DB`, `HERMES_KANBAN_BOARD`, default.
+    """Pick the board: an explicit db path, then `--board`, then `HERMES_KANBAN_DB`, `HERMES_KANBAN_BOARD`, the board
+    `boards switch` chose, default.
 
     An explicit `--board` wins over a pinned `HERMES_KANBAN_DB` from the environment, so a worker (whose environment
     pins its own board) can still address another board on purpose.
@@ -85,7 +137,7 @@ def resolve(board: str | None = None, db_path: str | os.PathLike[str] | None = N
         db = Path(db_path).expanduser().absolute()
         slug = board or os.environ.get("HERMES_KANBAN_BOARD") or db.parent.name
         return BoardPaths(slug=slug, dir=db.parent, db=db)
-    slug = validate_slug(board or os.environ.get("HERMES_KANBAN_BOARD") or DEFAULT_BOARD)
+    slug = validate_slug(board or os.environ.get("HERMES_KANBAN_BOARD") or current_board() or DEFAULT_BOARD)
     d = boards_root() / slug
     return BoardPaths(slug=slug, dir=d, db=d / DB_NAME)
 

@@ -230,11 +230,13 @@ def _apply_one(board: Board, dec: Decision, now: float) -> None:
     db, r = board.db, dec.report
     task: Task = sql.get_task(db, r.task_id)
     closing = task.current_run_id if task.status == TaskStatus.RUNNING else None
+    extra = r.extra or {}
     if r.kind == "complete":
         board._finish_complete(task, closing, now, r.summary, event_run_id=r.run_id, reconciled=True,
-                               forced=r.force or None)
+                               forced=r.force or None, result=extra.get("result"), metadata=extra.get("metadata"))
     else:
-        board._finish_block(task, closing, now, r.summary, event_run_id=r.run_id, reconciled=True)
+        board._finish_block(task, closing, now, r.summary, event_run_id=r.run_id, reconciled=True,
+                            kind=extra.get("block_kind"))
     sql.add_event(
         db, "reconciled", now, task.id, r.run_id, report=r.kind, reason=dec.reason, previous=str(task.status),
         late=dec.reason in ("late_report", "manual_report"), file=r.path.name, source=r.source,

@@ -34,7 +34,7 @@ from .fileio import write_json_atomic
 from .models import iso
 from .paths import BoardPaths, ensure_private_dir
 from .store.connection import fsync_dir
-from .values import MAX_BODY, check_task_id
+from .values import MAX_BODY, check_block_kind, check_metadata, check_report_text, check_task_id
 
 if TYPE_CHECKING:
     from .board import Board
@@ -62,17 +62,19 @@ class SpooledReport:
     spooled_at: float
     source: str  #: "spooled" (a command could not commit) or "salvaged" (read back from a damaged board by restore)
     error: dict[str, Any] | None
+    #: the rest of the report, when given: `result` and `metadata` (complete), `block_kind` (block)
+    extra: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": str(self.path), "kind": self.kind, "task_id": self.task_id, "run_id": self.run_id,
             "summary": self.summary, "force": self.force, "spooled_at": iso(self.spooled_at), "source": self.source,
-            "error": self.error,
+            "error": self.error, **({"extra": self.extra} if self.extra else {}),
         }
 
     def same_report(self, other: SpooledReport) -> bool:
-        return (self.kind, self.task_id, self.run_id, self.summary, self.force) == (
-            other.kind, other.task_id, other.run_id, other.summary, other.force)
+        return (self.kind, self.task_id, self.run_id, self.summary, self.force, self.extra or None) == (
+            other.kind, other.task_id, other.run_id, other.summary, other.force, other.extra or None)
 
 
 def check_run_id(run_id: object) -> int | None:
@@ -111,6 +113,29 @@ def check_report(kind: str, task_id: object, run_id: object, summary: object) ->
     check_summary(summary, "reason" if kind == "block" else "summary")
 
 
+#: what a report may carry besides its summary, and the check of each
+EXTRA_KEYS = {"complete": ("result", "metadata"), "block": ("block_kind",)}
+
+
+def check_extra(kind: str, extra: object) -> dict[str, Any] | None:
+    """A report's extra fields (see SpooledReport.extra), checked as the board checks them; None when empty."""
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        raise InvalidValue(f"invalid extra fields {extra!r}: expected an object")
+    unknown = set(extra) - set(EXTRA_KEYS.get(kind, ()))
+    if unknown:
+        raise InvalidValue(f"a {kind} report cannot carry {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    if extra.get("result") is not None:
+        out["result"] = check_report_text(extra["result"], "result")
+    if extra.get("metadata") is not None:
+        out["metadata"] = check_metadata(extra["metadata"])
+    if extra.get("block_kind") is not None:
+        out["block_kind"] = check_block_kind(extra["block_kind"])
+    return {k: v for k, v in out.items() if v is not None} or None
+
+
 def file_name(task_id: str, run_id: int | None) -> str:
     return f"{task_id}.{'manual' if run_id is None else int(run_id)}.json"
 
@@ -125,6 +150,7 @@ def spool_report(
     force: bool = False,
     error: HermesError | None = None,
     source: str = "spooled",
+    extra: dict[str, Any] | None = None,
 ) -> tuple[SpooledReport, bool]:
     """Write one report durably. Returns (the report on disk, whether this call wrote it).
 
@@ -132,17 +158,20 @@ def spool_report(
     itself cannot be written (then nothing is durable and the caller must fail).
     """
     check_report(kind, task_id, run_id, summary)
+    extra = check_extra(kind, extra)
     now = time.time()
     report = SpooledReport(
         path=paths.spool_dir / file_name(task_id, run_id), kind=kind, task_id=task_id, run_id=run_id,
         summary=summary, force=bool(force), spooled_at=now, source=source,
-        error=None if error is None else {"code": error.code, "message": error.message},
+        error=None if error is None else {"code": error.code, "message": error.message}, extra=extra,
     )
     data = {
         "format": SPOOL_FORMAT, "kind": kind, "task_id": task_id, "run_id": run_id, "summary": summary,
         "force": bool(force), "spooled_at": now, "source": source, "error": report.error, "board": paths.slug,
         "db": str(paths.db), "host": socket.gethostname(), "pid": os.getpid(),
     }
+    if extra:
+        data["extra"] = extra  # only when given: a report without extras is written exactly as before
     try:
         ensure_private_dir(paths.spool_dir)
         tmp = paths.spool_dir / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
@@ -204,10 +233,11 @@ def read_report(path: Path) -> SpooledReport | str:
         if not 0.0 <= spooled_at < 1e11:  # NaN and absurd times too: models.iso() must be able to render it
             return f"invalid spooled_at {d.get('spooled_at')!r}"
         error = d.get("error")
+        extra = check_extra(kind, d.get("extra"))
         return SpooledReport(
             path=path, kind=kind, task_id=task_id, run_id=run_id, summary=summary,
             force=bool(d.get("force")), spooled_at=spooled_at,
-            source=str(d.get("source") or "spooled"), error=error if isinstance(error, dict) else None,
+            source=str(d.get("source") or "spooled"), error=error if isinstance(error, dict) else None, extra=extra,
         )
     except InvalidValue as exc:
         return exc.message

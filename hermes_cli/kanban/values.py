@@ -95,3 +95,73 @@ def check_command(command: str | None) -> str | None:
     if not argv:
         raise InvalidValue("invalid --command: it is empty")
     return command
+
+
+#: hermes-agent's typed blocks: `dependency` waits in todo for open parents; the others need a person
+BLOCK_KINDS = ("dependency", "needs_input", "capability", "transient")
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
+#: hermes-agent's `create --initial-status`: running = the usual (ready, or todo while a parent is open)
+INITIAL_STATUSES = ("running", "blocked")
+#: what `assign ID none` (and `-`, `null`) means: unassign, as in hermes-agent
+UNASSIGN_WORDS = ("none", "-", "null")
+
+
+def check_profile(profile: str | None, what: str = "assignee") -> str | None:
+    """A profile name (what a worker runs as): 1-64 of letters, digits and `._@:+-`, starting with a letter or
+    digit. None stays None."""
+    if profile is None:
+        return None
+    p = profile.strip()
+    if not _PROFILE_RE.match(p):
+        raise InvalidValue(
+            f"invalid {what} {profile!r}: a profile name is 1-64 letters, digits or ._@:+- "
+            "(starting with a letter or digit), e.g. researcher"
+        )
+    return p
+
+
+def profile_or_none(word: str) -> str | None:
+    """`assign`/`reassign`'s PROFILE argument: a profile name, or none/-/null to unassign."""
+    return None if word.strip().lower() in UNASSIGN_WORDS else check_profile(word)
+
+
+def check_block_kind(kind: str | None) -> str | None:
+    if kind is None:
+        return None
+    if kind not in BLOCK_KINDS:
+        raise InvalidValue(f"invalid block kind {kind!r}: use one of {', '.join(BLOCK_KINDS)}")
+    return kind
+
+
+def check_metadata(metadata: object) -> dict[str, object] | None:
+    """`--metadata`: a JSON object (text is parsed). None stays None."""
+    if metadata is None:
+        return None
+    if isinstance(metadata, str):
+        import json
+
+        try:
+            metadata = json.loads(metadata)
+        except ValueError as exc:
+            raise InvalidValue(f"invalid --metadata: it is not JSON ({exc}); pass an object, e.g. "
+                               "'{\"tests_run\": 12}'") from None
+    if not isinstance(metadata, dict):
+        raise InvalidValue("invalid --metadata: it must be a JSON object, e.g. '{\"tests_run\": 12}'")
+    import json
+
+    if len(json.dumps(metadata)) > MAX_BODY:
+        raise InvalidValue(f"invalid --metadata: more than {MAX_BODY} characters as JSON")
+    return metadata
+
+
+def check_report_text(value: str | None, what: str) -> str | None:
+    """A result or summary: any text up to the body limit; blank means none."""
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_BODY:
+        raise InvalidValue(f"the {what} is {len(value)} characters; the limit is {MAX_BODY}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(f"the {what} is not valid UTF-8 (check the encoding of your input)") from None
+    return value

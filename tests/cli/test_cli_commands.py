@@ -15,7 +15,8 @@ from .conftest import Cli, invoke
 TASK_KEYS = [
     "id", "title", "body", "status", "priority", "tenant", "command", "idempotency_key", "review_required",
     "max_runtime_s", "max_retries", "attempts", "current_run_id", "lease_expires_at", "retry_at", "summary",
-    "created_at", "updated_at", "completed_at",
+    "created_at", "updated_at", "completed_at", "assignee", "created_by", "skills", "result", "block_kind",
+    "workspace", "branch",
 ]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TASK_ID = re.compile(r"^t_[0-9a-f]{12}$")
@@ -46,7 +47,7 @@ def test_create_json(cli: Cli, tmp_path: Path) -> None:
             "python summarise.py {task_id}", "--tenant", "acme", "--idempotency-key", "logs-1", "--max-runtime", "30m",
             "--max-retries", "2", "--review", "--json")
     d = json.loads(ok(r))
-    assert list(d) == [*TASK_KEYS, "created"]
+    assert list(d) == [*TASK_KEYS, "task_id", "created"]
     assert {k: d[k] for k in ("title", "body", "status", "priority", "tenant", "command", "idempotency_key",
                               "review_required", "max_runtime_s", "max_retries", "attempts", "created")} == {
         "title": "summarise logs", "body": "from a file\nnaïve ✓\n", "status": "ready", "priority": 5,
@@ -141,7 +142,7 @@ def test_show_json_has_runs_comments_events(cli: Cli) -> None:
     claim = json.loads(ok(cli("claim", t, "--worker", "w1", "--json")))
     ok(cli("complete", t, "--run-id", str(claim["run_id"]), "--summary", "all good"))
     d = json.loads(ok(cli("show", t, "--json")))
-    assert list(d) == [*TASK_KEYS, "parents", "children", "runs", "comments", "events"]
+    assert list(d) == [*TASK_KEYS, "parents", "children", "runs", "comments", "events", "task", "latest_summary"]
     (run,) = d["runs"]
     assert {k: run[k] for k in ("id", "task_id", "worker", "outcome", "summary")} == {
         "id": claim["run_id"], "task_id": t, "worker": "w1", "outcome": "completed", "summary": "all good"}
@@ -308,7 +309,7 @@ def test_stats(cli: Cli) -> None:
     )
     d = json.loads(ok(cli("stats", "--json")))
     assert list(d) == ["board", "total", "by_status", "run_outcomes", "open_runs", "expired_leases",
-                       "done_last_hour", "oldest_ready_age_s", "last_event_id"]
+                       "done_last_hour", "oldest_ready_age_s", "last_event_id", "by_assignee"]
     assert (d["total"], d["by_status"]["done"], d["last_event_id"]) == (2, 1, 3)
 
 
@@ -342,7 +343,8 @@ def test_boards(cli: Cli, hermes_home: Path) -> None:
     assert json.loads(ok(cli("boards", "create", "research", "--json"))) == {
         "slug": "research", "db": f"{root}/research/kanban.db", "created": False}
     assert ok(cli("boards", "list")) == "research\n"
-    assert json.loads(ok(cli("boards", "list", "--json"))) == [{"slug": "research", "db": f"{root}/research/kanban.db"}]
+    assert json.loads(ok(cli("boards", "list", "--json"))) == [{"slug": "research", "db": f"{root}/research/kanban.db",
+                                                            "name": None, "description": None, "current": False}]
     t = ok(cli("--board", "research", "create", "on research")).strip()
     assert [r["id"] for r in json.loads(ok(cli("list", "--board", "research", "--json")))] == [t]
     assert json.loads(ok(cli("list", "--json"))) == []  # the default board is another board

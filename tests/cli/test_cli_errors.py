@@ -115,7 +115,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["claim", "{ready}", "--worker", ""], 1, "invalid worker '': 1-200 printable characters"),
     (["comment", "{ready}", " "], 1, 'comment is empty: say something, e.g. hermes kanban comment t_3fa2 "looks good"'),
     (["list", "--status", "doing"], 1,
-     "invalid status 'doing': use one of todo, ready, running, review, blocked, done, archived"),
+     "invalid status 'doing': use one of triage, todo, ready, running, review, blocked, done, archived"),
     (["list", "--limit", "-1"], 1, "invalid limit -1: must be 0 or more"),
     (["list", "--sort", "random"], 2,
      "Invalid value for '--sort': 'random' is not one of 'priority', 'age', 'newest', 'updated'."),

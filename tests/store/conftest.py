@@ -47,6 +47,8 @@ def make_task(board: Board) -> MakeTask:
             kwargs["parents"] = [*kwargs.get("parents", ()), parent.id]
         if status == "review":
             kwargs["review"] = True
+        if status == "triage":
+            kwargs["triage"] = True
         task, created = board.create_task(title, **kwargs)
         assert created
         if status in ("running", "review"):

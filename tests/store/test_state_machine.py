@@ -43,20 +43,27 @@ OPS: dict[str, Callable[[Board, Task], Any]] = {
 }
 IT, AC = InvalidTransition, AlreadyClaimed
 EXPECTED: dict[str, dict[str, str | type[HermesError]]] = {
-    #                  todo      ready       running     review    blocked    done      archived
-    "claim":          {"todo": IT, "ready": "running", "running": AC, "review": IT, "blocked": IT, "done": IT,
+    #                  triage, todo      ready       running     review    blocked    done      archived
+    "claim":          {"triage": IT,
+                       "todo": IT, "ready": "running", "running": AC, "review": IT, "blocked": IT, "done": IT,
                        "archived": IT},
-    "complete":       {"todo": IT, "ready": "done", "running": AC, "review": IT, "blocked": "done", "done": IT,
+    "complete":       {"triage": IT,
+                       "todo": IT, "ready": "done", "running": AC, "review": IT, "blocked": "done", "done": IT,
                        "archived": IT},
-    "block":          {"todo": "blocked", "ready": "blocked", "running": AC, "review": IT, "blocked": IT, "done": IT,
+    "block":          {"triage": IT,
+                       "todo": "blocked", "ready": "blocked", "running": AC, "review": IT, "blocked": IT, "done": IT,
                        "archived": IT},
-    "unblock":        {"todo": IT, "ready": IT, "running": IT, "review": IT, "blocked": "ready", "done": IT,
+    "unblock":        {"triage": IT,
+                       "todo": IT, "ready": IT, "running": IT, "review": IT, "blocked": "ready", "done": IT,
                        "archived": IT},
-    "request_review": {"todo": IT, "ready": "review", "running": AC, "review": IT, "blocked": "review", "done": IT,
+    "request_review": {"triage": IT,
+                       "todo": IT, "ready": "review", "running": AC, "review": IT, "blocked": "review", "done": IT,
                        "archived": IT},
-    "approve":        {"todo": IT, "ready": IT, "running": IT, "review": "done", "blocked": IT, "done": IT,
+    "approve":        {"triage": IT,
+                       "todo": IT, "ready": IT, "running": IT, "review": "done", "blocked": IT, "done": IT,
                        "archived": IT},
-    "request_changes": {"todo": IT, "ready": IT, "running": IT, "review": "ready", "blocked": IT, "done": IT,
+    "request_changes": {"triage": IT,
+                        "todo": IT, "ready": IT, "running": IT, "review": "ready", "blocked": IT, "done": IT,
                         "archived": IT},
     "archive":        {s: "archived" for s in STATUSES} | {"archived": IT},
     "comment":        {s: s for s in STATUSES},
@@ -574,9 +581,10 @@ def test_list_filters_sorts_and_validates(board: Board, make_task: MakeTask) -> 
     assert [t.id for t in board.list_tasks(search="REVIEW task")] == [made["review"].id]
     assert len(board.list_tasks(limit=2)) == 2
     for kwargs, message in (
-        ({"status": "bogus"}, "invalid status 'bogus': use one of todo, ready, running, review, blocked, done, "
-                              "archived"),
-        ({"sort": "random"}, "invalid sort 'random': use one of priority, age, newest, updated"),
+        ({"status": "bogus"}, "invalid status 'bogus': use one of triage, todo, ready, running, review, blocked, "
+                              "done, archived"),
+        ({"sort": "random"}, "invalid sort 'random': use one of priority, age, newest, updated, created, "
+                             "created-desc, priority-desc, status, assignee, title"),
         ({"limit": -1}, "invalid limit -1: must be 0 or more"),
         ({"parent": "t_0123456789ab"}, "task t_0123456789ab not found (see: hermes kanban list)"),
     ):

@@ -29,7 +29,7 @@ async def test_columns_show_every_status_with_counts(seeded: dict[str, str]) -> 
     app = RecordingApp()
     async with app.run_test(size=SIZE) as pilot:
         await opened(app, pilot)
-        assert counts(app) == {"todo": 1, "ready": 3, "running": 1, "review": 1, "blocked": 1, "done": 1,
+        assert counts(app) == {"triage": 0, "todo": 1, "ready": 3, "running": 1, "review": 1, "blocked": 1, "done": 1,
                                "archived": 1}
         ready = app.column("ready")
         assert [ready.task_at(i).id for i in range(3)] == [seeded["ready"], seeded["ready2"], seeded["ready3"]]

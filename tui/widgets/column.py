@@ -183,6 +183,8 @@ class TaskColumn(ScrollView, can_focus=True):
             else:
                 self.virtual_size = size  # not laid out yet: the first layout sizes the scrollbar
         self.border_subtitle = f"{count:,}"
+        if self.status == "triage":
+            self.set_class(count == 0, "-hidden")  # most boards never park a task in triage: no empty column
         if self.cursor >= count:
             self.cursor = max(0, count - 1)
         self.refresh()

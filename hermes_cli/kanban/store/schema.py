@@ -114,7 +114,71 @@ def _v2(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
+#: tasks as _v1 created them, with the statuses widened (v3 adds `triage`) and v3's columns appended
+_TASKS_V3 = """
+        CREATE TABLE tasks(
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL CHECK (length(title) > 0),
+            body TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL
+                CHECK (status IN ('triage','todo','ready','running','review','blocked','done','archived')),
+            priority INTEGER NOT NULL DEFAULT 0,
+            tenant TEXT,
+            command TEXT,
+            idempotency_key TEXT,
+            review_required INTEGER NOT NULL DEFAULT 0,
+            max_runtime_s REAL,
+            max_retries INTEGER NOT NULL DEFAULT 3,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            current_run_id INTEGER,
+            lease_expires_at REAL,
+            retry_at REAL,
+            summary TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            completed_at REAL,
+            assignee TEXT,
+            created_by TEXT,
+            skills TEXT,
+            result TEXT,
+            block_kind TEXT,
+            workspace TEXT,
+            branch TEXT
+        )
+"""
+_V1_TASK_COLUMNS = (
+    "id, title, body, status, priority, tenant, command, idempotency_key, review_required, max_runtime_s, "
+    "max_retries, attempts, current_run_id, lease_expires_at, retry_at, summary, created_at, updated_at, completed_at"
+)
+
+
+def _v3(db: Database) -> None:
+    """The vocabulary of hermes-agent users: assignees (profiles), who created a task, skills, a task's result,
+    typed blocks, the `triage` status, a run's result and metadata (handed to children), and where a task runs
+    (workspace, branch: stored for the dispatcher).
+
+    SQLite cannot widen a CHECK constraint in place, so `tasks` is rebuilt (create, copy, drop, rename: the
+    documented generalized ALTER TABLE procedure). migrate() runs every step with foreign keys off and checks
+    them before COMMIT, as that procedure requires.
+    """
+    db.execute(
+        _TASKS_V3.replace("CREATE TABLE tasks(", "CREATE TABLE tasks_v3(", 1)
+        + f"; INSERT INTO tasks_v3({_V1_TASK_COLUMNS}) SELECT {_V1_TASK_COLUMNS} FROM tasks;"
+        + """
+        DROP TABLE tasks;
+        ALTER TABLE tasks_v3 RENAME TO tasks;
+        CREATE UNIQUE INDEX tasks_idempotency_key ON tasks(idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND status != 'archived';
+        CREATE INDEX tasks_claim_order ON tasks(status, priority DESC, created_at);
+        CREATE INDEX tasks_tenant ON tasks(tenant) WHERE tenant IS NOT NULL;
+        CREATE INDEX tasks_assignee ON tasks(assignee, status) WHERE assignee IS NOT NULL;
+        ALTER TABLE runs ADD COLUMN result TEXT;
+        ALTER TABLE runs ADD COLUMN metadata TEXT;
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
 LATEST = len(MIGRATIONS)
 
 
@@ -143,6 +207,18 @@ def migrate(db: Database, target: int = LATEST) -> int:
             MIGRATIONS[version - 1](db)
             db.execute("INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)", (version, time.time()))
             db.execute(f"PRAGMA user_version={version}")
+        broken = db.rows("PRAGMA foreign_key_check")
+        if broken:
+            raise StorageError(
+                f"board {db.paths.db}: migrating to schema v{target} would break {len(broken)} reference(s) "
+                f"(first: {broken[0]}); nothing was changed (see: hermes kanban doctor)"
+            )
         return before
 
-    return db.write(step)
+    # A table rebuild (v3) drops a table other tables reference: foreign keys must be off for the transaction
+    # (the pragma is a no-op inside one), and are checked explicitly before COMMIT above.
+    db.execute("PRAGMA foreign_keys=OFF")
+    try:
+        return db.write(step)
+    finally:
+        db.execute("PRAGMA foreign_keys=ON")

@@ -12,11 +12,12 @@ from .connection import Database
 
 TASK_COLUMNS = (
     "id, title, body, status, priority, tenant, command, idempotency_key, review_required, max_runtime_s, "
-    "max_retries, attempts, current_run_id, lease_expires_at, retry_at, summary, created_at, updated_at, completed_at"
+    "max_retries, attempts, current_run_id, lease_expires_at, retry_at, summary, created_at, updated_at, completed_at, "
+    "assignee, created_by, skills, result, block_kind, workspace, branch"
 )
 RUN_COLUMNS = (
     "id, task_id, worker, host, pid, pid_create_time, started_at, heartbeat_at, lease_expires_at, ended_at, outcome, "
-    "summary, exit_code"
+    "summary, exit_code, result, metadata"
 )
 SATISFIED = "('done','archived')"
 
@@ -101,9 +102,13 @@ def list_tasks(
     sort: str = "priority",
     limit: int | None = None,
     offset: int = 0,
+    assignee: str | None = None,
 ) -> list[Task]:
     where: list[str] = []
     params: list[Any] = []
+    if assignee is not None:
+        where.append("assignee = ?")
+        params.append(assignee)
     statuses = list(statuses or [])
     if statuses:
         where.append(f"status IN ({','.join('?' * len(statuses))})")
@@ -124,12 +129,25 @@ def list_tasks(
         "age": "created_at ASC",
         "newest": "created_at DESC",
         "updated": "updated_at DESC",
+        **EXTRA_SORTS,
     }[sort]
     sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} ORDER BY {order}, id"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params.extend([limit, offset])
     return [Task.from_row(r) for r in db.rows(sql, params)]
+
+
+#: hermes-agent's `list --sort` orders that ours did not have (priority/age/newest/updated are above)
+EXTRA_SORTS = {
+    "created": "created_at ASC",
+    "created-desc": "created_at DESC",
+    "priority-desc": "priority DESC, created_at ASC",
+    "status": "CASE status WHEN 'triage' THEN 0 WHEN 'todo' THEN 1 WHEN 'ready' THEN 2 WHEN 'running' THEN 3 "
+              "WHEN 'review' THEN 4 WHEN 'blocked' THEN 5 WHEN 'done' THEN 6 ELSE 7 END, priority DESC",
+    "assignee": "assignee IS NULL, assignee, priority DESC",
+    "title": "title COLLATE NOCASE",
+}
 
 
 def count_by_status(db: Database, tenant: str | None = None) -> dict[str, int]:
@@ -316,3 +334,69 @@ def insert_comment(db: Database, task_id: str, author: str | None, body: str, no
 
 def comments_for(db: Database, task_id: str) -> list[Comment]:
     return [Comment.from_row(r) for r in db.rows("SELECT * FROM comments WHERE task_id = ? ORDER BY id", (task_id,))]
+
+
+# -- hermes-agent vocabulary: assignees, reports with results, hard delete, garbage collection -----------------------
+def count_by_assignee(db: Database) -> list[dict[str, Any]]:
+    """(assignee, status, n) for every task that is not archived; assignee None for unassigned tasks."""
+    return db.rows(
+        "SELECT assignee, status, count(*) AS n FROM tasks WHERE status != 'archived' "
+        "GROUP BY assignee, status ORDER BY assignee IS NULL, assignee, status"
+    )
+
+
+def set_run_report(db: Database, run_id: int, result: str | None, metadata: dict[str, Any] | None) -> None:
+    db.execute(
+        "UPDATE runs SET result = ?, metadata = ? WHERE id = ?",
+        (result, None if metadata is None else json.dumps(metadata, separators=(",", ":")), run_id),
+    )
+
+
+def latest_finished_run(db: Database, task_id: str, outcomes: Sequence[str]) -> Run | None:
+    row = db.row(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE task_id = ? AND outcome IN ({','.join('?' * len(outcomes))}) "
+        "ORDER BY id DESC LIMIT 1",
+        (task_id, *outcomes),
+    )
+    return None if row is None else Run.from_row(row)
+
+
+def delete_task(db: Database, task_id: str) -> None:
+    """Remove a task with its links, runs and comments. Its events stay: they are the audit trail."""
+    db.execute("DELETE FROM links WHERE parent_id = ? OR child_id = ?", (task_id, task_id))
+    db.execute("DELETE FROM comments WHERE task_id = ?", (task_id,))
+    db.execute("DELETE FROM runs WHERE task_id = ?", (task_id,))
+    db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+
+
+def min_subscription_cursor(db: Database) -> int | None:
+    return db.value("SELECT min(cursor) FROM subscriptions")
+
+
+def gc_events(db: Database, before: float, up_to_id: int | None) -> int:
+    """Delete events older than `before` of tasks that are done, archived or deleted, with ids <= `up_to_id`
+    (None: no limit). Board-wide events (no task) are kept."""
+    where = (
+        "created_at < ? AND task_id IS NOT NULL "
+        "AND task_id NOT IN (SELECT id FROM tasks WHERE status NOT IN ('done','archived'))"
+    )
+    params: list[Any] = [before]
+    if up_to_id is not None:
+        where += " AND id <= ?"
+        params.append(up_to_id)
+    n = int(db.value(f"SELECT count(*) FROM events WHERE {where}", params))
+    if n:
+        db.execute(f"DELETE FROM events WHERE {where}", params)
+    return n
+
+
+def meta_get(db: Database, key: str) -> str | None:
+    return db.value("SELECT value FROM meta WHERE key = ?", (key,))
+
+
+def meta_set(db: Database, key: str, value: str | None) -> None:
+    if value is None:
+        db.execute("DELETE FROM meta WHERE key = ?", (key,))
+    else:
+        db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                   (key, value))
