@@ -573,6 +573,40 @@ def raise_sequences(db: Database, minimum: dict[str, int]) -> None:
     db.write(tx)
 
 
+#: highest id a table has used: its AUTOINCREMENT sequence (which a restore may have raised past every row) or its
+#: highest row, whichever is larger. `{t}` is runs or events.
+_HIGH_WATER_SQL = ("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0), "
+                   "coalesce((SELECT max(id) FROM {t}), 0))")
+
+
+def raise_file_sequences(path: Path, floor_for: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
+    """Raise the run/event id sequences of a board file that is not live yet (restore's staged copy).
+
+    `floor_for` gets the file's own high-water marks and returns the floor to install. The write commits under
+    synchronous=EXTRA and the WAL is folded back into the file before it closes, so the floor is in the file itself
+    the moment it is renamed into place: no opener can ever see the file without it. Returns the floor installed.
+    """
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW)
+    try:
+        conn.setbusytimeout(5000)
+        conn.execute("PRAGMA synchronous=EXTRA")
+        own = {t: _int_value(conn, _HIGH_WATER_SQL.format(t=t)) for t in ("runs", "events")}
+        floor = floor_for(own)
+        with conn:  # one transaction
+            for table, value in floor.items():
+                if table not in ("runs", "events") or value <= 0:
+                    continue
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) SELECT ?, 0 WHERE NOT EXISTS "
+                             "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (table, table))
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", (value, table, value))
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        if busy:
+            raise apsw.BusyError(f"could not fold the WAL of {path} back into it")
+        return floor
+    finally:
+        conn.close()
+
+
 def salvage_reports(
     conn: apsw.Connection, after_event_id: int
 ) -> tuple[list[dict[str, Any]], dict[str, int | None], str]:
@@ -603,7 +637,7 @@ def salvage_reports(
         note = f"stopped early: {exc}"
     for table in ("runs", "events"):
         try:
-            ids[table] = _int_value(conn, f"SELECT coalesce(max(id), 0) FROM {table}")
+            ids[table] = _int_value(conn, _HIGH_WATER_SQL.format(t=table))
         except apsw.Error as exc:
             note = f"{note}; max({table}.id) unreadable: {exc}"
     return reports, ids, note
