@@ -150,7 +150,10 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str)
         out.append(Finding("integrity", WARN, f"the check could not run: the board is busy ({exc})",
                            f"hermes kanban doctor{bo}"))
         problems = None
-    if conn.readonly("main"):
+    if db.refused:
+        out.append(Finding("writable", INFO, "not checked: the board failed its check, so doctor read it through a "
+                           "read-only connection (nothing was written to it)"))
+    elif conn.readonly("main"):
         out.append(Finding("writable", FAIL, f"{paths.db} is read-only to this process (file flags, permissions or "
                            "a read-only mount); reports are being spooled",
                            "make it writable (chattr -i, chmod u+w, remount rw), then hermes kanban "
@@ -373,6 +376,11 @@ def repair(paths: BoardPaths) -> RepairResult:
                 f"board {paths.db} has damage beyond its indexes ({problems[0]}); repair refused, nothing changed"
                 + (f"; a copy is in {q}" if q else "") + f" (see: {restore_hint})"
             )
+        if db.refused:
+            # The check ran through a read-only look (nothing written so far); REINDEX needs a read-write
+            # connection, opened only now that the damage is known to be confined to indexes.
+            db.close()
+            db = connect(paths, create=False, verify=False, probe=False)
         try:
             store_health.reindex(db, indexes)
         except CorruptBoard as err:

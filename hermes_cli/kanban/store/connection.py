@@ -203,9 +203,14 @@ def exclusive_open_lock(paths: BoardPaths) -> Iterator[None]:
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
-    def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None) -> None:
+    def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None, *,
+                 refused: bool = False) -> None:
         self.conn = conn
         self.paths = paths
+        #: a read-only look at a board that failed its check (doctor and repair read it; nothing can be written)
+        self.refused = refused
+        #: set once SQLite reported this board corrupt: closing then never checkpoints into it
+        self._damaged = refused
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
         self._after_commit: list[Callable[[], None]] = []
         #: set when the current write transaction inserted an event: its commit rings the board's doorbell
@@ -216,6 +221,12 @@ class Database:
         self._file_id = _file_id(paths.db)
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
+
+    def _translate(self, exc: BaseException) -> HermesError:
+        err = translate(exc, self.paths.db)
+        if isinstance(err, CorruptBoard):
+            self._damaged = True
+        return err
 
     # -- reads -------------------------------------------------------------------------------------------------------
     def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
@@ -229,7 +240,7 @@ class Database:
                 out.append(dict(zip(names, row, strict=True)))
             return out
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
 
@@ -242,7 +253,7 @@ class Database:
             for row in self.conn.execute(sql, params):
                 return row[0]
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
         return None
@@ -251,7 +262,7 @@ class Database:
         try:
             self.conn.execute(sql, params)
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
 
@@ -292,12 +303,12 @@ class Database:
                 self.conn.execute("BEGIN IMMEDIATE")
             except (apsw.BusyError, apsw.LockedError) as exc:
                 if attempt == BUSY_ATTEMPTS - 1:
-                    raise translate(exc, self.paths.db) from exc
+                    raise self._translate(exc) from exc
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
             except apsw.Error as exc:
-                raise translate(exc, self.paths.db) from exc
+                raise self._translate(exc) from exc
             self._in_write = True
             try:
                 result = fn()
@@ -309,7 +320,7 @@ class Database:
                     delay = min(delay * 2, 0.25)
                     continue
                 if isinstance(exc, apsw.Error):
-                    raise translate(exc, self.paths.db) from exc
+                    raise self._translate(exc) from exc
                 raise
             finally:
                 self._in_write = False
@@ -332,6 +343,10 @@ class Database:
             pass
 
     def close(self) -> None:
+        if self._damaged:
+            # Closing the last connection checkpoints the -wal into the db and deletes both: never into a board
+            # SQLite found damaged (DESIGN.md Storage: a refused board is left byte-identical).
+            self.conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.conn.close()
         if self._open_lock is not None:
             os.close(self._open_lock)  # a separate lock file: closing it cannot touch SQLite's locks
@@ -389,13 +404,19 @@ def _configure(conn: apsw.Connection, synchronous: str) -> None:
     )
 
 
-def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None) -> Database:
+def connect(
+    paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None, probe: bool = True
+) -> Database:
     """Open (and if asked, create) a board database. Never creates anything over an existing file.
 
     Fail-closed (store/health.py): an empty, not-a-database or check-failing file raises CorruptBoard (exit 4) naming
-    the file and the next command, after one content-addressed quarantine copy. `verify=False` skips only the
-    quick_check (doctor and repair open damaged boards on purpose); the header is always read. `vfs` names a
-    registered SQLite VFS (the power-cut simulation in tests/torture); None is SQLite's default.
+    the file and the next command, after one content-addressed quarantine copy; the db, -wal and -shm are left
+    byte-identical. The check runs (when the file state is not already known good) through a connection that cannot
+    write any board file (`store_health.probe`) before any read-write connection exists. `verify=False` (doctor and
+    repair open damaged boards on purpose) returns that read-only connection for a board that fails the check
+    (`Database.refused`); the header is always read. `probe=False` opens read-write straight away (repair, once it
+    has decided to write). `vfs` names a registered SQLite VFS (the power-cut simulation in tests/torture); None is
+    SQLite's default.
     """
     check_sqlite_version()
     synchronous_mode()  # refuse bad settings from the environment before anything is created
@@ -410,7 +431,7 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
     lock = hold_open_lock(paths)
     try:
         if check_db_path(paths.db, must_exist=not create):
-            return _open(paths, lock, verify=verify, vfs=vfs)
+            return _open(paths, lock, verify=verify, vfs=vfs, probe=probe)
         return _create(paths, lock, vfs=vfs)
     except BaseException:
         if lock is not None:
@@ -418,10 +439,21 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
         raise
 
 
-def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None) -> Database:
+def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None, probe: bool = True) -> Database:
     from . import health as store_health  # lazily: it imports this module
 
     store_health.check_not_empty(paths)
+    key = store_health.db_key(paths.db)
+    if probe and not (key is not None and store_health.cached_ok(paths, key)):
+        look = store_health.probe(paths, vfs=vfs)
+        if look is not None and look.problems:
+            if look.error is not None:  # the header is unreadable: refused even to doctor (as before the probe)
+                raise store_health.fail_closed(paths, look.error, look.conn)
+            if verify:
+                raise store_health.fail_closed(paths, store_health.CheckFailed(look.problems), look.conn)
+            return Database(look.conn, paths, lock, refused=True)
+        if look is not None:
+            look.conn.close()  # passed (and remembered): the read-write open below trusts that check
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
     conn: apsw.Connection | None = None
     try:
