@@ -13,7 +13,7 @@ from ..kanban.board import DEFAULT_LEASE_S
 from ..kanban.errors import InvalidValue
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
 from ..kanban.values import check_priority
-from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
+from .common import age, command, common, emit, env_task_and_run, open_board, open_worker_board, read_body, task_line
 from .reports import report
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
@@ -241,7 +241,7 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: s
     task, run = env_task_and_run(task_id, run_id)
     if run is None:
         raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
-    with open_board(board) as b:
+    with open_worker_board(board) as b:
         claim = b.heartbeat(task, run, ttl=ttl)
     emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at)},
          f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
@@ -327,7 +327,7 @@ def kanban_request_review(task_id: str | None, run_id: int | None, summary: str 
         hermes kanban request-review t_3fa2b1c4d5e6 --summary "ready for a look"
     """
     task, run = env_task_and_run(task_id, run_id)
-    with open_board(board) as b:
+    with open_worker_board(board) as b:
         t = b.request_review(task, run, summary=summary, force=force)
     emit(as_json, _task_out(t), f"{t.id} {t.status}")
 

@@ -120,3 +120,15 @@ class BoardReadOnly(StorageError):
     """The board database cannot be written."""
 
     code = "read_only"
+
+
+class NotABoard(StorageError):
+    """The file the board path names is not a hermes kanban board (nothing is written next to it)."""
+
+    code = "not_a_board"
+
+
+class BoardMissing(StorageError):
+    """A worker's board database does not exist (removed or moved); a worker-facing command never creates one."""
+
+    code = "board_missing"

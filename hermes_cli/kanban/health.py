@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from . import spool
-from .errors import CorruptBoard, HermesError, NotFound, StorageError
+from .errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
 from .models import iso
 from .paths import BoardPaths
 from .store import health as store_health
@@ -111,6 +111,8 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
         raise NotFound(f"board database {paths.db} does not exist (see: hermes kanban init)")
     try:
         db = connect(paths, create=False, verify=False)
+    except NotABoard:
+        raise  # not a board at all: no board health to report, and no restore or repair to suggest
     except StorageError as err:
         nxt = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
         findings.append(Finding("database", FAIL, err.message, nxt))

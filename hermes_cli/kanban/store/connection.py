@@ -28,11 +28,12 @@ from ..errors import (
     CorruptBoard,
     HermesError,
     InvalidValue,
+    NotABoard,
     StorageError,
     UnsafeFilesystem,
     UnsupportedSQLite,
 )
-from ..paths import BoardPaths, check_db_path, ensure_private_dir
+from ..paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
 
 T = TypeVar("T")
 
@@ -200,6 +201,65 @@ def exclusive_open_lock(paths: BoardPaths) -> Iterator[None]:
         os.close(fd)
 
 
+#: the first 16 bytes of every SQLite database file
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: tables every hermes board has (schema v1)
+BOARD_TABLES = frozenset({"schema_migrations", "tasks", "runs", "events"})
+
+
+def known_board_dir(paths: BoardPaths) -> bool:
+    """Whether hermes has kept this board here before: the directory is under the boards root, or a hermes
+    connection has opened this db here (its open-lock file exists). Anywhere else (a HERMES_KANBAN_DB pointing into
+    /etc, say) nothing may be written beside the file until it is known to be a board."""
+    if boards_root().absolute() in paths.dir.absolute().parents:
+        return True
+    return os.path.lexists(open_lock_path(paths))
+
+
+def not_a_board(paths: BoardPaths, why: str) -> NotABoard:
+    return NotABoard(
+        f"{paths.db} is not a hermes kanban board ({why}); nothing was written to it or beside it: point "
+        "HERMES_KANBAN_DB at a board's kanban.db (see: hermes kanban boards list) or unset it"
+    )
+
+
+def check_is_board(paths: BoardPaths, vfs: str | None = None) -> None:
+    """Refuse (NotABoard, exit 4) an existing file outside a known board directory that is not a hermes board: not an
+    SQLite file, or an SQLite database without the board's tables. Looks without writing anything: the header with
+    one read, the tables through `store_health.probe` (read-only, creates no -wal or -shm)."""
+    from . import health as store_health  # lazily: it imports this module
+
+    if known_board_dir(paths) or holds_connection(paths.db):
+        return
+    try:
+        # No connection to this file is held in this process (checked above), so closing this fd drops no lock.
+        fd = os.open(paths.db, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 100)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot read {paths.db} ({exc.strerror or exc}) (check HERMES_KANBAN_DB)") from None
+    if not head:
+        raise not_a_board(paths, "an empty file")
+    if not head.startswith(SQLITE_MAGIC) or len(head) < 100:
+        raise not_a_board(paths, "not an SQLite database")
+    look = store_health.probe(paths, check=False, vfs=vfs)
+    if look is None:
+        return  # it cannot be read without writing (busy, a -wal without its -shm): the usual open decides
+    try:
+        if look.error is not None:
+            raise not_a_board(paths, f"an SQLite file whose header cannot be read: {look.error}")
+        tables = {str(r[0]) for r in look.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        version = store_health._int_value(look.conn, "PRAGMA user_version")
+    except apsw.Error as exc:
+        raise not_a_board(paths, f"an SQLite database that cannot be read: {exc}") from None
+    finally:
+        look.conn.close()
+    if version < 1 or not BOARD_TABLES <= tables:
+        raise not_a_board(paths, "an SQLite database without the board's tables")
+
+
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
@@ -211,6 +271,8 @@ class Database:
         self.refused = refused
         #: set once SQLite reported this board corrupt: closing then never checkpoints into it
         self._damaged = refused
+        #: this connection created the board's database file (a new board)
+        self.created = False
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
         self._after_commit: list[Callable[[], None]] = []
         #: set when the current write transaction inserted an event: its commit rings the board's doorbell
@@ -426,6 +488,8 @@ def connect(
     else:
         check_db_path(paths.db, must_exist=True)
     check_filesystem(paths.dir)
+    if check_db_path(paths.db, must_exist=False):
+        check_is_board(paths, vfs)  # before the open-lock file or anything else is created beside it
     # The open-lock is taken before SQLite opens any file: while `restore` or `boards rm` hold it exclusively this
     # waits with nothing open, then opens whatever file is in place by then (never the old db with the new -wal).
     lock = hold_open_lock(paths)
@@ -499,6 +563,8 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
                 raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
             fsync_dir(paths.dir)
             _configure(conn, synchronous_mode())
+            db = Database(conn, paths, lock)
+            db.created = True
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -507,4 +573,4 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
             raise
         finally:
             os.umask(old_umask)
-        return Database(conn, paths, lock)
+        return db
