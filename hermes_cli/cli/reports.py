@@ -1,11 +1,12 @@
 """Worker reports (complete, block): the writes that must never be lost.
 
-If the board cannot take the report — it cannot be opened, is corrupt, read-only, locked past its retries, or the disk is full (any StorageError, exit 4) —
-the report is written durably to the board's spool instead, a warning goes to stderr and the command exits 0 with
-`"spooled": true`. A board that is gone (removed while the worker ran) is never re-created: the report goes to the
-host spool under HERMES_HOME (`spool.spool_dir_for`). Domain errors (unknown task, fenced run: exit 1/3) are not
-spooled: the board answered, and the answer is no. Bad input (task id, run id, summary) is refused before the board
-is tried, with the checks the spool reader applies, so it fails the same way whether the board is healthy or not.
+If the board cannot take the report — it cannot be opened, is corrupt, read-only, locked past its retries, or the
+disk is full (any StorageError, exit 4) — the report is written durably to the board's spool instead, a warning goes
+to stderr and the command exits 0 with `"spooled": true`. A board that is gone (removed while the worker ran) is
+never re-created: the report goes to the host spool under HERMES_HOME (`spool.spool_dir_for`). Domain errors
+(unknown task, fenced run: exit 1/3) are not spooled: the board answered, and the answer is no. Bad input (task id,
+run id, summary) is refused before the board is tried, with the checks the spool reader applies, so it fails the
+same way whether the board is healthy or not.
 """
 
 from __future__ import annotations
