@@ -122,10 +122,9 @@ class BoardReadOnly(StorageError):
     code = "read_only"
 
 
-class NotABoard(StorageError):
-    """The file the board path names is not a hermes kanban board (nothing is written next to it)."""
-
-    code = "not_a_board"
+class NotABoard(CorruptBoard):
+    """The file the board path names is not a hermes kanban board (nothing is written next to it). Its JSON code
+    stays `corrupt` (fail closed, exit 4), as it was before hermes told the two apart."""
 
 
 class BoardMissing(StorageError):

@@ -102,7 +102,7 @@ def test_a_pinned_path_that_is_not_a_board_gets_nothing_written_next_to_it(tmp_p
         for args in FOREIGN_COMMANDS:
             r = hermes(*args, env=env)
             assert r.rc == 4, (name, args, r)
-            assert r.err.startswith(f"error: {target} is not a hermes kanban board"), (name, args, r.err)
+            assert r.err.startswith(f"error: board database {target} is not a hermes kanban board"), (name, args, r.err)
             assert "restore" not in r.err and "repair" not in r.err, (name, args, r.err)
             assert listing(etc) == before, (name, args)
         r = hermes("complete", "t_000000000000", "--run-id", "1", "--json", env=env)

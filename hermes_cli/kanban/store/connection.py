@@ -218,8 +218,8 @@ def known_board_dir(paths: BoardPaths) -> bool:
 
 def not_a_board(paths: BoardPaths, why: str) -> NotABoard:
     return NotABoard(
-        f"{paths.db} is not a hermes kanban board ({why}); nothing was written to it or beside it: point "
-        "HERMES_KANBAN_DB at a board's kanban.db (see: hermes kanban boards list) or unset it"
+        f"board database {paths.db} is not a hermes kanban board ({why}); nothing was written to it or beside it: "
+        "point HERMES_KANBAN_DB at a board's kanban.db (see: hermes kanban boards list) or unset it"
     )
 
 
