@@ -508,7 +508,9 @@ def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None,
 
     store_health.check_not_empty(paths)
     key = store_health.db_key(paths.db)
-    if probe and not (key is not None and store_health.cached_ok(paths, key)):
+    # Skipped when this process already holds a connection to the file (it was checked when that one opened, and a
+    # closed read-only connection's fd would linger in SQLite's pending-close list for as long as that one lives).
+    if probe and not holds_connection(paths.db) and not (key is not None and store_health.cached_ok(paths, key)):
         look = store_health.probe(paths, vfs=vfs)
         if look is not None and look.problems:
             if look.error is not None:  # the header is unreadable: refused even to doctor (as before the probe)
