@@ -173,10 +173,11 @@ def test_refused_board_with_a_live_wal_stays_byte_identical(paths, helper):
     smash_pages_live(db, victims)
     before = fingerprint(db)
     assert all(before.values()), before
-    checks = [*READERS, ["doctor"], ["doctor", "--full"], ["repair"], ["complete", "t_000000000000", "--run-id", "1"]]
+    checks = [*READERS, ["doctor"], ["doctor", "--full"], ["repair"], ["heartbeat", "t_000000000000", "--run-id", "1"],
+              ["complete", "t_000000000000", "--run-id", "1"], ["block", "t_000000000000", "why", "--run-id", "2"]]
     for args in checks:
         r = hermes(*args)
-        assert r.rc != 0 or args[0] == "complete", (args, r)
+        assert r.rc != 0 or args[0] in ("complete", "block"), (args, r)  # reports spool (exit 0)
         assert "Traceback" not in r.err, (args, r.err)
         assert fingerprint(db) == before, f"`hermes kanban {' '.join(args)}` changed the board's files"
     with pytest.raises(CorruptBoard):
