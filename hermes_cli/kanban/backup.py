@@ -502,8 +502,10 @@ def _salvage(
         n = 0
         for r in reports:
             try:
+                # The board's own spool: its db is moved aside right now, which spool_dir_for would take for a
+                # board that is gone.
                 _, wrote = spool.spool_report(paths, r["kind"], r["task_id"], r["run_id"], summary=r["summary"],
-                                              force=r["forced"], source="salvaged")
+                                              force=r["forced"], source="salvaged", directory=paths.spool_dir)
             except HermesError:
                 continue  # a different report for that run is already spooled: the spooled one wins
             n += int(wrote)

@@ -137,17 +137,19 @@ def spool_report(
     force: bool = False,
     error: HermesError | None = None,
     source: str = "spooled",
+    directory: Path | None = None,
 ) -> tuple[SpooledReport, bool]:
     """Write one report durably. Returns (the report on disk, whether this call wrote it).
 
     Raises Conflict when a different report for the same task+run is already spooled, StorageError when the spool
-    itself cannot be written (then nothing is durable and the caller must fail).
+    itself cannot be written (then nothing is durable and the caller must fail). `directory` overrides
+    `spool_dir_for` (restore salvages into the board's own spool while its db is moved aside).
     """
     check_report(kind, task_id, run_id, summary)
     now = time.time()
     report = SpooledReport(
-        path=spool_dir_for(paths) / file_name(task_id, run_id), kind=kind, task_id=task_id, run_id=run_id,
-        summary=summary, force=bool(force), spooled_at=now, source=source,
+        path=(directory or spool_dir_for(paths)) / file_name(task_id, run_id), kind=kind, task_id=task_id,
+        run_id=run_id, summary=summary, force=bool(force), spooled_at=now, source=source,
         error=None if error is None else {"code": error.code, "message": error.message},
     )
     data = {

@@ -105,6 +105,10 @@ def test_restore_replaces_db_and_sidecars_and_keeps_ids_unique(paths):
     assert (aside / "kanban.db").exists()
     # the task created after the backup was put back from the old board, and its completion with it
     assert res["salvaged"] == 1 and res["recreated_tasks"] == [t.id]
+    # salvaged into the board's own spool (and replayed from there), not the host spool of a board that is gone
+    filed = [f for sub in ("applied", "skipped") if (paths.spool_dir / sub).is_dir()
+             for f in (paths.spool_dir / sub).iterdir()]
+    assert len(filed) == 1 and not paths.host_spool_dir.exists(), filed
     with Board.open() as b:
         assert b.get_task(t.id).status == "done"
         assert b.get_task(t.id).summary == "landed after backup"
