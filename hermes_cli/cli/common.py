@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import click
 
 from ..kanban.board import Board
-from ..kanban.errors import HermesError, InvalidValue
+from ..kanban.errors import BoardMissing, HermesError, InvalidValue, NotFound
 from ..kanban.models import Task
+from ..kanban.paths import resolve
 from ..kanban.textsafe import inline, terminal_safe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,9 +81,38 @@ def _ctx_chain(ctx: click.Context | None) -> Iterator[click.Context]:
         ctx = ctx.parent
 
 
+def _pinned(slug: str | None) -> bool:
+    return slug is None and bool(os.environ.get("HERMES_KANBAN_DB"))
+
+
 @contextmanager
 def open_board(board: str | None, *, create: bool | None = None) -> Iterator[Board]:
-    b = Board.open(board_slug(board), create=create)
+    slug = board_slug(board)
+    b = Board.open(slug, create=create)
+    try:
+        if b.created and _pinned(slug):
+            # A pinned path that did not exist becomes a new, empty board: say so, or a typo goes unnoticed.
+            click.echo(f"note: created new board at {b.paths.db}", err=True)
+        yield b
+    finally:
+        b.close()
+
+
+@contextmanager
+def open_worker_board(board: str | None) -> Iterator[Board]:
+    """The board of a worker-facing command (complete, block, heartbeat, request-review): never created. A pinned
+    board that is gone (`boards rm` while the worker ran) raises BoardMissing (exit 4: complete/block spool)."""
+    slug = board_slug(board)
+    try:
+        b = Board.open(slug, create=False)
+    except NotFound:
+        if not _pinned(slug):
+            raise
+        db = resolve(slug).db
+        raise BoardMissing(
+            f"board database {db} does not exist (the board was removed or moved); a worker's command never creates "
+            "a board (see: hermes kanban boards list)"
+        ) from None
     try:
         yield b
     finally:

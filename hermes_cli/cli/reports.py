@@ -2,9 +2,11 @@
 
 If the board cannot take the report — it cannot be opened, is corrupt, read-only, locked past its retries, or the
 disk is full (any StorageError, exit 4) — the report is written durably to the board's spool instead, a warning goes
-to stderr and the command exits 0 with `"spooled": true`. Domain errors (unknown task, fenced run: exit 1/3) are not
-spooled: the board answered, and the answer is no. Bad input (task id, run id, summary) is refused before the board
-is tried, with the checks the spool reader applies, so it fails the same way whether the board is healthy or not.
+to stderr and the command exits 0 with `"spooled": true`. A board that is gone (removed while the worker ran) is
+never re-created: the report goes to the host spool under HERMES_HOME (`spool.spool_dir_for`). Domain errors
+(unknown task, fenced run: exit 1/3) are not spooled: the board answered, and the answer is no. Bad input (task id,
+run id, summary) is refused before the board is tried, with the checks the spool reader applies, so it fails the
+same way whether the board is healthy or not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..kanban import spool
 from ..kanban.errors import StorageError
 from ..kanban.paths import resolve
 from ..kanban.values import check_metadata, check_report_text
-from .common import board_slug, emit, open_board
+from .common import board_slug, emit, open_board, open_worker_board
 
 
 def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
@@ -27,7 +29,7 @@ def report(kind: str, board: str | None, task_id: str, run_id: int | None, *, su
     meta = check_metadata(metadata)
     result = check_report_text(result, "result")
     try:
-        with open_board(board) as b:
+        with open_worker_board(board) as b:
             if kind == "complete":
                 t = b.complete(task_id, run_id, summary=summary, force=force, result=result, metadata=meta)
             else:

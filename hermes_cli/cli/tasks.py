@@ -15,7 +15,7 @@ from ..kanban.errors import InvalidValue, UsageError
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
 from ..kanban.textsafe import inline, terminal_safe
 from ..kanban.values import check_priority
-from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
+from .common import age, command, common, emit, env_task_and_run, open_board, open_worker_board, read_body, task_line
 from .greedy import GreedyCommand
 from .reports import report, report_many
 
@@ -306,7 +306,7 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, note: st
     task, run = env_task_and_run(task_id, run_id)
     if run is None:
         raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
-    with open_board(board) as b:
+    with open_worker_board(board) as b:
         claim = b.heartbeat(task, run, ttl=ttl, note=note)
     emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
                    **({"note": note} if note is not None else {})},
@@ -423,7 +423,7 @@ def kanban_request_review(task_id: str | None, run_id: int | None, summary: str 
         hermes kanban request-review t_3fa2b1c4d5e6 --summary "ready for a look"
     """
     task, run = env_task_and_run(task_id, run_id)
-    with open_board(board) as b:
+    with open_worker_board(board) as b:
         t = b.request_review(task, run, summary=summary, force=force)
     emit(as_json, _task_out(t), f"{t.id} {t.status}")
 

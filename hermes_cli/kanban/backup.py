@@ -6,13 +6,16 @@ newest N automatic backups are kept. A live board is only ever read through SQLi
 
 restore: only when no process has the board open (every process's open files are scanned with psutil, then the
 board's SQLite locks are try-locked and held while the files are swapped). The backup is staged beside the board
-and switched to WAL under synchronous=EXTRA, the old db + -wal + -shm are moved together into
-`pre-restore/<stamp>/` (kept as evidence), the staged file is renamed into place, and then:
+and switched to WAL under synchronous=EXTRA. Then, while the open-lock is held exclusively (nobody can open the
+board):
+- the old db + -wal + -shm are moved together into `pre-restore/<stamp>/` (kept as evidence),
 - completions and blocks the old board logged after the backup was taken are salvaged (best effort, from a byte copy
   of the moved-aside files) into the spool,
-- run and event ids are raised past every id the old board or the spool has seen, so a fencing token or a reader's
-  cursor from before the restore is never handed out again,
-- the spool is replayed (`reconcile.apply`).
+- the staged file's run and event id sequences are raised past every id the old board or the spool has seen, so a
+  fencing token or a reader's cursor from before the restore is never handed out again, not even to the first
+  opener after the swap,
+- the staged file is renamed into place (on any failure before that, the old files are put back).
+After that the tasks only the old board had are put back and the spool is replayed (`reconcile.apply`).
 """
 
 from __future__ import annotations
@@ -380,6 +383,7 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
         raise
     aside: Path | None = None
+    result = RestoreResult(restored_from=src, board=paths.db, moved_aside=None)
     try:
         # Every hermes connection holds the board's open-lock shared for its whole life: holding it exclusively
         # across the swap means no connection is open now and none can open until the files are swapped (a scan
@@ -399,6 +403,20 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
                     for p in present:
                         os.rename(p, aside / p.name)
                     fsync_dir(aside)
+                result.moved_aside = aside
+                try:
+                    # The id floor goes into the staged file before it is renamed into place, while nobody can open
+                    # the board: the first opener after the swap (a dispatcher waiting on the open-lock) already
+                    # gets run ids the old board never handed out. Raising it after the swap left a window in which
+                    # an old worker's token named a newcomer's run.
+                    old_ids = _salvage(paths, aside, summary["last_event_id"], result)
+                    spooled_runs = [r.run_id or 0 for r in spool.pending(paths)[0]]
+                    result.id_floor = store_health.raise_file_sequences(
+                        staging, lambda own: _id_floor(own, old_ids, spooled_runs))
+                    fsync_file(staging)
+                except BaseException:
+                    _put_back(paths, aside, present)
+                    raise
                 os.rename(staging, paths.db)
                 fsync_dir(paths.dir)
             finally:
@@ -407,20 +425,9 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
         raise
     store_health.forget_check(paths)
-    result = RestoreResult(restored_from=src, board=paths.db, moved_aside=aside)
-    old_ids = _salvage(paths, aside, summary["last_event_id"], result)
-    spooled_runs = [r.run_id or 0 for r in spool.pending(paths)[0]]
     from .board import Board
 
     with Board.open(paths.slug, str(paths.db), create=False) as board:
-        floor = store_health.max_ids(board.db)
-        for k in floor:
-            old = old_ids.get(k)
-            # An old board we could not read: nobody knows its highest id, so skip far past the backup's.
-            floor[k] = floor[k] + UNKNOWN_ID_GAP if old is None else max(floor[k], old)
-        floor["runs"] = max([floor["runs"], *spooled_runs])
-        store_health.raise_sequences(board.db, floor)
-        result.id_floor = floor
         if result.salvaged_tasks:
             result.recreated = store_health.insert_salvaged_tasks(board.db, result.salvaged_tasks,
                                                                   result.salvaged_links, time.time())
@@ -435,6 +442,26 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         raise CorruptBoard(f"restored board {paths.db} failed integrity_check ({problems[0]}) (see: hermes kanban "
                            "doctor --full)")
     return result
+
+
+def _id_floor(own: dict[str, int], old_ids: dict[str, int | None], spooled_runs: list[int]) -> dict[str, int]:
+    """The run/event id floor of a restored board: past every id the backup, the old board and the spool have seen.
+    An old board we could not read: nobody knows its highest id, so skip far past the backup's."""
+    floor = {}
+    for k, mine in own.items():
+        old = old_ids.get(k)
+        floor[k] = mine + UNKNOWN_ID_GAP if old is None else max(mine, old)
+    floor["runs"] = max([floor["runs"], *spooled_runs])
+    return floor
+
+
+def _put_back(paths: BoardPaths, aside: Path | None, moved: list[Path]) -> None:
+    """Undo the move aside (restore failed before the swap): the old board goes back exactly as it was."""
+    if aside is None:
+        return
+    for p in reversed(moved):  # db first, then its sidecars
+        os.rename(aside / p.name, p)
+    fsync_dir(paths.dir)
 
 
 def _salvage(
@@ -475,8 +502,10 @@ def _salvage(
         n = 0
         for r in reports:
             try:
+                # The board's own spool: its db is moved aside right now, which spool_dir_for would take for a
+                # board that is gone.
                 _, wrote = spool.spool_report(paths, r["kind"], r["task_id"], r["run_id"], summary=r["summary"],
-                                              force=r["forced"], source="salvaged")
+                                              force=r["forced"], source="salvaged", directory=paths.spool_dir)
             except HermesError:
                 continue  # a different report for that run is already spooled: the spooled one wins
             n += int(wrote)

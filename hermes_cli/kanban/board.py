@@ -115,6 +115,11 @@ class Board:
     def slug(self) -> str:
         return self.paths.slug
 
+    @property
+    def created(self) -> bool:
+        """Whether this open created the board (its database file did not exist)."""
+        return self.db.created
+
     # -- plumbing ----------------------------------------------------------------------------------------------------
     def _write(self, fn: Callable[[float], T]) -> T:
         """Run `fn(now)` in one write transaction. Every event it writes rings the doorbell after COMMIT."""

@@ -132,3 +132,14 @@ class BoardReadOnly(StorageError):
     """The board database cannot be written."""
 
     code = "read_only"
+
+
+class NotABoard(CorruptBoard):
+    """The file the board path names is not a hermes kanban board (nothing is written next to it). Its JSON code
+    stays `corrupt` (fail closed, exit 4), as it was before hermes told the two apart."""
+
+
+class BoardMissing(StorageError):
+    """A worker's board database does not exist (removed or moved); a worker-facing command never creates one."""
+
+    code = "board_missing"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from . import spool
-from .errors import CorruptBoard, HermesError, NotFound, StorageError
+from .errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
 from .models import iso
 from .paths import BoardPaths
 from .store import dispatch as dispatch_sql
@@ -126,6 +126,8 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
         raise NotFound(f"board database {paths.db} does not exist (see: hermes kanban init)")
     try:
         db = connect(paths, create=False, verify=False)
+    except NotABoard:
+        raise  # not a board at all: no board health to report, and no restore or repair to suggest
     except StorageError as err:
         nxt = f"hermes kanban restore --latest{bo}" if _has_backup(paths) else f"hermes kanban backups list{bo}"
         findings.append(Finding("database", FAIL, err.message, nxt))
@@ -168,7 +170,10 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
         out.append(Finding("integrity", WARN, f"the check could not run: the board is busy ({exc})",
                            f"hermes kanban doctor{bo}"))
         problems = None
-    if conn.readonly("main"):
+    if db.refused:
+        out.append(Finding("writable", INFO, "not checked: the board failed its check, so doctor read it through a "
+                           "read-only connection (nothing was written to it)"))
+    elif conn.readonly("main"):
         out.append(Finding("writable", FAIL, f"{paths.db} is read-only to this process (file flags, permissions or "
                            "a read-only mount); reports are being spooled",
                            "make it writable (chattr -i, chmod u+w, remount rw), then hermes kanban "
@@ -433,6 +438,11 @@ def repair(paths: BoardPaths) -> RepairResult:
                 f"board {paths.db} has damage beyond its indexes ({problems[0]}); repair refused, nothing changed"
                 + (f"; a copy is in {q}" if q else "") + f" (see: {restore_hint})"
             )
+        if db.refused:
+            # The check ran through a read-only look (nothing written so far); REINDEX needs a read-write
+            # connection, opened only now that the damage is known to be confined to indexes.
+            db.close()
+            db = connect(paths, create=False, verify=False, probe=False)
         try:
             store_health.reindex(db, indexes)
         except CorruptBoard as err:

@@ -6,6 +6,7 @@ directly; its directory is then the board directory. Board directories are 0700 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -59,6 +60,15 @@ class BoardPaths:
     @property
     def spool_dir(self) -> Path:
         return self.dir / "spool"
+
+    @property
+    def host_spool_dir(self) -> Path:
+        """The spool for this board kept under HERMES_HOME: used when the board's own directory must not be written
+        (the board is missing, or the pinned file is not a board). Keyed by the db path, so the reports are found
+        when a board is back at that path."""
+        digest = hashlib.sha256(str(self.db).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.slug)[:64] or "board"
+        return hermes_home() / "kanban" / "spool" / f"{safe}-{digest}"
 
     @property
     def backups_dir(self) -> Path:

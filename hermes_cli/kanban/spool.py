@@ -136,6 +136,18 @@ def check_extra(kind: str, extra: object) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None} or None
 
 
+def spool_dir_for(paths: BoardPaths) -> Path:
+    """Where a report for this board is spooled: beside the board (`<board dir>/spool/`) when its database is there
+    in a directory hermes keeps boards in; otherwise (the board was removed or moved, or the pinned path is not a
+    board, e.g. HERMES_KANBAN_DB=/etc/passwd) the host spool under HERMES_HOME, so nothing lands in a foreign
+    directory. Both are read back by `pending` (reconcile-completions, the dispatcher's drain)."""
+    from .store.connection import known_board_dir
+
+    if paths.db.exists() and known_board_dir(paths):
+        return paths.spool_dir
+    return paths.host_spool_dir
+
+
 def file_name(task_id: str, run_id: int | None) -> str:
     return f"{task_id}.{'manual' if run_id is None else int(run_id)}.json"
 
@@ -151,18 +163,20 @@ def spool_report(
     error: HermesError | None = None,
     source: str = "spooled",
     extra: dict[str, Any] | None = None,
+    directory: Path | None = None,
 ) -> tuple[SpooledReport, bool]:
     """Write one report durably. Returns (the report on disk, whether this call wrote it).
 
     Raises Conflict when a different report for the same task+run is already spooled, StorageError when the spool
-    itself cannot be written (then nothing is durable and the caller must fail).
+    itself cannot be written (then nothing is durable and the caller must fail). `directory` overrides
+    `spool_dir_for` (restore salvages into the board's own spool while its db is moved aside).
     """
     check_report(kind, task_id, run_id, summary)
     extra = check_extra(kind, extra)
     now = time.time()
     report = SpooledReport(
-        path=paths.spool_dir / file_name(task_id, run_id), kind=kind, task_id=task_id, run_id=run_id,
-        summary=summary, force=bool(force), spooled_at=now, source=source,
+        path=(directory or spool_dir_for(paths)) / file_name(task_id, run_id), kind=kind, task_id=task_id,
+        run_id=run_id, summary=summary, force=bool(force), spooled_at=now, source=source,
         error=None if error is None else {"code": error.code, "message": error.message}, extra=extra,
     )
     data = {
@@ -173,8 +187,9 @@ def spool_report(
     if extra:
         data["extra"] = extra  # only when given: a report without extras is written exactly as before
     try:
-        ensure_private_dir(paths.spool_dir)
-        tmp = paths.spool_dir / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
+        where = report.path.parent
+        ensure_private_dir(where)
+        tmp = where / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(data, separators=(",", ":")).encode())
@@ -189,10 +204,10 @@ def spool_report(
             wrote = False
         finally:
             os.unlink(tmp)
-        fsync_dir(paths.spool_dir)
+        fsync_dir(where)
     except OSError as exc:
         raise StorageError(
-            f"cannot write the spool {paths.spool_dir} ({exc.strerror or exc}); the {kind} report for {task_id} "
+            f"cannot write the spool {report.path.parent} ({exc.strerror or exc}); the {kind} report for {task_id} "
             "was NOT saved: retry the command once the disk is writable"
         ) from exc
     if wrote:
@@ -246,12 +261,17 @@ def read_report(path: Path) -> SpooledReport | str:
 
 
 def _entries(paths: BoardPaths) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(paths.spool_dir) as it:
-            return sorted((e for e in it if e.name.endswith(".json") and not e.name.startswith(".")),
-                          key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    """The pending report files of the board's own spool, then of its host spool (reports spooled while the board
+    was missing or its path was not a board)."""
+    found: list[os.DirEntry[str]] = []
+    for d in (paths.spool_dir, paths.host_spool_dir):
+        try:
+            with os.scandir(d) as it:
+                found.extend(sorted((e for e in it if e.name.endswith(".json") and not e.name.startswith(".")),
+                                    key=lambda e: e.name))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
 
 
 def backlog(paths: BoardPaths) -> int:
@@ -303,7 +323,7 @@ def set_aside_files(paths: BoardPaths) -> list[str]:
 
 
 def _move_out(paths: BoardPaths, src: Path, where: str) -> Path | None:
-    target_dir = paths.spool_dir / where
+    target_dir = src.parent / where  # within the spool the file is in (the board's or the host's): never EXDEV
     ensure_private_dir(target_dir)
     target = target_dir / src.name
     n = 1
@@ -317,7 +337,7 @@ def _move_out(paths: BoardPaths, src: Path, where: str) -> Path | None:
     except FileNotFoundError:
         return None
     fsync_dir(target_dir)
-    fsync_dir(paths.spool_dir)
+    fsync_dir(src.parent)
     return target
 
 
@@ -342,7 +362,7 @@ def drain_if_healthy(board: Board, log: Callable[[str], None] | None = None) -> 
             return 0
         # Reports that could not apply last time (conflict, review gate, unknown task) are not re-read every tick:
         # only when the spool or the board changed since.
-        state = (os.stat(board.paths.spool_dir).st_mtime_ns, last_event_id(board.db))
+        state = (_mtime_ns(board.paths.spool_dir) + _mtime_ns(board.paths.host_spool_dir), last_event_id(board.db))
         if _NOTHING_TO_DRAIN.get(key) == state:
             return 0
         if not health.quick_health(board).ok:
@@ -366,6 +386,13 @@ def drain_if_healthy(board: Board, log: Callable[[str], None] | None = None) -> 
     if result.applied == 0 and state is not None:
         _NOTHING_TO_DRAIN[key] = state
     return result.applied
+
+
+def _mtime_ns(d: Path) -> int:
+    try:
+        return os.stat(d).st_mtime_ns
+    except FileNotFoundError:
+        return 0  # no such spool (yet)
 
 
 def _describe(exc: BaseException) -> str:

@@ -105,6 +105,10 @@ def test_restore_replaces_db_and_sidecars_and_keeps_ids_unique(paths):
     assert (aside / "kanban.db").exists()
     # the task created after the backup was put back from the old board, and its completion with it
     assert res["salvaged"] == 1 and res["recreated_tasks"] == [t.id]
+    # salvaged into the board's own spool (and replayed from there), not the host spool of a board that is gone
+    filed = [f for sub in ("applied", "skipped") if (paths.spool_dir / sub).is_dir()
+             for f in (paths.spool_dir / sub).iterdir()]
+    assert len(filed) == 1 and not paths.host_spool_dir.exists(), filed
     with Board.open() as b:
         assert b.get_task(t.id).status == "done"
         assert b.get_task(t.id).summary == "landed after backup"
@@ -127,3 +131,53 @@ def test_restore_refuses_a_damaged_backup(paths, tmp_path):
     r = hermes("restore", "--latest")
     assert r.rc == 1 and "has no verified backup" in r.err
     assert os.path.exists(paths.db)
+
+
+CLAIMER = """
+import sys
+from hermes_cli.kanban import Board
+with Board.open() as b:
+    c = b.claim(sys.argv[1], worker="newcomer")
+    print(c.run_id, flush=True)
+"""
+
+
+def test_restore_installs_the_raised_run_id_floor_before_anyone_can_open_the_board(paths, monkeypatch):
+    """Issue 9 item 1: the staged file carries the run/event id floor when it becomes visible. A real claimer (a
+    separate process) opens the board at the first moment restore lets go of it, before any post-swap step; its run
+    id must be one the old board never handed out, so the old worker's `complete` cannot close the newcomer's run."""
+    import subprocess
+    import sys
+
+    db = make_board(1)
+    with Board.open() as b:
+        task = b.list_tasks()[0]
+    backup = Path(hermes("backup", "--json").json["path"])
+    with Board.open() as b:
+        old = b.claim(task.id, worker="old worker")  # the old board hands out a run id the backup never saw
+        assert old is not None
+    checkpoint_and_close(db)
+
+    from hermes_cli.kanban import backup as backup_mod
+
+    seen: list[int] = []
+    real_forget = backup_mod.store_health.forget_check
+
+    def claim_right_after_swap(p):  # the first call restore makes once the swapped-in file is at the board's path
+        if not seen:
+            out = subprocess.run([sys.executable, "-c", CLAIMER, task.id], capture_output=True, text=True,
+                                 timeout=60, stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, out.stderr
+            seen.append(int(out.stdout.strip()))
+        real_forget(p)
+
+    monkeypatch.setattr(backup_mod.store_health, "forget_check", claim_right_after_swap)
+    backup_mod.restore(paths, backup)
+    assert seen, "restore never reached the point after the swap"
+    assert seen[0] > old.run_id, f"run id {seen[0]} was handed out again (the old board gave out {old.run_id})"
+    # the old worker reports with its own token: it must not close the newcomer's run
+    r = hermes("complete", task.id, "--run-id", str(old.run_id), "--summary", "stale", "--json")
+    assert r.rc == 3, r
+    with Board.open() as b:
+        t = b.get_task(task.id)
+        assert t.status == "running" and t.current_run_id == seen[0]

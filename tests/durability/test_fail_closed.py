@@ -130,3 +130,67 @@ def test_quick_check_is_remembered_per_file_state(paths):
     shutil.copyfile(db, db.with_suffix(".copy"))
     os.replace(db.with_suffix(".copy"), db)
     assert not store_health.cached_ok(paths, store_health.db_key(db) or [])
+
+
+LIVE_WAL_WRITER = """
+import sys
+from hermes_cli.kanban import Board
+b = Board.open()
+b.db.conn.execute("PRAGMA wal_autocheckpoint=0")  # every commit stays in the -wal until somebody checkpoints
+for i in range(int(sys.argv[1])):
+    b.create_task(f"late {i}", body="y" * 300)
+print("committed", flush=True)
+sys.stdin.read()  # SIGKILLed here: the -wal and -shm stay as a crashed writer leaves them
+"""
+
+
+def wal_pages(wal: Path) -> set[int]:
+    """Page numbers of every frame in a -wal file (32-byte header, then 24-byte frame header + page)."""
+    data = wal.read_bytes()
+    page_size = int.from_bytes(data[8:12], "big")
+    return {int.from_bytes(data[off:off + 4], "big") for off in range(32, len(data) - 24, 24 + page_size)}
+
+
+def fingerprint(db: Path) -> dict[str, str | None]:
+    return {s: sha256(Path(f"{db}{s}")) if Path(f"{db}{s}").exists() else None for s in ("", "-wal", "-shm")}
+
+
+def test_refused_board_with_a_live_wal_stays_byte_identical(paths, helper):
+    """Issue 9 item 2: a writer is SIGKILLed over a non-empty -wal, then pages of the main file (not the WAL) are
+    smashed. Every command that refuses the board, and an in-process open, leaves db, -wal and -shm byte-identical:
+    no checkpoint on close, no -shm rebuilt, nothing deleted."""
+    db = make_board(60)
+    table_pages = pages_of(db, "tasks")
+    writer = helper(LIVE_WAL_WRITER, "15", ready="committed")
+    writer.kill()
+    writer.wait()
+    assert writer.stdin is not None
+    writer.stdin.close()  # the helper fixture only closes stdin of a process still running
+    wal = Path(f"{db}-wal")
+    assert wal.exists() and wal.stat().st_size > 0, "the crashed writer left no -wal"
+    victims = [p for p in table_pages if p not in wal_pages(wal) and p != 1][:2]
+    assert victims, "every page of the table is in the -wal"
+    smash_pages_live(db, victims)
+    before = fingerprint(db)
+    assert all(before.values()), before
+    checks = [*READERS, ["doctor"], ["doctor", "--full"], ["repair"], ["heartbeat", "t_000000000000", "--run-id", "1"],
+              ["complete", "t_000000000000", "--run-id", "1"], ["block", "t_000000000000", "why", "--run-id", "2"]]
+    for args in checks:
+        r = hermes(*args)
+        assert r.rc != 0 or args[0] in ("complete", "block"), (args, r)  # reports spool (exit 0)
+        assert "Traceback" not in r.err, (args, r.err)
+        assert fingerprint(db) == before, f"`hermes kanban {' '.join(args)}` changed the board's files"
+    with pytest.raises(CorruptBoard):
+        Board.open()
+    assert fingerprint(db) == before, "Board.open changed the board's files"
+
+
+def smash_pages_live(db: Path, pages: list[int], page_size: int = 4096) -> None:
+    """Like conftest.smash_pages, but with a crashed writer's -wal left in place (only the main file is hit)."""
+    rnd = __import__("random").Random(11)
+    with open(db, "r+b") as f:
+        for p in pages:
+            f.seek((p - 1) * page_size)
+            f.write(bytes(rnd.randrange(256) for _ in range(page_size)))
+        f.flush()
+        os.fsync(f.fileno())

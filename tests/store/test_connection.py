@@ -167,12 +167,14 @@ def test_a_text_file_posing_as_a_database_is_refused_and_untouched(tmp_path: Pat
     with pytest.raises(CorruptBoard) as err:
         Board.open(db_path=str(db))
     assert err.value.exit_code == 4
-    assert err.value.message.startswith(f"board database {db} ")
-    assert "(see: hermes kanban doctor" in err.value.message
+    # never a board: the advice is not doctor/repair/restore (issue 9 item 6), and nothing is written beside it
+    assert err.value.message.startswith(f"board database {db} is not a hermes kanban board (not an SQLite database)")
+    assert "(see: hermes kanban boards list)" in err.value.message and "restore" not in err.value.message
     assert db.read_bytes() == content
     after = os.stat(db)
     assert (after.st_mtime_ns, after.st_mode, after.st_ino) == (st.st_mtime_ns, st.st_mode, st.st_ino)
     assert _sidecars(db) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kanban.db"]
 
 
 def test_a_directory_as_the_database_is_refused(tmp_path: Path) -> None:
@@ -205,10 +207,13 @@ def test_a_foreign_sqlite_database_is_refused_and_untouched(tmp_path: Path) -> N
         Board.open(db_path=str(db))
     assert err.value.exit_code == 4
     assert err.value.message == (
-        f"{db} is a SQLite database but not a hermes board (it has tables and no schema version); refusing to touch it"
+        f"board database {db} is not a hermes kanban board (an SQLite database without the board's tables); nothing "
+        "was written to it or beside it: point HERMES_KANBAN_DB at a board's kanban.db (see: hermes kanban boards "
+        "list) or unset it"
     )
     assert db.read_bytes() == content
     assert _sidecars(db) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no open-lock file either (issue 9 item 6)
 
 
 def test_a_board_from_a_newer_hermes_is_refused_and_unchanged(board: Board) -> None:

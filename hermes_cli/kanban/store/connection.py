@@ -28,12 +28,13 @@ from ..errors import (
     CorruptBoard,
     HermesError,
     InvalidValue,
+    NotABoard,
     StorageError,
     UnsafeFilesystem,
     UnsupportedSQLite,
     WriteInterrupted,
 )
-from ..paths import BoardPaths, check_db_path, ensure_private_dir
+from ..paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
 
 T = TypeVar("T")
 
@@ -201,12 +202,78 @@ def exclusive_open_lock(paths: BoardPaths) -> Iterator[None]:
         os.close(fd)
 
 
+#: the first 16 bytes of every SQLite database file
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: tables every hermes board has (schema v1)
+BOARD_TABLES = frozenset({"schema_migrations", "tasks", "runs", "events"})
+
+
+def known_board_dir(paths: BoardPaths) -> bool:
+    """Whether hermes has kept this board here before: the directory is under the boards root, or a hermes
+    connection has opened this db here (its open-lock file exists). Anywhere else (a HERMES_KANBAN_DB pointing into
+    /etc, say) nothing may be written beside the file until it is known to be a board."""
+    if boards_root().absolute() in paths.dir.absolute().parents:
+        return True
+    return os.path.lexists(open_lock_path(paths))
+
+
+def not_a_board(paths: BoardPaths, why: str) -> NotABoard:
+    return NotABoard(
+        f"board database {paths.db} is not a hermes kanban board ({why}); nothing was written to it or beside it: "
+        "point HERMES_KANBAN_DB at a board's kanban.db (see: hermes kanban boards list) or unset it"
+    )
+
+
+def check_is_board(paths: BoardPaths, vfs: str | None = None) -> None:
+    """Refuse (NotABoard, exit 4) an existing file outside a known board directory that is not a hermes board: not an
+    SQLite file, or an SQLite database without the board's tables. Looks without writing anything: the header with
+    one read, the tables through `store_health.probe` (read-only, creates no -wal or -shm)."""
+    from . import health as store_health  # lazily: it imports this module
+
+    if known_board_dir(paths) or holds_connection(paths.db):
+        return
+    try:
+        # No connection to this file is held in this process (checked above), so closing this fd drops no lock.
+        fd = os.open(paths.db, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 100)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot read {paths.db} ({exc.strerror or exc}) (check HERMES_KANBAN_DB)") from None
+    if not head:
+        raise not_a_board(paths, "an empty file")
+    if not head.startswith(SQLITE_MAGIC) or len(head) < 100:
+        raise not_a_board(paths, "not an SQLite database")
+    look = store_health.probe(paths, check=False, vfs=vfs)
+    if look is None:
+        return  # it cannot be read without writing (busy, a -wal without its -shm): the usual open decides
+    try:
+        if look.error is not None:
+            raise not_a_board(paths, f"an SQLite file whose header cannot be read: {look.error}")
+        tables = {str(r[0]) for r in look.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        version = store_health._int_value(look.conn, "PRAGMA user_version")
+    except apsw.Error as exc:
+        raise not_a_board(paths, f"an SQLite database that cannot be read: {exc}") from None
+    finally:
+        look.conn.close()
+    if version < 1 or not BOARD_TABLES <= tables:
+        raise not_a_board(paths, "an SQLite database without the board's tables")
+
+
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
-    def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None) -> None:
+    def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None, *,
+                 refused: bool = False) -> None:
         self.conn = conn
         self.paths = paths
+        #: a read-only look at a board that failed its check (doctor and repair read it; nothing can be written)
+        self.refused = refused
+        #: set once SQLite reported this board corrupt: closing then never checkpoints into it
+        self._damaged = refused
+        #: this connection created the board's database file (a new board)
+        self.created = False
         #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
         self._after_commit: list[Callable[[], None]] = []
         #: set when the current write transaction inserted an event: its commit rings the board's doorbell
@@ -220,6 +287,12 @@ class Database:
         #: when set and true, waiting for the write lock stops at once (set_stop_check)
         self._stop: Callable[[], bool] | None = None
 
+    def _translate(self, exc: BaseException) -> HermesError:
+        err = translate(exc, self.paths.db)
+        if isinstance(err, CorruptBoard):
+            self._damaged = True
+        return err
+
     # -- reads -------------------------------------------------------------------------------------------------------
     def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         try:
@@ -232,7 +305,7 @@ class Database:
                 out.append(dict(zip(names, row, strict=True)))
             return out
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
 
@@ -245,7 +318,7 @@ class Database:
             for row in self.conn.execute(sql, params):
                 return row[0]
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
         return None
@@ -254,7 +327,7 @@ class Database:
         try:
             self.conn.execute(sql, params)
         except apsw.Error as exc:
-            raise translate(exc, self.paths.db) from exc
+            raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
 
@@ -320,12 +393,12 @@ class Database:
                 if self._stopping():
                     raise self._interrupted() from exc
                 if attempt == BUSY_ATTEMPTS - 1:
-                    raise translate(exc, self.paths.db) from exc
+                    raise self._translate(exc) from exc
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
             except apsw.Error as exc:
-                raise translate(exc, self.paths.db) from exc
+                raise self._translate(exc) from exc
             self._in_write = True
             try:
                 result = fn()
@@ -339,7 +412,7 @@ class Database:
                     delay = min(delay * 2, 0.25)
                     continue
                 if isinstance(exc, apsw.Error):
-                    raise translate(exc, self.paths.db) from exc
+                    raise self._translate(exc) from exc
                 raise
             finally:
                 self._in_write = False
@@ -362,6 +435,10 @@ class Database:
             pass
 
     def close(self) -> None:
+        if self._damaged:
+            # Closing the last connection checkpoints the -wal into the db and deletes both: never into a board
+            # SQLite found damaged (DESIGN.md Storage: a refused board is left byte-identical).
+            self.conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.conn.close()
         if self._open_lock is not None:
             os.close(self._open_lock)  # a separate lock file: closing it cannot touch SQLite's locks
@@ -419,13 +496,19 @@ def _configure(conn: apsw.Connection, synchronous: str) -> None:
     )
 
 
-def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None) -> Database:
+def connect(
+    paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None, probe: bool = True
+) -> Database:
     """Open (and if asked, create) a board database. Never creates anything over an existing file.
 
     Fail-closed (store/health.py): an empty, not-a-database or check-failing file raises CorruptBoard (exit 4) naming
-    the file and the next command, after one content-addressed quarantine copy. `verify=False` skips only the
-    quick_check (doctor and repair open damaged boards on purpose); the header is always read. `vfs` names a
-    registered SQLite VFS (the power-cut simulation in tests/torture); None is SQLite's default.
+    the file and the next command, after one content-addressed quarantine copy; the db, -wal and -shm are left
+    byte-identical. The check runs (when the file state is not already known good) through a connection that cannot
+    write any board file (`store_health.probe`) before any read-write connection exists. `verify=False` (doctor and
+    repair open damaged boards on purpose) returns that read-only connection for a board that fails the check
+    (`Database.refused`); the header is always read. `probe=False` opens read-write straight away (repair, once it
+    has decided to write). `vfs` names a registered SQLite VFS (the power-cut simulation in tests/torture); None is
+    SQLite's default.
     """
     check_sqlite_version()
     synchronous_mode()  # refuse bad settings from the environment before anything is created
@@ -435,12 +518,14 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
     else:
         check_db_path(paths.db, must_exist=True)
     check_filesystem(paths.dir)
+    if check_db_path(paths.db, must_exist=False):
+        check_is_board(paths, vfs)  # before the open-lock file or anything else is created beside it
     # The open-lock is taken before SQLite opens any file: while `restore` or `boards rm` hold it exclusively this
     # waits with nothing open, then opens whatever file is in place by then (never the old db with the new -wal).
     lock = hold_open_lock(paths)
     try:
         if check_db_path(paths.db, must_exist=not create):
-            return _open(paths, lock, verify=verify, vfs=vfs)
+            return _open(paths, lock, verify=verify, vfs=vfs, probe=probe)
         return _create(paths, lock, vfs=vfs)
     except BaseException:
         if lock is not None:
@@ -448,10 +533,23 @@ def connect(paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | 
         raise
 
 
-def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None) -> Database:
+def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None, probe: bool = True) -> Database:
     from . import health as store_health  # lazily: it imports this module
 
     store_health.check_not_empty(paths)
+    key = store_health.db_key(paths.db)
+    # Skipped when this process already holds a connection to the file (it was checked when that one opened, and a
+    # closed read-only connection's fd would linger in SQLite's pending-close list for as long as that one lives).
+    if probe and not holds_connection(paths.db) and not (key is not None and store_health.cached_ok(paths, key)):
+        look = store_health.probe(paths, vfs=vfs)
+        if look is not None and look.problems:
+            if look.error is not None:  # the header is unreadable: refused even to doctor (as before the probe)
+                raise store_health.fail_closed(paths, look.error, look.conn)
+            if verify:
+                raise store_health.fail_closed(paths, store_health.CheckFailed(look.problems), look.conn)
+            return Database(look.conn, paths, lock, refused=True)
+        if look is not None:
+            look.conn.close()  # passed (and remembered): the read-write open below trusts that check
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
     conn: apsw.Connection | None = None
     try:
@@ -497,6 +595,8 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
                 raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
             fsync_dir(paths.dir)
             _configure(conn, synchronous_mode())
+            db = Database(conn, paths, lock)
+            db.created = True
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -505,4 +605,4 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
             raise
         finally:
             os.umask(old_umask)
-        return Database(conn, paths, lock)
+        return db

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,8 +235,76 @@ def verify_on_open(conn: apsw.Connection, paths: BoardPaths) -> None:
         raise fail_closed(paths, CheckFailed(problems), conn)
 
 
+def no_checkpoint_on_close(conn: apsw.Connection) -> None:
+    """Closing `conn` must not checkpoint (and so neither write the db nor delete the -wal/-shm): set on every
+    connection to a board that failed its check, before it is closed."""
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+
+
+def _probe_uri(path: Path, params: str) -> str:
+    return "file:" + urllib.parse.quote(str(path)) + "?" + params
+
+
+@dataclass(slots=True)
+class Probe:
+    """A read-only look at a board that cannot write, create or delete any of its files."""
+
+    conn: apsw.Connection
+    #: problems found ([] when the board passed its check)
+    problems: list[str]
+    #: the header could not be read at all (not a database, or page 1 corrupt): refused even to doctor
+    error: apsw.Error | None = None
+
+
+def probe(paths: BoardPaths, *, check: bool = True, vfs: str | None = None) -> Probe | None:
+    """Check the board through a connection that cannot change any of its files, before a read-write connection
+    (which rebuilds the -shm as the first opener, and checkpoints the -wal into the db as the last closer) is ever
+    opened on it. Returns None when this way of looking cannot answer (the caller then checks the usual way).
+
+    - With a -wal: `mode=ro&readonly_shm=1`. SQLite reads the -shm read-only, or, when no connection holds the board,
+      reads the -wal into private memory (the "unreliable shm" path of read-only WAL readers): nothing is written.
+    - Without a -wal (no connection is open, the db is the whole board): `immutable=1`, which takes no locks and
+      creates no -wal; a change of the file's identity during the check means somebody opened and wrote it meanwhile,
+      and the answer is discarded.
+    Busy, locked or unopenable: None (busy is never corruption).
+    """
+    wal = paths.sidecars[0]
+    has_wal = wal.exists()
+    key = db_key(paths.db)
+    params = "mode=ro&readonly_shm=1" if has_wal else "mode=ro&immutable=1"
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_NOFOLLOW
+    try:
+        conn = apsw.Connection(_probe_uri(paths.db, params), flags=flags, vfs=vfs)
+    except apsw.Error:
+        return None
+    keep = False
+    try:
+        no_checkpoint_on_close(conn)
+        conn.setbusytimeout(2000)
+        try:
+            conn.execute("PRAGMA schema_version").fetchall()
+        except (apsw.NotADBError, apsw.CorruptError) as exc:
+            keep = True
+            return Probe(conn, [str(exc)], error=exc)
+        problems: list[str] = []
+        if check:
+            page_size = _int_value(conn, "PRAGMA page_size")
+            suspicious = key is None or page_size <= 0 or key[2] % page_size != 0
+            problems = quick_check_cached(conn, paths, trust_cache=not suspicious)
+        if not has_wal and (wal.exists() or db_key(paths.db) != key):
+            return None  # somebody opened and wrote the board while we read it without locks
+        keep = True
+        return Probe(conn, problems)
+    except apsw.Error:
+        return None  # busy, locked, no -shm beside a -wal (CANTOPEN), an I/O error: the usual way answers
+    finally:
+        if not keep:
+            conn.close()
+
+
 def fail_closed(paths: BoardPaths, exc: BaseException, conn: apsw.Connection | None) -> CorruptBoard:
-    """Quarantine a copy (once per content) and build the exit-4 error. Closes `conn`."""
+    """Quarantine a copy (once per content) and build the exit-4 error. Closes `conn` without a checkpoint, so the
+    refused board's db, -wal and -shm are left as they were."""
     if isinstance(exc, CheckFailed):
         what = f"corrupt (quick_check: {'; '.join(exc.problems[:2])})"
     elif isinstance(exc, apsw.NotADBError):
@@ -248,6 +317,7 @@ def fail_closed(paths: BoardPaths, exc: BaseException, conn: apsw.Connection | N
             qpath = quarantine_via_backup(conn, paths, what)
     finally:
         if conn is not None:
+            no_checkpoint_on_close(conn)
             conn.close()
     if qpath is None:
         qpath = _quarantine_bytes(paths, what)
@@ -590,6 +660,40 @@ def raise_sequences(db: Database, minimum: dict[str, int]) -> None:
     db.write(tx)
 
 
+#: highest id a table has used: its AUTOINCREMENT sequence (which a restore may have raised past every row) or its
+#: highest row, whichever is larger. `{t}` is runs or events.
+_HIGH_WATER_SQL = ("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0), "
+                   "coalesce((SELECT max(id) FROM {t}), 0))")
+
+
+def raise_file_sequences(path: Path, floor_for: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
+    """Raise the run/event id sequences of a board file that is not live yet (restore's staged copy).
+
+    `floor_for` gets the file's own high-water marks and returns the floor to install. The write commits under
+    synchronous=EXTRA and the WAL is folded back into the file before it closes, so the floor is in the file itself
+    the moment it is renamed into place: no opener can ever see the file without it. Returns the floor installed.
+    """
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW)
+    try:
+        conn.setbusytimeout(5000)
+        conn.execute("PRAGMA synchronous=EXTRA")
+        own = {t: _int_value(conn, _HIGH_WATER_SQL.format(t=t)) for t in ("runs", "events")}
+        floor = floor_for(own)
+        with conn:  # one transaction
+            for table, value in floor.items():
+                if table not in ("runs", "events") or value <= 0:
+                    continue
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) SELECT ?, 0 WHERE NOT EXISTS "
+                             "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (table, table))
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", (value, table, value))
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        if busy:
+            raise apsw.BusyError(f"could not fold the WAL of {path} back into it")
+        return floor
+    finally:
+        conn.close()
+
+
 def salvage_reports(
     conn: apsw.Connection, after_event_id: int
 ) -> tuple[list[dict[str, Any]], dict[str, int | None], str]:
@@ -620,7 +724,7 @@ def salvage_reports(
         note = f"stopped early: {exc}"
     for table in ("runs", "events"):
         try:
-            ids[table] = _int_value(conn, f"SELECT coalesce(max(id), 0) FROM {table}")
+            ids[table] = _int_value(conn, _HIGH_WATER_SQL.format(t=table))
         except apsw.Error as exc:
             note = f"{note}; max({table}.id) unreadable: {exc}"
     return reports, ids, note
