@@ -1,0 +1,123 @@
+"""Start-up cost of the commands agents run all day, next to a bare interpreter, in one run.
+
+Times `python -c pass` and `hermes kanban create|show|claim|heartbeat|complete|block` and `hermes kanban --help`,
+interleaved round-robin (one call of each per round, so a burst of load hits every command alike), and prints each
+command's median wall time and its ratio to `python -c pass`. Issue 11's target: every ratio <= 3.
+
+The baseline is the interpreter the `hermes` console script runs with (its shebang), not whatever `python3` is first
+on PATH: a pyenv shim, for one, is itself a shell script that costs several times a bare interpreter and would
+flatter the ratios. Workers report from inside a dispatched process, so `heartbeat`, `complete` and `block` run with
+HERMES_KANBAN_TASK / HERMES_KANBAN_RUN_ID set (the worker path, fenced by the run id) on tasks claimed in set-up.
+
+    python bench/cli_startup.py                 # 31 rounds
+    python bench/cli_startup.py --rounds 11 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def hermes_script(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(sys.executable).parent / "hermes"
+
+
+def interpreter_of(script: Path) -> str:
+    first = script.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+    return first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.decode(errors='replace').strip()}")
+    return dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=31, help="calls of each command (the median is reported)")
+    ap.add_argument("--hermes", default=None, help="the console script (default: next to this interpreter)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    hermes = hermes_script(args.hermes)
+    python = interpreter_of(hermes)
+    n = args.rounds
+
+    with tempfile.TemporaryDirectory(prefix="hermes-cli-startup-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
+        env["HERMES_HOME"] = str(Path(tmp) / "home")
+        os.environ["HERMES_HOME"] = env["HERMES_HOME"]
+        for k in [k for k in os.environ if k.startswith("HERMES_KANBAN_")]:
+            del os.environ[k]
+        from hermes_cli.kanban.board import Board
+
+        # set-up through the API: one task to show, n to claim, n claimed ones each for complete and block, one
+        # claimed one to heartbeat
+        with Board.open(None, create=True) as b:
+            shown = b.create_task("shown")[0].id
+            to_claim = [b.create_task(f"claim {i}")[0].id for i in range(n)]
+
+            def claimed(title: str) -> tuple[str, int]:
+                t = b.create_task(title)[0]
+                c = b.claim(t.id, worker="bench", ttl="2h")
+                assert c is not None
+                return t.id, c.run_id
+
+            to_complete = [claimed(f"complete {i}") for i in range(n)]
+            to_block = [claimed(f"block {i}") for i in range(n)]
+            beating = claimed("heartbeat")
+
+        def worker(task_run: tuple[str, int]) -> dict[str, str]:
+            return {**env, "HERMES_KANBAN_TASK": task_run[0], "HERMES_KANBAN_RUN_ID": str(task_run[1])}
+
+        h = [python, str(hermes), "kanban"]
+        commands: dict[str, object] = {
+            "python -c pass": lambda i: ([python, "-c", "pass"], env),
+            "hermes kanban create": lambda i: ([*h, "create", f"task {i}"], env),
+            "hermes kanban show": lambda i: ([*h, "show", shown], env),
+            "hermes kanban claim": lambda i: ([*h, "claim", to_claim[i]], env),
+            "hermes kanban heartbeat": lambda i: ([*h, "heartbeat"], worker(beating)),
+            "hermes kanban complete": lambda i: ([*h, "complete", "--summary", "done"], worker(to_complete[i])),
+            "hermes kanban block": lambda i: ([*h, "block", "needs a key"], worker(to_block[i])),
+            "hermes kanban --help": lambda i: ([*h, "--help"], env),
+        }
+        load_before = os.getloadavg()[0]
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        for i in range(n):
+            for name, make in commands.items():
+                cmd, cmd_env = make(i)  # type: ignore[operator]
+                samples[name].append(_run(cmd, cmd_env))
+        load_after = os.getloadavg()[0]
+
+    base = statistics.median(samples["python -c pass"])
+    rows = {name: {"median_ms": round(statistics.median(s) * 1000, 1),
+                   "ratio": round(statistics.median(s) / base, 2)} for name, s in samples.items()}
+    info = {"python": platform.python_version(), "interpreter": python, "rounds": n, "cpus": os.cpu_count(),
+            "loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(load_after, 2)}
+    if args.json:
+        print(json.dumps({"environment": info, "commands": rows}, indent=2))
+        return 0
+    print(f"hermes CLI start-up: median wall of {n} interleaved calls each, ratio to `python -c pass`")
+    print("  " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    for name, row in rows.items():
+        flag = "" if name == "python -c pass" or row["ratio"] <= 3 else "   (target <= 3x)"
+        print(f"  {name:<26} {row['median_ms']:>7.1f} ms  {row['ratio']:>5.2f}x{flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
