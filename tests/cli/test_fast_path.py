@@ -73,7 +73,9 @@ def _run(home: Home, fast: bool, argv: list[str], env: dict[str, str], tmp: Path
 WORKER = {"HERMES_KANBAN_TASK": "@T2@", "HERMES_KANBAN_RUN_ID": "@R1@"}
 STEPS: list[tuple[list[str], dict[str, str], str]] = [
     (["kanban", "create", "first"], {}, "fast"),
-    (["kanban", "create", "second task", "--priority", "5", "--tenant", "acme", "--json"], {}, "fast"),
+    # a worker creating follow-up work: its profile is in the environment (the click CLI may record it)
+    (["kanban", "create", "second task", "--priority", "5", "--tenant", "acme", "--json"],
+     {"HERMES_PROFILE": "agent-7"}, "fast"),
     (["kanban", "create", "child", "--parent", "@T1@", "--json"], {}, "fast"),
     (["kanban", "create", "dup", "--idempotency-key", "k1", "--json"], {}, "fast"),
     (["kanban", "create", "dup", "--idempotency-key=k1", "--json"], {}, "fast"),
