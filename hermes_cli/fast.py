@@ -8,11 +8,13 @@ the click CLI (`hermes_cli.main`), untouched:
 
 - any verb, option or argument shape not listed in FAST below (`--help`, `-x`, `--`, an option given twice, a value
   that starts with `-`, `--body-file`, `show` without `--json`, ...): the click CLI parses and runs it;
-- any error while doing the work (unknown task, stale run, bad value, busy or unwritable board, ...): nothing was
-  written (a failed write rolls back), nothing was printed, and the click CLI runs the same command again, so
-  every error, `--json` error object, spool fallback and exit code is the click CLI's own.
+- any error while doing the work (unknown task, stale run, bad value, missing board, ...): nothing was written (a
+  failed write rolls back), nothing was printed, and the click CLI runs the same command again, so every error,
+  `--json` error object and exit code is the click CLI's own. One exception: a report (`complete`, `block`) the
+  board cannot take (busy past its retries, corrupt, read-only, full) goes straight to the click CLI's spooler, so
+  a busy board is not waited for twice.
 
-So the fast path only ever prints a success, and a success is printed as cli/tasks.py prints it.
+So the fast path only prints a success (as cli/tasks.py prints it) or the click CLI's own spool warning.
 tests/cli/test_fast_path.py runs the same argv through both paths on identical boards and compares the output
 byte for byte; tests/test_import_budget.py checks that these commands never import click. When a command in
 cli/tasks.py changes what it prints or accepts, change its handler here too (or drop the verb from FAST).
@@ -123,10 +125,12 @@ class _Call:
         self.opts = opts
         self.as_json = bool(opts.get("--json"))
 
-    def open(self) -> Any:
+    def open(self, *, create: bool | None = False) -> Any:
+        """The board, never created here except by `create` (as `hermes kanban create` does): a missing board is
+        the click CLI's to handle (a worker's report never creates one)."""
         from .kanban.board import Board
 
-        return Board.open(self.board)
+        return Board.open(self.board, create=create)
 
     # -- the verbs (each mirrors its command in cli/tasks.py) ---------------------------------------------------------
     def create(self) -> Output:
@@ -136,7 +140,7 @@ class _Call:
 
         o = self.opts
         prio = check_priority(o.get("--priority", "0"))
-        with self.open() as b:
+        with self.open(create=None) as b:
             task, created = b.create_task(
                 self.args[0], body=o.get("--body") or "", priority=prio, parents=tuple(o.get("--parent", ())),
                 command=o.get("--command"), tenant=o.get("--tenant"), idempotency_key=o.get("--idempotency-key"),
@@ -178,11 +182,11 @@ class _Call:
                 {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at)},
                 f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
 
-    def complete(self) -> Output:
+    def complete(self) -> Output | None:
         task, run = _env_task_and_run(self.args[0] if self.args else None, self.opts.get("--run-id"))
         return self._report("complete", task, run, self.opts.get("--summary"))
 
-    def block(self) -> Output:
+    def block(self) -> Output | None:
         import re
 
         args = list(self.args)
@@ -199,17 +203,25 @@ class _Call:
         task, run = _env_task_and_run(task_id, self.opts.get("--run-id"))
         return self._report("block", task, run, reason if reason is not None else reason_opt)
 
-    def _report(self, kind: str, task: str, run: int | None, summary: str | None) -> Output:
-        """cli/reports.py report(), success only: a board that cannot take the report is the click CLI's to spool."""
+    def _report(self, kind: str, task: str, run: int | None, summary: str | None) -> Output | None:
+        """cli/reports.py report(): the report lands on the board, or, when the board cannot take it, in the spool
+        through the click CLI's own spooler (its warning, its output) without trying the board a second time."""
         from .kanban import spool
+        from .kanban.errors import StorageError
 
         spool.check_report(kind, task, run, summary)
         force = bool(self.opts.get("--force"))
-        with self.open() as b:
-            if kind == "complete":
-                t = b.complete(task, run, summary=summary, force=force)
-            else:
-                t = b.block(task, run, reason=summary, force=force)
+        try:
+            with self.open() as b:
+                if kind == "complete":
+                    t = b.complete(task, run, summary=summary, force=force)
+                else:
+                    t = b.block(task, run, reason=summary, force=force)
+        except StorageError as err:
+            from .cli.reports import _spool
+
+            _spool(kind, self.board, task, run, summary=summary, force=force, as_json=self.as_json, err=err)
+            return None
         return self.as_json, {**t.as_dict(), "spooled": False}, f"{t.id} {t.status}"
 
 
@@ -231,7 +243,7 @@ def run(argv: list[str]) -> int | None:
         args, opts = _parse(words, options)
         if len(args) > max_args:
             raise _Fallback
-        handler: Callable[[], Output] = getattr(_Call(board, args, opts), verb)
+        handler: Callable[[], Output | None] = getattr(_Call(board, args, opts), verb)
         try:
             out = handler()
         except (_Fallback, KeyboardInterrupt):
@@ -240,7 +252,9 @@ def run(argv: list[str]) -> int | None:
             raise _Fallback from None
     except _Fallback:
         return None
-    # The work is done (committed): from here on a failure must not re-run it, only be reported.
+    # The work is done (committed, or spooled and printed): from here on a failure must not re-run it.
+    if out is None:
+        return 0
     try:
         _emit(*out)
     except BrokenPipeError:

@@ -48,7 +48,8 @@ class Home:
     def normalise(self, text: str) -> str:
         for real in TASK_ID.findall(text):
             self.ids.setdefault(real, f"T{len(self.ids) + 1}")
-        text = TASK_ID.sub(lambda m: self.ids[m.group(0)], text)
+        text = TASK_ID.sub(lambda m: self.ids[m.group(0)], text).replace(str(self.path), "<home>")
+        text = re.sub(r"quarantine/[0-9a-f]{16}", "quarantine/<hash>", text)
         return AGO.sub("(<age> ago)", ISO.sub("<time>", text))
 
 
@@ -133,3 +134,46 @@ def test_the_fast_path_prints_what_the_click_cli_prints(tmp_path: Path) -> None:
     # the sequence covered successes and failures of every fast verb
     assert {argv[1] for argv, _, way in STEPS if way == "fast"} >= {"create", "show", "claim", "heartbeat",
                                                                       "complete", "block"}
+
+
+def _files(home: Home) -> list[str]:
+    return sorted(home.normalise(str(p.relative_to(home.path))) for p in home.path.rglob("*") if p.is_file())
+
+
+def test_with_no_board_or_a_broken_one_the_fast_path_does_what_the_click_cli_does(tmp_path: Path) -> None:
+    """A worker's report never creates a board: with none there, the fast path leaves no trace and the click CLI
+    answers. A report the board cannot take is spooled by the click CLI's own spooler, without a second try."""
+    a, b = Home(tmp_path / "fast-home"), Home(tmp_path / "click-home")
+    steps: list[tuple[list[str], str]] = [
+        (["kanban", "complete", "t_000000000000", "--run-id", "1"], "click"),
+        (["kanban", "heartbeat", "t_000000000000", "--run-id", "1", "--json"], "click"),
+        (["kanban", "block", "t_000000000000", "gone", "--run-id", "1"], "click"),
+        (["kanban", "show", "t_000000000000", "--json"], "click"),
+        (["kanban", "create", "x"], "fast"),  # T1 is t_000000000000, named first above
+        (["kanban", "claim", "@T2@", "--json"], "fast"),
+        (["kanban", "create", "y"], "fast"),
+        (["kanban", "claim", "@T3@", "--json"], "fast"),
+        ("smash", ""),
+        (["kanban", "complete", "@T2@", "--run-id", "@R1@", "--summary", "done", "--json"], "click"),
+        (["kanban", "block", "@T3@", "needs a key", "--run-id", "@R2@"], "click"),
+    ]
+    problems: list[str] = []
+    for argv, way in steps:
+        if argv == "smash":  # the same bytes over both boards' headers, with no connection open
+            for home in (a, b):
+                db = home.path / "kanban" / "boards" / "default" / "kanban.db"
+                for side in (Path(f"{db}-wal"), Path(f"{db}-shm")):
+                    side.unlink(missing_ok=True)
+                with open(db, "r+b") as f:
+                    f.write(b"not a database " * 100)
+            continue
+        rc_a, out_a, err_a, went = _run(a, True, list(argv), {}, tmp_path)
+        rc_b, out_b, err_b, _ = _run(b, False, list(argv), {}, tmp_path)
+        shown = " ".join(argv)
+        if went != way:
+            problems.append(f"{shown}: went the {went} way, expected {way}")
+        if (rc_a, out_a, err_a) != (rc_b, out_b, err_b):
+            problems.append(f"{shown}:\n  fast  {rc_a} {out_a!r} {err_a!r}\n  click {rc_b} {out_b!r} {err_b!r}")
+        if _files(a) != _files(b):
+            problems.append(f"{shown}: files differ:\n  fast  {_files(a)}\n  click {_files(b)}")
+    assert not problems, "\n".join(problems)
