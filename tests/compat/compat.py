@@ -219,10 +219,18 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _board() -> Any:
+def _board(slug: str | None = None) -> Any:
     from hermes_cli.kanban.board import Board
 
-    return Board.open(None, create=True)
+    return Board.open(slug, create=slug is None)
+
+
+def _slugs() -> list[str]:
+    """Every live board under HERMES_HOME: a line may have used another board (`--board`, `boards switch`)."""
+    root = Path(os.environ["HERMES_HOME"]) / "kanban" / "boards"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "kanban.db").is_file() and not p.name.startswith("_"))
 
 
 def _make_task(name: str, status: str) -> tuple[str, int | None]:
@@ -258,16 +266,26 @@ def _make_task(name: str, status: str) -> tuple[str, int | None]:
 def _task_dict(task_id: str) -> dict[str, Any] | None:
     from hermes_cli.kanban.errors import HermesError
 
-    try:
-        with _board() as b:
-            return dict(b.get_task(task_id).as_dict())
-    except HermesError:
-        return None
+    for slug in _slugs():
+        try:
+            with _board(slug) as b:
+                return dict(b.get_task(task_id).as_dict())
+        except HermesError:
+            continue
+    return None
 
 
 def _task_total() -> int:
-    with _board() as b:
-        return int(b.stats()["total"])
+    from hermes_cli.kanban.errors import HermesError
+
+    total = 0
+    for slug in _slugs():
+        try:
+            with _board(slug) as b:
+                total += int(b.stats()["total"])
+        except HermesError:  # a board a line left unreadable counts as empty; the line's own checks say why
+            continue
+    return total
 
 
 # -- running ----------------------------------------------------------------------------------------------------------
@@ -476,9 +494,16 @@ class Runner:
 
 
 def _newest_task() -> dict[str, Any] | None:
-    with _board() as b:
-        tasks = b.list_tasks(sort="newest", limit=1)
-        return dict(tasks[0].as_dict()) if tasks else None
+    from hermes_cli.kanban.errors import HermesError
+
+    newest: list[dict[str, Any]] = []
+    for slug in _slugs():
+        try:
+            with _board(slug) as b:
+                newest += [dict(t.as_dict()) for t in b.list_tasks(sort="newest", limit=1)]
+        except HermesError:
+            continue
+    return max(newest, key=lambda t: str(t.get("created_at"))) if newest else None
 
 
 def _substitute(text: str, subst: dict[str, str]) -> str:
