@@ -18,10 +18,7 @@ version, or by hand) is listed as invalid instead of stopping every other report
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
-import socket
 import stat
 import time
 from collections.abc import Callable
@@ -37,6 +34,8 @@ from .store.connection import fsync_dir
 from .values import MAX_BODY, check_block_kind, check_metadata, check_report_text, check_task_id
 
 if TYPE_CHECKING:
+    import logging
+
     from .board import Board
 
 SPOOL_FORMAT = 1
@@ -179,6 +178,8 @@ def spool_report(
         run_id=run_id, summary=summary, force=bool(force), spooled_at=now, source=source,
         error=None if error is None else {"code": error.code, "message": error.message}, extra=extra,
     )
+    import socket  # here, not at the top: only a spooling report needs it (the worker commands start faster)
+
     data = {
         "format": SPOOL_FORMAT, "kind": kind, "task_id": task_id, "run_id": run_id, "summary": summary,
         "force": bool(force), "spooled_at": now, "source": source, "error": report.error, "board": paths.slug,
@@ -189,7 +190,7 @@ def spool_report(
     try:
         where = report.path.parent
         ensure_private_dir(where)
-        tmp = where / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
+        tmp = where / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(data, separators=(",", ":")).encode())
@@ -354,7 +355,7 @@ def drain_if_healthy(board: Board, log: Callable[[str], None] | None = None) -> 
     from . import health, reconcile
     from .store.tasks import last_event_id
 
-    say = log if log is not None else _logger.warning
+    say = log if log is not None else _logger().warning
     key = str(board.paths.db)
     state: tuple[int, int] | None = None
     try:
@@ -399,7 +400,11 @@ def _describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
 
 
-_logger = logging.getLogger(__name__)
+
+def _logger() -> logging.Logger:
+    import logging  # here, not at the top: the worker commands that import this module never log
+
+    return logging.getLogger(__name__)
 
 
 #: per board: (spool dir mtime, last event id) when a drain last found nothing it could apply

@@ -13,11 +13,9 @@ Rules (DESIGN.md Storage/Health, reference/sqlite-reliability.md):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import secrets
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -401,6 +399,8 @@ def _prepare_quarantine(paths: BoardPaths) -> Path | None:
 
 
 def _sha256_file(path: Path) -> str:
+    import hashlib  # here, not at the top: every board open imports this module, few quarantine
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -442,7 +442,7 @@ def quarantine_via_backup(conn: apsw.Connection, paths: BoardPaths, reason: str)
     qdir = _prepare_quarantine(paths)
     if qdir is None:
         return None
-    tmp = qdir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}.db"
+    tmp = qdir / f".tmp-{os.getpid()}-{os.urandom(4).hex()}.db"
     try:
         backup_into(conn, tmp)
     except (apsw.Error, OSError):
@@ -474,7 +474,7 @@ def _quarantine_bytes(paths: BoardPaths, reason: str) -> Path | None:
     qdir = _prepare_quarantine(paths)
     if qdir is None:
         return None
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    token = f"{os.getpid()}-{os.urandom(4).hex()}"
     tmp = qdir / f".tmp-{token}.db"
     extra: dict[Path, str] = {}
     try:
