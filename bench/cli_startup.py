@@ -69,7 +69,7 @@ def measure(python: str, hermes: Path, n: int, held: bool) -> dict[str, list[tup
         os.environ["HERMES_HOME"] = env["HERMES_HOME"]
         for k in [k for k in os.environ if k.startswith("HERMES_KANBAN_")]:
             del os.environ[k]
-        from hermes_cli.kanban.board import Board
+        from hermes_cli.kanban.domain.board import Board
 
         # set-up through the API: one task to show, n (+1 warm-up) to claim, as many claimed ones each for complete
         # and block, one claimed one to heartbeat
@@ -104,7 +104,7 @@ def measure(python: str, hermes: Path, n: int, held: bool) -> dict[str, list[tup
         holder = None
         if held:
             holder = subprocess.Popen(
-                [python, "-c", "import sys\nfrom hermes_cli.kanban.board import Board\nb = Board.open(None)\n"
+                [python, "-c", "import sys\nfrom hermes_cli.kanban.domain.board import Board\nb = Board.open(None)\n"
                  "b.stats()\nsys.stdin.read()"], env=env, stdin=subprocess.PIPE)
             time.sleep(1.0)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}

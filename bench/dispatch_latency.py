@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hermes_cli.kanban import Board  # noqa: E402
-from hermes_cli.kanban import leases as lease_api  # noqa: E402
+from hermes_cli.kanban.dispatch import lease as lease_api  # noqa: E402
 from hermes_cli.kanban.store.connection import filesystem_type  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def environment(where: Path) -> dict[str, object]:
 
     return {"python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(), "cpus": os.cpu_count(),
             "filesystem": filesystem_type(where), "loadavg_1m": round(os.getloadavg()[0], 2)}
-from hermes_cli.kanban.values import parse_duration  # noqa: E402
+from hermes_cli.kanban.core.values import parse_duration  # noqa: E402
 
 SLUG = "latency"
 

@@ -63,7 +63,7 @@ def _start(home: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
 
 
 def _holder(board: Any) -> int | None:
-    from hermes_cli.kanban import leases
+    from hermes_cli.kanban.dispatch import lease as leases
 
     lease = leases.read_lease(board)
     return None if lease is None else lease.pid

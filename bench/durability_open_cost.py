@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,50000")
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    from hermes_cli.kanban.paths import resolve
+    from hermes_cli.kanban.core.paths import resolve
     from hermes_cli.kanban.store import health as store_health
     from hermes_cli.kanban.store.connection import connect
 

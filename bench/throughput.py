@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from hermes_cli.kanban import Board  # noqa: E402
-from hermes_cli.kanban import leases as lease_api  # noqa: E402
+from hermes_cli.kanban.dispatch import lease as lease_api  # noqa: E402
 from hermes_cli.kanban.store.connection import filesystem_type  # noqa: E402
 
 

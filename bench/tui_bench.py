@@ -50,7 +50,7 @@ WORDS = ("fetch", "parse", "summarise", "deploy", "index", "review", "retry", "b
 def seed_large(n: int, seed: int = 1) -> dict[str, int]:
     """n tasks in one transaction through the store's own SQL (created events, runs for worked-on tasks)."""
     from hermes_cli.kanban import Board
-    from hermes_cli.kanban.board import new_task_id
+    from hermes_cli.kanban.domain.board import new_task_id
     from hermes_cli.kanban.store import tasks as sql
 
     rng = random.Random(seed)

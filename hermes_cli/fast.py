@@ -128,7 +128,7 @@ class _Call:
     def open(self, *, create: bool | None = False) -> Any:
         """The board, never created here except by `create` (as `hermes kanban create` does): a missing board is
         the click CLI's to handle (a worker's report never creates one)."""
-        from .kanban.board import Board
+        from hermes_cli.kanban.domain.board import Board
 
         return Board.open(self.board, create=create)
 
@@ -136,7 +136,7 @@ class _Call:
     def create(self) -> Output:
         if len(self.args) != 1:
             raise _Fallback
-        from .kanban.values import check_priority
+        from hermes_cli.kanban.core.values import check_priority
 
         o = self.opts
         prio = check_priority(o.get("--priority", "0"))
@@ -156,8 +156,8 @@ class _Call:
         return True, d.as_dict(), ""
 
     def claim(self) -> Output:
-        from .kanban.board import DEFAULT_LEASE_S
-        from .kanban.models import iso
+        from hermes_cli.kanban.core.models import iso
+        from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
 
         o = self.opts
         with self.open() as b:
@@ -170,8 +170,8 @@ class _Call:
                 f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
 
     def heartbeat(self) -> Output:
-        from .kanban.board import DEFAULT_LEASE_S
-        from .kanban.models import iso
+        from hermes_cli.kanban.core.models import iso
+        from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
 
         task, run = _env_task_and_run(self.args[0] if self.args else None, self.opts.get("--run-id"))
         if run is None:
@@ -206,8 +206,8 @@ class _Call:
     def _report(self, kind: str, task: str, run: int | None, summary: str | None) -> Output | None:
         """cli/reports.py report(): the report lands on the board, or, when the board cannot take it, in the spool
         through the click CLI's own spooler (its warning, its output) without trying the board a second time."""
-        from .kanban import spool
-        from .kanban.errors import StorageError
+        from hermes_cli.kanban.core.errors import StorageError
+        from hermes_cli.kanban.durability import spool
 
         spool.check_report(kind, task, run, summary)
         force = bool(self.opts.get("--force"))

@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None, as_json: bool) -> None:
     import click
 
+    from hermes_cli.kanban.core.errors import HermesError, StorageError, UsageError
+
     from .cli.common import fail
-    from .kanban.errors import HermesError, StorageError, UsageError
 
     try:
         rv = _invoke(argv)

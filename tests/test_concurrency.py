@@ -32,7 +32,7 @@ CLI_EVERY = 50
 WORKER = r"""
 import json, os, subprocess, sys, time
 from hermes_cli.kanban import Board, BoardBusy
-from hermes_cli.kanban.doorbell import Doorbell
+from hermes_cli.kanban.live.doorbell import Doorbell
 
 idx, n_create, total, db, log_path, hermes, cli_every = (
     int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7]))

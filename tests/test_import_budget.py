@@ -28,8 +28,9 @@ FORBIDDEN = {
 }
 #: product modules a hot command has no use for
 FORBIDDEN_PRODUCT = {
-    "hermes_cli.main", "hermes_cli.cli", "hermes_cli.kanban.dispatcher", "hermes_cli.kanban.backup",
-    "hermes_cli.kanban.health", "hermes_cli.kanban.reconcile", "hermes_cli.kanban.auto_backup",
+    "hermes_cli.main", "hermes_cli.cli", "hermes_cli.kanban.dispatch.supervisor",
+    "hermes_cli.kanban.durability.backup", "hermes_cli.kanban.durability.doctor",
+    "hermes_cli.kanban.durability.reconcile", "hermes_cli.kanban.dispatch.backups",
 }
 
 PROBE = r"""

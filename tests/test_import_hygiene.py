@@ -72,8 +72,9 @@ def test_light_commands_import_nothing_heavy(argv: list[str]) -> None:
 
 
 #: product modules a task command (what workers run all day) has no use for
-NOT_FOR_TASK_COMMANDS = {"hermes_cli.kanban.dispatcher", "hermes_cli.kanban.backup", "hermes_cli.kanban.health",
-                         "hermes_cli.kanban.reconcile", "hermes_cli.cli.health", "hermes_cli.cli.dispatch",
+NOT_FOR_TASK_COMMANDS = {"hermes_cli.kanban.dispatch.supervisor", "hermes_cli.kanban.durability.backup",
+                         "hermes_cli.kanban.durability.doctor",
+                         "hermes_cli.kanban.durability.reconcile", "hermes_cli.cli.health", "hermes_cli.cli.dispatch",
                          "hermes_cli.cli.live", "hermes_cli.cli.boards"}
 
 FULL_PROBE = PROBE.replace('{m.split(".")[0] for m in sys.modules}', "set(sys.modules)")

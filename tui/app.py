@@ -32,12 +32,12 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label
 from textual.worker import get_current_worker
 
-from hermes_cli.kanban import view
-from hermes_cli.kanban.board import Board
-from hermes_cli.kanban.errors import BoardBusy, BoardReadOnly, HermesError, NotFound
-from hermes_cli.kanban.models import STATUS_ORDER, Event, Task, TaskDetail, TaskStatus
-from hermes_cli.kanban.notify import RECHECK_S, TOAST_KINDS, EventReader, missed_summary, subscribe
-from hermes_cli.kanban.paths import list_slugs, resolve
+from hermes_cli.kanban.core.errors import BoardBusy, BoardReadOnly, HermesError, NotFound
+from hermes_cli.kanban.core.models import STATUS_ORDER, Event, Task, TaskDetail, TaskStatus
+from hermes_cli.kanban.core.paths import list_slugs, resolve
+from hermes_cli.kanban.domain import view
+from hermes_cli.kanban.domain.board import Board
+from hermes_cli.kanban.live.readers import RECHECK_S, TOAST_KINDS, EventReader, missed_summary, subscribe
 
 from .format import TOAST_BURST, burst_summary, clean, toast
 from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, HelpScreen, NewTask, PromptScreen

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from hermes_cli.kanban.models import Event, Task
-from hermes_cli.kanban.textsafe import terminal_safe
+from hermes_cli.kanban.core.models import Event, Task
+from hermes_cli.kanban.core.textsafe import terminal_safe
 
 #: how each toast-worthy event kind is shown: (icon, severity)
 TOASTS: dict[str, tuple[str, str]] = {

@@ -9,10 +9,8 @@ import time
 
 import click
 
-from ..kanban.backup import holders
-from ..kanban.board import Board
-from ..kanban.errors import Conflict, HermesError, NotFound, StorageError
-from ..kanban.paths import (
+from hermes_cli.kanban.core.errors import Conflict, HermesError, NotFound, StorageError
+from hermes_cli.kanban.core.paths import (
     DEFAULT_BOARD,
     boards_root,
     clear_current_board,
@@ -23,6 +21,9 @@ from ..kanban.paths import (
     set_current_board,
     validate_slug,
 )
+from hermes_cli.kanban.domain.board import Board
+from hermes_cli.kanban.durability.backup import holders
+
 from ..kanban.store.connection import exclusive_open_lock
 from .common import board_slug, command, common, emit, json_option, kanban
 

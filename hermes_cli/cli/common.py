@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import click
 
-from ..kanban.board import Board
-from ..kanban.errors import BoardMissing, HermesError, InvalidValue, NotFound
-from ..kanban.models import Task
-from ..kanban.paths import resolve
-from ..kanban.textsafe import inline, terminal_safe
+from hermes_cli.kanban.core.errors import BoardMissing, HermesError, InvalidValue, NotFound
+from hermes_cli.kanban.core.models import Task
+from hermes_cli.kanban.core.paths import resolve
+from hermes_cli.kanban.core.textsafe import inline, terminal_safe
+from hermes_cli.kanban.domain.board import Board
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from ..kanban.errors import InvalidValue, UsageError
-from ..kanban.values import parse_duration
+from hermes_cli.kanban.core.errors import InvalidValue, UsageError
+from hermes_cli.kanban.core.values import parse_duration
+
 from .common import board_slug, command, common, emit, json_option, one_line, open_board
 
 
@@ -151,7 +152,7 @@ def _run(
         slug = board_slug(board)
         if slug is not None:
             raise UsageError("use either --board or --all-boards, not both")
-        from ..kanban.all_boards import run_all_boards
+        from hermes_cli.kanban.dispatch.all_boards import run_all_boards
 
         passthrough: list[str] = []  # each board's dispatcher gets the same settings flags
         for name, value in (("--max-spawn", max_spawn), ("--failure-limit", failure_limit),
@@ -172,8 +173,8 @@ def _run(
         # Each board's own errors are in its entry (and were logged as it stopped): no extra `error:` line.
         return _Summary(boards.as_dict(), boards.lines(), boards.exit_code, None)
 
-    from ..kanban.board_config import load_settings
-    from ..kanban.dispatcher import Dispatcher
+    from hermes_cli.kanban.dispatch.supervisor import Dispatcher
+    from hermes_cli.kanban.domain.config import load_settings
 
     with open_board(board) as b:
         settings = load_settings(b.paths, flags)
@@ -200,12 +201,12 @@ def _stopped_early(signum: int, all_boards: bool, quiet: bool, board: str | None
     if log is not None:
         log(f"{name} while starting: stopping (nothing was started)")
     if all_boards:
-        from ..kanban.all_boards import AllBoardsResult
+        from hermes_cli.kanban.dispatch.all_boards import AllBoardsResult
 
         boards = AllBoardsResult()
         return _Summary(boards.as_dict(), [f"stopped by {name} while starting"], 0, None)
-    from ..kanban.dispatcher import DispatchResult, StopReason
-    from ..kanban.paths import DEFAULT_BOARD
+    from hermes_cli.kanban.core.paths import DEFAULT_BOARD
+    from hermes_cli.kanban.dispatch.supervisor import DispatchResult, StopReason
 
     slug = board_slug(board) or os.environ.get("HERMES_KANBAN_BOARD") or DEFAULT_BOARD
     res = DispatchResult(board=slug, reason=StopReason.SIGNAL,
@@ -244,7 +245,7 @@ def kanban_demo(keep: bool, as_json: bool) -> None:
         hermes kanban demo
         hermes kanban demo --keep --json
     """
-    from ..kanban.demo import run_demo
+    from hermes_cli.kanban.demo.run import run_demo
 
     started = time.time()
     quiet_log = None if as_json else (lambda line: click.echo(line, err=True))

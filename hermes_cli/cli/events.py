@@ -13,11 +13,12 @@ from types import FrameType
 
 import click
 
-from ..kanban.board import Board
-from ..kanban.errors import UsageError
-from ..kanban.models import Event, iso
-from ..kanban.notify import RECHECK_S, EventReader, get_subscription, parse_kinds
-from ..kanban.textsafe import inline
+from hermes_cli.kanban.core.errors import UsageError
+from hermes_cli.kanban.core.models import Event, iso
+from hermes_cli.kanban.core.textsafe import inline
+from hermes_cli.kanban.domain.board import Board
+from hermes_cli.kanban.live.readers import RECHECK_S, EventReader, get_subscription, parse_kinds
+
 from .common import command, common, emit, open_board
 
 #: with a kinds filter, persist a subscription's cursor after skipping this many non-matching events

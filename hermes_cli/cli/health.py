@@ -7,11 +7,13 @@ import time
 
 import click
 
-from ..kanban import backup as backups
-from ..kanban import health, reconcile
-from ..kanban.errors import UsageError
-from ..kanban.models import iso
-from ..kanban.paths import BoardPaths, resolve
+from hermes_cli.kanban.core.errors import UsageError
+from hermes_cli.kanban.core.models import iso
+from hermes_cli.kanban.core.paths import BoardPaths, resolve
+from hermes_cli.kanban.durability import backup as backups
+from hermes_cli.kanban.durability import doctor as health
+from hermes_cli.kanban.durability import reconcile
+
 from .common import age, board_slug, command, common, emit, kanban, one_line, open_board
 
 _MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}

@@ -9,9 +9,10 @@ import sys
 
 import click
 
-from ..kanban.errors import UsageError
-from ..kanban.models import iso
-from ..kanban.notify import Subscription, check_name, list_subscriptions, subscribe, unsubscribe
+from hermes_cli.kanban.core.errors import UsageError
+from hermes_cli.kanban.core.models import iso
+from hermes_cli.kanban.live.readers import Subscription, check_name, list_subscriptions, subscribe, unsubscribe
+
 from .common import board_slug, command, common, emit, open_board
 
 

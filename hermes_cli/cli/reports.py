@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from ..kanban import spool
-from ..kanban.errors import StorageError
-from ..kanban.paths import resolve
-from ..kanban.values import check_metadata, check_report_text
+from hermes_cli.kanban.core.errors import StorageError
+from hermes_cli.kanban.core.paths import resolve
+from hermes_cli.kanban.core.values import check_metadata, check_report_text
+from hermes_cli.kanban.durability import spool
+
 from .common import board_slug, emit, open_board, open_worker_board
 
 

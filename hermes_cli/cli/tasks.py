@@ -10,11 +10,12 @@ import time
 
 import click
 
-from ..kanban.board import DEFAULT_LEASE_S
-from ..kanban.errors import InvalidValue, UsageError
-from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
-from ..kanban.textsafe import inline, terminal_safe
-from ..kanban.values import check_priority
+from hermes_cli.kanban.core.errors import InvalidValue, UsageError
+from hermes_cli.kanban.core.models import STATUS_ORDER, Task, TaskDetail, iso
+from hermes_cli.kanban.core.textsafe import inline, terminal_safe
+from hermes_cli.kanban.core.values import check_priority
+from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
+
 from .common import age, command, common, emit, env_task_and_run, open_board, open_worker_board, read_body, task_line
 from .greedy import GreedyCommand
 from .reports import report, report_many
@@ -276,7 +277,7 @@ def kanban_claim(task_id: str | None, ttl: str, worker: str | None, tenant: str 
     \b
         hermes kanban claim t_3fa2b1c4d5e6 --ttl 5m --json
     """
-    from ..kanban.errors import NotFound
+    from hermes_cli.kanban.core.errors import NotFound
 
     with open_board(board) as b:
         claim = b.claim(task_id, worker=worker, ttl=ttl, tenant=tenant)

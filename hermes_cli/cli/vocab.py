@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
-from ..kanban.board import Board
-from ..kanban.errors import NotFound, Unsupported, UsageError
-from ..kanban.models import Event, Run, Task, iso
-from ..kanban.values import profile_or_none
+from hermes_cli.kanban.core.errors import NotFound, Unsupported, UsageError
+from hermes_cli.kanban.core.models import Event, Run, Task, iso
+from hermes_cli.kanban.core.values import profile_or_none
+from hermes_cli.kanban.domain.board import Board
+
 from .common import command, common, emit, kanban, open_board
 from .greedy import GreedyCommand
 
@@ -296,7 +297,7 @@ def kanban_diagnostics(severity: str | None, task_id: str | None, ready_wait: st
     \b
         hermes kanban diagnostics --severity error --json
     """
-    from ..kanban.values import parse_duration
+    from hermes_cli.kanban.core.values import parse_duration
 
     wait = parse_duration(ready_wait, what="--ready-wait")
     with open_board(board) as b:
@@ -315,7 +316,8 @@ def kanban_diagnostics(severity: str | None, task_id: str | None, ready_wait: st
 def _follow_filtered(b: Board, *, keep: Any, kinds: list[str] | None, timeout: float | None, limit: int | None,
                      as_json: bool, after: int | None) -> None:
     """The `events --follow` reader (doorbell-woken), printing only events `keep(event)` accepts."""
-    from ..kanban.notify import RECHECK_S, EventReader
+    from hermes_cli.kanban.live.readers import RECHECK_S, EventReader
+
     from .events import _graceful_stop, _silence_stdout, _stream_line
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -387,7 +389,7 @@ def kanban_watch(assignee: str | None, tenant: str | None, kinds: str | None, in
     \b
         hermes kanban watch --assignee researcher --kinds completed,blocked,gave_up
     """
-    from ..kanban.notify import parse_kinds
+    from hermes_cli.kanban.live.readers import parse_kinds
 
     _check_follow(timeout, limit)
     kind_list = list(parse_kinds(kinds) or ()) or None

@@ -7,8 +7,7 @@
         board.complete(task.id, claim.run_id, summary="done")
 """
 
-from .board import DEFAULT_LEASE_S, Board, retry_delay
-from .errors import (
+from .core.errors import (
     AlreadyClaimed,
     BoardBusy,
     BoardReadOnly,
@@ -23,8 +22,9 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .models import Claim, Comment, Event, Run, RunOutcome, Task, TaskDetail, TaskStatus
-from .paths import BoardPaths, resolve
+from .core.models import Claim, Comment, Event, Run, RunOutcome, Task, TaskDetail, TaskStatus
+from .core.paths import BoardPaths, resolve
+from .domain.board import DEFAULT_LEASE_S, Board, retry_delay
 
 __all__ = [
     "DEFAULT_LEASE_S", "AlreadyClaimed", "Board", "BoardBusy", "BoardPaths", "BoardReadOnly", "Claim", "Comment",

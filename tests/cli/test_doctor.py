@@ -107,7 +107,7 @@ def test_a_default_command_makes_every_ready_task_wait_for_the_dispatcher(board:
 
 
 def test_no_backup_warns_once_the_board_is_older_than_the_backup_age_limit(board: Board) -> None:
-    from hermes_cli.kanban import health
+    from hermes_cli.kanban.durability import doctor as health
 
     board.create_task("x")
     created = health.doctor(board.paths).findings

@@ -227,7 +227,7 @@ def test_a_running_follower_stopped_by_a_signal_ends_cleanly(hermes_home: Path, 
 
 # -- unknown event kinds ---------------------------------------------------------------------------------------------
 def test_unknown_event_kinds_are_refused(cli: Cli, board: Board) -> None:
-    from hermes_cli.kanban import models
+    from hermes_cli.kanban.core import models
 
     before = board.last_event_id()
     valid = ", ".join(getattr(models, "EVENT_KINDS", ()))  # (getattr: the test must fail on exit codes first)
@@ -250,7 +250,7 @@ def test_every_kind_the_code_writes_is_a_known_kind() -> None:
     filtered for. Finds every literal kind passed to add_event/_event in hermes_cli."""
     import re
 
-    from hermes_cli.kanban.models import EVENT_KINDS, RunOutcome
+    from hermes_cli.kanban.core.models import EVENT_KINDS, RunOutcome
 
     root = Path(__file__).resolve().parents[2] / "hermes_cli"
     written: set[str] = set()

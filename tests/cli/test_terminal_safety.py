@@ -56,7 +56,7 @@ def hostile(board: Board) -> dict[str, str]:
 
 
 def test_textsafe_neutralises_every_sequence() -> None:
-    from hermes_cli.kanban.textsafe import inline, terminal_safe
+    from hermes_cli.kanban.core.textsafe import inline, terminal_safe
 
     for name, seq in SEQUENCES.items():
         out = terminal_safe(f"<{name}>{seq}")

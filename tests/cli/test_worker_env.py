@@ -58,7 +58,7 @@ def test_a_nul_byte_in_a_command_is_refused(cli: Cli) -> None:
 def test_a_relative_hermes_home_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers run with their workspace as cwd and get HERMES_KANBAN_DB from the board's paths: those must be
     absolute, or the worker's `complete` would open (and create) a stray board inside its workspace."""
-    from hermes_cli.kanban.paths import resolve
+    from hermes_cli.kanban.core.paths import resolve
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HERMES_HOME", "rel-home")

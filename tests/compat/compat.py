@@ -220,7 +220,7 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def _board(slug: str | None = None) -> Any:
-    from hermes_cli.kanban.board import Board
+    from hermes_cli.kanban.domain.board import Board
 
     return Board.open(slug, create=slug is None)
 
@@ -264,7 +264,7 @@ def _make_task(name: str, status: str) -> tuple[str, int | None]:
 
 
 def _task_dict(task_id: str) -> dict[str, Any] | None:
-    from hermes_cli.kanban.errors import HermesError
+    from hermes_cli.kanban.core.errors import HermesError
 
     for slug in _slugs():
         try:
@@ -276,7 +276,7 @@ def _task_dict(task_id: str) -> dict[str, Any] | None:
 
 
 def _task_total() -> int:
-    from hermes_cli.kanban.errors import HermesError
+    from hermes_cli.kanban.core.errors import HermesError
 
     total = 0
     for slug in _slugs():
@@ -494,7 +494,7 @@ class Runner:
 
 
 def _newest_task() -> dict[str, Any] | None:
-    from hermes_cli.kanban.errors import HermesError
+    from hermes_cli.kanban.core.errors import HermesError
 
     newest: list[dict[str, Any]] = []
     for slug in _slugs():

@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from hermes_cli.kanban import Board, HermesError
-from hermes_cli.kanban.board_config import load_settings
-from hermes_cli.kanban.dispatcher import Dispatcher, DispatchResult
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher, DispatchResult
+from hermes_cli.kanban.domain.config import load_settings
 
 T = TypeVar("T")
 PY = sys.executable
@@ -33,8 +33,8 @@ FAST = {"poll_interval": "300ms", "kill_grace": "500ms", "lease_grace": "2s", "w
 
 
 def worker(action: str, *args: str) -> str:
-    """A `--command` running one of the demo workers (hermes_cli/kanban/demo_workers.py)."""
-    return shlex.join([PY, "-m", "hermes_cli.kanban.demo_workers", action, *args])
+    """A `--command` running one of the demo workers (hermes_cli/kanban/demo/workers.py)."""
+    return shlex.join([PY, "-m", "hermes_cli.kanban.demo.workers", action, *args])
 
 
 def pycmd(code: str, *args: str) -> str:

@@ -1,4 +1,4 @@
-"""The dispatcher's periodic backups (hermes_cli/kanban/auto_backup.py, docs/dispatcher.md "Automatic backups").
+"""The dispatcher's periodic backups (hermes_cli/kanban/dispatch/backups.py, docs/dispatcher.md "Automatic backups").
 
 Real dispatchers (CLI processes, or the Dispatcher class in a thread of the test), real boards, real backup files
 checked with integrity_check. No timing assertions: "a backup never holds up a spawn" is shown by holding the backup
@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 
-from hermes_cli.kanban import Board, InvalidValue, backup, health
-from hermes_cli.kanban.auto_backup import Abandoned, AutoBackup
-from hermes_cli.kanban.board_config import load_settings
-from hermes_cli.kanban.dispatcher import Dispatcher, DispatchResult, StopReason
-from hermes_cli.kanban.paths import resolve
+from hermes_cli.kanban import Board, InvalidValue
+from hermes_cli.kanban.core.paths import resolve
+from hermes_cli.kanban.dispatch.backups import Abandoned, AutoBackup
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher, DispatchResult, StopReason
+from hermes_cli.kanban.domain.config import load_settings
+from hermes_cli.kanban.durability import backup
+from hermes_cli.kanban.durability import doctor as health
 from hermes_cli.kanban.store import health as store_health
 
 from .conftest import HERMES, Reaper, configure, pycmd, wait_for

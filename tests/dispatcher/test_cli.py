@@ -15,8 +15,8 @@ import pytest
 from filelock import FileLock
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban.paths import ensure_private_dir, resolve
+from hermes_cli.kanban.core.paths import ensure_private_dir, resolve
+from hermes_cli.kanban.dispatch import lease as lease_api
 from hermes_cli.kanban.store import leases as leases_sql
 
 from .conftest import HERMES, Reaper, configure, wait_for

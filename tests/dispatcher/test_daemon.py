@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban import leases as lease_api
+from hermes_cli.kanban.dispatch import lease as lease_api
 
 from .conftest import Reaper, alive, configure, started_run, wait_for, worker
 

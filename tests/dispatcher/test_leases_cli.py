@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from hermes_cli.kanban import Board, TaskStatus, procs
-from hermes_cli.kanban import leases as lease_api
+from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban.core import procs
+from hermes_cli.kanban.dispatch import lease as lease_api
 
 from .conftest import HERMES, Reaper, configure, outcomes, pycmd, runs_of, started_run, wait_for, worker
 

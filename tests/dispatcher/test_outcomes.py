@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban.board_config import load_settings
-from hermes_cli.kanban.dispatcher import Dispatcher, StopReason
-from hermes_cli.kanban.errors import HermesError, InvalidValue, StorageError
+from hermes_cli.kanban.core.errors import HermesError, InvalidValue, StorageError
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher, StopReason
+from hermes_cli.kanban.domain.config import load_settings
 
 from .conftest import alive, configure, dispatch, outcomes, pycmd, runs_of, worker
 

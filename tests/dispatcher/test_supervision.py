@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from hermes_cli.kanban import Board, TaskStatus, procs
-from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban.board_config import load_settings
-from hermes_cli.kanban.dispatcher import Dispatcher, StopReason
-from hermes_cli.kanban.errors import BoardBusy
+from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban.core import procs
+from hermes_cli.kanban.core.errors import BoardBusy
+from hermes_cli.kanban.dispatch import lease as lease_api
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher, StopReason
+from hermes_cli.kanban.domain.config import load_settings
 
 from .conftest import (
     HERMES,

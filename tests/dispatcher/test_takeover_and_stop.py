@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from hermes_cli.kanban import Board, TaskStatus, doorbell, procs
-from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban.errors import WriteInterrupted
-from hermes_cli.kanban.paths import ensure_private_dir, resolve
+from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban.core import procs
+from hermes_cli.kanban.core.errors import WriteInterrupted
+from hermes_cli.kanban.core.paths import ensure_private_dir, resolve
+from hermes_cli.kanban.dispatch import lease as lease_api
+from hermes_cli.kanban.live import doorbell
 
 from .conftest import Reaper, alive, configure, outcomes, pycmd, started_run, wait_for, worker
 

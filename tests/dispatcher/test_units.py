@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from hermes_cli.kanban import Board, InvalidValue, LeaseHeld, procs
-from hermes_cli.kanban import leases as lease_api
-from hermes_cli.kanban.board_config import DispatchSettings, load_settings
-from hermes_cli.kanban.spawn import build_argv, rotate, worker_env
+from hermes_cli.kanban import Board, InvalidValue, LeaseHeld
+from hermes_cli.kanban.core import procs
+from hermes_cli.kanban.dispatch import lease as lease_api
+from hermes_cli.kanban.dispatch.spawn import build_argv, rotate, worker_env
+from hermes_cli.kanban.domain.config import DispatchSettings, load_settings
 from hermes_cli.kanban.store import dispatch as dispatch_sql
 from hermes_cli.kanban.store import leases as lease_sql
 

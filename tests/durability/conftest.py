@@ -20,7 +20,7 @@ from typing import Any
 import apsw
 import pytest
 
-from hermes_cli.kanban.paths import BoardPaths, resolve
+from hermes_cli.kanban.core.paths import BoardPaths, resolve
 from hermes_cli.kanban.store.connection import holds_connection
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import apsw
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.paths import boards_root, hermes_home
+from hermes_cli.kanban.core.paths import boards_root, hermes_home
 
 from .conftest import hermes
 

@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
-from hermes_cli.kanban import Board, reconcile, spool
-from hermes_cli.kanban import backup as backups
-from hermes_cli.kanban.errors import InvalidValue
-from hermes_cli.kanban.models import RunOutcome, iso
-from hermes_cli.kanban.paths import BoardPaths
-from hermes_cli.kanban.spool import SpooledReport
+from hermes_cli.kanban import Board
+from hermes_cli.kanban.core.errors import InvalidValue
+from hermes_cli.kanban.core.models import RunOutcome, iso
+from hermes_cli.kanban.core.paths import BoardPaths
+from hermes_cli.kanban.durability import backup as backups
+from hermes_cli.kanban.durability import reconcile, spool
+from hermes_cli.kanban.durability.spool import SpooledReport
 
 from .conftest import HOLD_WRITE_LOCK, Result, checkpoint_and_close, hermes, stop
 

@@ -17,8 +17,9 @@ from typing import Any
 import apsw
 import pytest
 
-from hermes_cli.kanban import Board, StorageError, spool
-from hermes_cli.kanban.paths import BoardPaths
+from hermes_cli.kanban import Board, StorageError
+from hermes_cli.kanban.core.paths import BoardPaths
+from hermes_cli.kanban.durability import spool
 
 from .conftest import HOLD_WRITE_LOCK, checkpoint_and_close, hermes, pages_of, smash_pages, stop
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from hermes_cli.kanban import Board, spool
+from hermes_cli.kanban import Board
+from hermes_cli.kanban.durability import spool
 
 from .conftest import HOLD_WRITE_LOCK, checkpoint_and_close, hermes, stop
 

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from hermes_cli.kanban import Board, doorbell
+from hermes_cli.kanban import Board
+from hermes_cli.kanban.live import doorbell
 
 
 def _schedstat() -> tuple[int, int]:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.notify import get_subscription
+from hermes_cli.kanban.live.readers import get_subscription
 
 from .conftest import fifos, hermes_argv, invoke, lines_json, run
 
@@ -191,7 +191,7 @@ def test_tui_refuses_json_and_non_terminals(board: Board) -> None:
 
 
 def test_the_cli_never_imports_textual() -> None:
-    code = ("import sys; from hermes_cli.main import hermes; import hermes_cli.cli.live, hermes_cli.kanban.notify, "
-            "hermes_cli.kanban.view; print('textual' in sys.modules)")
+    code = ("import sys; from hermes_cli.main import hermes; import hermes_cli.cli.live, "
+            "hermes_cli.kanban.live.readers, hermes_cli.kanban.domain.view; print('textual' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False", p.stderr

@@ -33,7 +33,7 @@ from typing import IO
 import pytest
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.notify import get_subscription, subscribe
+from hermes_cli.kanban.live.readers import get_subscription, subscribe
 
 from .conftest import fifos, hermes_argv
 

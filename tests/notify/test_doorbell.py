@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.doorbell import FIFO_SUFFIX, TMP_SUFFIX, Doorbell, ring
+from hermes_cli.kanban.live.doorbell import FIFO_SUFFIX, TMP_SUFFIX, Doorbell, ring
 
 from .conftest import fifos
 
@@ -124,7 +124,7 @@ def test_sigpipe_with_default_action_cannot_kill_a_ringing_writer() -> None:
     """A host program that restored SIGPIPE's default action: the ring's guard blocks it around the write."""
     code = r"""
 import errno, os, signal
-from hermes_cli.kanban.doorbell import _sigpipe_blocked
+from hermes_cli.kanban.live.doorbell import _sigpipe_blocked
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 r, w = os.pipe()
 os.close(r)
@@ -214,7 +214,7 @@ def test_a_reader_killed_with_sigkill_has_its_fifo_removed_by_the_next_commit(bo
     code = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from hermes_cli.kanban.doorbell import Doorbell\n"
+        "from hermes_cli.kanban.live.doorbell import Doorbell\n"
         "b = Doorbell(Path(sys.argv[1]), 'doomed')\n"
         "print(b.path.name, flush=True)\n"
         "time.sleep(60)\n"

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from hermes_cli.kanban import Board, InvalidValue, NotFound
-from hermes_cli.kanban.notify import (
+from hermes_cli.kanban.live.readers import (
     EventReader,
     ack,
     get_subscription,

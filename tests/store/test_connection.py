@@ -11,8 +11,8 @@ import apsw
 import pytest
 
 from hermes_cli.kanban import Board, BoardBusy, CorruptBoard, HermesError, StorageError
-from hermes_cli.kanban.errors import InvalidValue, UnsupportedSQLite
-from hermes_cli.kanban.paths import boards_root
+from hermes_cli.kanban.core.errors import InvalidValue, UnsupportedSQLite
+from hermes_cli.kanban.core.paths import boards_root
 from hermes_cli.kanban.store import connection
 from hermes_cli.kanban.store.schema import LATEST
 
@@ -431,7 +431,7 @@ def test_event_payloads_carry_iso_timestamps_not_epoch_numbers(board: Board) -> 
 
 
 def test_the_doorbell_rings_after_a_commit_and_never_for_a_refused_change(board: Board, make_task) -> None:
-    from hermes_cli.kanban.doorbell import Doorbell
+    from hermes_cli.kanban.live.doorbell import Doorbell
 
     done = make_task("done")
     with Doorbell(board.paths.notify_dir, "store-test") as bell:

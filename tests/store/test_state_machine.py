@@ -23,7 +23,7 @@ from hermes_cli.kanban import (
     Task,
     TaskStatus,
 )
-from hermes_cli.kanban.errors import CycleRefused
+from hermes_cli.kanban.core.errors import CycleRefused
 
 from .conftest import MakeTask
 

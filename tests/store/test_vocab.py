@@ -266,7 +266,7 @@ def test_archive_many_is_all_or_none(board: Board, make_task: MakeTask) -> None:
 
 # -- gc ----------------------------------------------------------------------------------------------------------------
 def test_gc_never_removes_what_a_subscription_has_not_consumed(board: Board) -> None:
-    from hermes_cli.kanban.notify import subscribe
+    from hermes_cli.kanban.live.readers import subscribe
 
     old, _ = board.create_task("old and done")
     board.complete(old.id)

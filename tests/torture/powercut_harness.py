@@ -51,7 +51,7 @@ from typing import Any
 
 import apsw
 
-from hermes_cli.kanban.board import Board
+from hermes_cli.kanban.domain.board import Board
 
 VFS_NAME = "hermes-powercut"
 MODES = ("full", "normal", "off", "extra")

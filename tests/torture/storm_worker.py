@@ -19,8 +19,8 @@ import sys
 import time
 import traceback
 
-from hermes_cli.kanban.board import Board
-from hermes_cli.kanban.errors import BoardBusy, StaleRun
+from hermes_cli.kanban.core.errors import BoardBusy, StaleRun
+from hermes_cli.kanban.domain.board import Board
 
 
 class Log:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hermes_cli.kanban.board import Board
+from hermes_cli.kanban.domain.board import Board
 
 WORKERS = 6
 STORM_S = float(os.environ.get("HERMES_STORM_SECONDS", "60"))

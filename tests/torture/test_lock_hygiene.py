@@ -25,9 +25,9 @@ import click
 import pytest
 
 import hermes_cli
-from hermes_cli.kanban.board import Board
-from hermes_cli.kanban.doorbell import Doorbell
-from hermes_cli.kanban.paths import resolve
+from hermes_cli.kanban.core.paths import resolve
+from hermes_cli.kanban.domain.board import Board
+from hermes_cli.kanban.live.doorbell import Doorbell
 from hermes_cli.main import main
 
 from . import open_audit
@@ -117,9 +117,9 @@ def test_reviewed_sites_are_flagged_when_the_process_holds_the_file(hermes_home)
             ns["_BoardLocks"](fake)  # now closing its fd would drop the holder's locks: flagged
         finally:
             os.close(held)
-    assert [v.site for v in rec.reviewed] == ["hermes_cli/kanban/backup.py::_BoardLocks.__init__"]
+    assert [v.site for v in rec.reviewed] == ["hermes_cli/kanban/durability/backup.py::_BoardLocks.__init__"]
     assert [(v.site, v.other_fds) for v in rec.violations] == [
-        ("hermes_cli/kanban/backup.py::_BoardLocks.__init__", [held])
+        ("hermes_cli/kanban/durability/backup.py::_BoardLocks.__init__", [held])
     ]
 
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban import view as kview
-from hermes_cli.kanban.notify import get_subscription
+from hermes_cli.kanban.domain import view as kview
+from hermes_cli.kanban.live.readers import get_subscription
 from hermes_cli.kanban.store import leases
 from tui.screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, HelpScreen, PromptScreen
 from tui.screens.error import BoardErrorScreen

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from hermes_cli.kanban.errors import HermesError
+from hermes_cli.kanban.core.errors import HermesError
 
 from ..format import clean
 

@@ -20,8 +20,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from hermes_cli.kanban.models import Task
-from hermes_cli.kanban.view import PAGE
+from hermes_cli.kanban.core.models import Task
+from hermes_cli.kanban.domain.view import PAGE
 
 from ..format import card_meta, clean
 

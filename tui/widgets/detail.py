@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from hermes_cli.kanban.models import Run, TaskDetail, iso
+from hermes_cli.kanban.core.models import Run, TaskDetail, iso
 
 from ..format import age, clean
 

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from .. import doorbell
-from ..errors import (
+from ..core.errors import (
     BoardBusy,
     BoardReadOnly,
     Conflict,
@@ -34,7 +33,8 @@ from ..errors import (
     UnsupportedSQLite,
     WriteInterrupted,
 )
-from ..paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
+from ..core.paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
+from ..live import doorbell
 
 T = TypeVar("T")
 

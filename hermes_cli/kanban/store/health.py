@@ -25,9 +25,9 @@ from typing import Any
 
 import apsw
 
-from ..errors import CorruptBoard, HermesError
-from ..fileio import fsync_file, write_json_atomic
-from ..paths import BoardPaths
+from ..core.errors import CorruptBoard, HermesError
+from ..core.fileio import fsync_file, write_json_atomic
+from ..core.paths import BoardPaths
 from .connection import Database, fsync_dir, holds_connection, translate
 
 #: most quarantine copies kept per board (content-addressed, never pruned automatically: they are evidence)
@@ -339,7 +339,7 @@ class QuarantineEntry:
     method: str
 
     def as_dict(self) -> dict[str, Any]:
-        from ..models import iso
+        from ..core.models import iso
 
         return {"path": str(self.path), "reason": self.reason, "taken_at": iso(self.taken_at), "method": self.method}
 
@@ -386,7 +386,7 @@ def _known(paths: BoardPaths, key: list[int] | None) -> Path | None:
 
 
 def _prepare_quarantine(paths: BoardPaths) -> Path | None:
-    from ..paths import ensure_private_dir
+    from ..core.paths import ensure_private_dir
 
     qdir = quarantine_dir(paths)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..errors import StorageError
+from ..core.errors import StorageError
 from .connection import Database
 
 

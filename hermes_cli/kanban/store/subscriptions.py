@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..models import Event
+from ..core.models import Event
 from .connection import Database
 
 SUB_COLUMNS = "name, cursor, kinds, created_at, updated_at"

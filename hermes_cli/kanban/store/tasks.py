@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import NotFound
-from ..models import Comment, Event, Run, Task, TaskStatus
+from ..core.errors import NotFound
+from ..core.models import Comment, Event, Run, Task, TaskStatus
 from .connection import Database
 
 TASK_COLUMNS = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..models import Task, TaskStatus
+from ..core.models import Task, TaskStatus
 from .connection import Database
 from .tasks import TASK_COLUMNS
 

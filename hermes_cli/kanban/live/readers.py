@@ -24,12 +24,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .board import Board
+from ..core.errors import InvalidValue, NotFound
+from ..core.models import EVENT_KINDS, Event, _Row
+from ..domain.board import Board
+from ..store import subscriptions as subs_sql
+from ..store import tasks as tasks_sql
 from .doorbell import Doorbell
-from .errors import InvalidValue, NotFound
-from .models import EVENT_KINDS, Event, _Row
-from .store import subscriptions as subs_sql
-from .store import tasks as tasks_sql
 
 #: kinds a person wants to hear about: shown as toasts by the TUI
 TOAST_KINDS: tuple[str, ...] = ("completed", "blocked", "gave_up", "crashed", "timed_out")

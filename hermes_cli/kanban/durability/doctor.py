@@ -15,24 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from ..core.errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
+from ..core.models import iso
+from ..core.paths import BoardPaths
+from ..store import dispatch as dispatch_sql
+from ..store import health as store_health
+from ..store.connection import UNSAFE_FS, Database, connect, filesystem_type, sqlite_version, version_ok
 from . import spool
-from .errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
-from .models import iso
-from .paths import BoardPaths
-from .store import dispatch as dispatch_sql
-from .store import health as store_health
-from .store.connection import (
-    UNSAFE_FS,
-    Database,
-    connect,
-    filesystem_type,
-    sqlite_version,
-    version_ok,
-)
 
 if TYPE_CHECKING:
-    from .board import Board
-    from .board_config import DispatchSettings
+    from ..domain.board import Board
+    from ..domain.config import DispatchSettings
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 _RANK = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
@@ -195,7 +188,7 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
                                    restore_next, {"problems": problems}))
                 return out  # the remaining queries would only read garbage
     try:
-        from .store.schema import LATEST, current_version
+        from ..store.schema import LATEST, current_version
 
         ver = current_version(db)
         if ver < LATEST:
@@ -338,7 +331,7 @@ def _settings(paths: BoardPaths) -> DispatchSettings:
     The defaults when the config file cannot be read (the dispatcher itself refuses such a file with its own
     error)."""
     # lazily: board_config imports tomllib, and `hermes kanban --help` loads this module to list doctor
-    from .board_config import DispatchSettings, load_settings
+    from ..domain.config import DispatchSettings, load_settings
 
     try:
         return load_settings(paths)

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import procs
-from .board import Board
-from .errors import LeaseHeld
-from .models import iso
-from .store import leases as sql
-from .store import tasks as tasks_sql
+from ..core import procs
+from ..core.errors import LeaseHeld
+from ..core.models import iso
+from ..domain.board import Board
+from ..store import leases as sql
+from ..store import tasks as tasks_sql
 
 T = TypeVar("T")
 

@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from ..core.errors import Conflict, CorruptBoard, HermesError, InvalidValue, NotFound, StorageError
+from ..core.fileio import fsync_file, write_json_atomic
+from ..core.models import iso
+from ..core.paths import BoardPaths, ensure_private_dir
+from ..store import health as store_health
+from ..store.connection import exclusive_open_lock, fsync_dir
 from . import spool
-from .errors import Conflict, CorruptBoard, HermesError, InvalidValue, NotFound, StorageError
-from .fileio import fsync_file, write_json_atomic
-from .models import iso
-from .paths import BoardPaths, ensure_private_dir
-from .store import health as store_health
-from .store.connection import exclusive_open_lock, fsync_dir
 
 if TYPE_CHECKING:
-    from .board import Board
+    from ..domain.board import Board
 
 #: automatic backups kept per board (override: --keep, or HERMES_KANBAN_BACKUP_KEEP)
 DEFAULT_KEEP = 10
@@ -343,7 +343,7 @@ def restore(paths: BoardPaths, source: str | os.PathLike[str], *, replay: bool =
         summary = store_health.read_backup_summary(src)
     except apsw.Error as exc:
         raise InvalidValue(f"{src} is not a hermes board backup ({exc})") from None
-    from .store.schema import LATEST
+    from ..store.schema import LATEST
 
     if summary["schema_version"] < 1 or summary["schema_version"] > LATEST:
         raise InvalidValue(f"{src} has schema v{summary['schema_version']}; this hermes reads v1..v{LATEST}")
@@ -425,7 +425,7 @@ def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], repla
         _unlink_quietly(staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal")))
         raise
     store_health.forget_check(paths)
-    from .board import Board
+    from ..domain.board import Board
 
     with Board.open(paths.slug, str(paths.db), create=False) as board:
         if result.salvaged_tasks:

@@ -61,16 +61,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import leases, procs, spawn, spool
-from .auto_backup import AutoBackup
-from .board import Board
-from .board_config import DispatchSettings
-from .doorbell import Doorbell
-from .errors import BoardBusy, Conflict, HermesError, LeaseHeld, NotFound, StaleRun, StorageError, WriteInterrupted
-from .leases import DispatcherLease
-from .models import Claim, Run, RunOutcome, Task, TaskStatus, iso
-from .store import dispatch as dsql
-from .store import tasks as tsql
+from ..core import procs
+from ..core.errors import (
+    BoardBusy,
+    Conflict,
+    HermesError,
+    LeaseHeld,
+    NotFound,
+    StaleRun,
+    StorageError,
+    WriteInterrupted,
+)
+from ..core.models import Claim, Run, RunOutcome, Task, TaskStatus, iso
+from ..domain.board import Board
+from ..domain.config import DispatchSettings
+from ..durability import spool
+from ..live.doorbell import Doorbell
+from ..store import dispatch as dsql
+from ..store import tasks as tsql
+from . import lease as leases
+from . import spawn
+from .backups import AutoBackup
+from .lease import DispatcherLease
 
 #: run outcomes that mean the worker itself reported (its report wins over its exit code)
 REPORTED = (RunOutcome.COMPLETED, RunOutcome.BLOCKED, RunOutcome.REVIEW_REQUESTED)

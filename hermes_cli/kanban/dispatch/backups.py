@@ -29,11 +29,12 @@ from collections.abc import Callable
 
 import apsw
 
-from . import backup, health
-from .backup import BackupInfo
-from .board import Board
-from .errors import HermesError, NotFound, StorageError
-from .paths import BoardPaths
+from ..core.errors import HermesError, NotFound, StorageError
+from ..core.paths import BoardPaths
+from ..domain.board import Board
+from ..durability import backup
+from ..durability import doctor as health
+from ..durability.backup import BackupInfo
 
 #: first retry after a failed (or skipped) backup; each further failure doubles it, up to the interval
 RETRY_FIRST_S = 60.0

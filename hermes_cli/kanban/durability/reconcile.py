@@ -59,16 +59,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import CorruptBoard, HermesError, NotFound, StorageError
+from ..core.models import Run, RunOutcome, Task, TaskStatus, iso
+from ..store import health as store_health
+from ..store import tasks as sql
+from ..store.connection import Database
 from . import spool
-from .errors import CorruptBoard, HermesError, NotFound, StorageError
-from .models import Run, RunOutcome, Task, TaskStatus, iso
 from .spool import SpooledReport
-from .store import health as store_health
-from .store import tasks as sql
-from .store.connection import Database
 
 if TYPE_CHECKING:
-    from .board import Board
+    from ..domain.board import Board
 
 APPLY, SKIP, CONFLICT = "apply", "skip", "conflict"
 #: skips that no later state of the board can turn into an apply: the report is filed under spool/skipped/

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from .paths import list_slugs
+from ..core.paths import list_slugs
 
 #: how often the daemon looks for new boards
 ENUMERATE_EVERY_S = 5.0

@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Conflict, HermesError, InvalidValue, StorageError
-from .fileio import write_json_atomic
-from .models import iso
-from .paths import BoardPaths, ensure_private_dir
-from .store.connection import fsync_dir
-from .values import MAX_BODY, check_block_kind, check_metadata, check_report_text, check_task_id
+from ..core.errors import Conflict, HermesError, InvalidValue, StorageError
+from ..core.fileio import write_json_atomic
+from ..core.models import iso
+from ..core.paths import BoardPaths, ensure_private_dir
+from ..core.values import MAX_BODY, check_block_kind, check_metadata, check_report_text, check_task_id
+from ..store.connection import fsync_dir
 
 if TYPE_CHECKING:
     import logging
 
-    from .board import Board
+    from ..domain.board import Board
 
 SPOOL_FORMAT = 1
 KINDS = ("complete", "block")
@@ -140,7 +140,7 @@ def spool_dir_for(paths: BoardPaths) -> Path:
     in a directory hermes keeps boards in; otherwise (the board was removed or moved, or the pinned path is not a
     board, e.g. HERMES_KANBAN_DB=/etc/passwd) the host spool under HERMES_HOME, so nothing lands in a foreign
     directory. Both are read back by `pending` (reconcile-completions, the dispatcher's drain)."""
-    from .store.connection import known_board_dir
+    from ..store.connection import known_board_dir
 
     if paths.db.exists() and known_board_dir(paths):
         return paths.spool_dir
@@ -352,8 +352,9 @@ def drain_if_healthy(board: Board, log: Callable[[str], None] | None = None) -> 
     Never raises a HermesError or OSError: whatever goes wrong is logged (`log`, else this module's logger) and the
     reports stay spooled. The dispatcher's loop must not die over the spool.
     """
-    from . import health, reconcile
-    from .store.tasks import last_event_id
+    from ..store.tasks import last_event_id
+    from . import doctor as health
+    from . import reconcile
 
     say = log if log is not None else _logger().warning
     key = str(board.paths.db)

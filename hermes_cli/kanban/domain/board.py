@@ -18,13 +18,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from .errors import AlreadyClaimed, CycleRefused, InvalidTransition, InvalidValue, NotFound, StaleRun
-from .models import Claim, Comment, Event, RunOutcome, Task, TaskDetail, TaskStatus
-from .paths import DEFAULT_BOARD, BoardPaths, current_board, resolve
-from .store import tasks as sql
-from .store.connection import Database, connect
-from .store.schema import migrate
-from .values import (
+from ..core.errors import AlreadyClaimed, CycleRefused, InvalidTransition, InvalidValue, NotFound, StaleRun
+from ..core.models import Claim, Comment, Event, RunOutcome, Task, TaskDetail, TaskStatus
+from ..core.paths import DEFAULT_BOARD, BoardPaths, current_board, resolve
+from ..core.values import (
     INITIAL_STATUSES,
     check_block_kind,
     check_body,
@@ -39,6 +36,9 @@ from .values import (
     check_title,
     parse_duration,
 )
+from ..store import tasks as sql
+from ..store.connection import Database, connect
+from ..store.schema import migrate
 
 T = TypeVar("T")
 
@@ -1129,6 +1129,6 @@ class Board:
 
 
 def _iso(ts: float) -> str:
-    from .models import iso
+    from ..core.models import iso
 
     return iso(ts) or ""

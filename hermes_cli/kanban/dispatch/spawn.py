@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidValue
-from .models import iso
-from .paths import BoardPaths, ensure_private_dir
+from ..core.errors import InvalidValue
+from ..core.models import iso
+from ..core.paths import BoardPaths, ensure_private_dir
 
 PLACEHOLDER_RE = re.compile(r"\{(task_id|run_id|board|workspace|title)\}")
 CONTRACT_ENV = ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_TASK", "HERMES_KANBAN_RUN_ID",

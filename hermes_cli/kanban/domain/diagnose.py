@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .models import Event, Run, RunOutcome, Task, TaskStatus, iso
+from ..core.models import Event, Run, RunOutcome, Task, TaskStatus, iso
 
 #: in increasing order; `--severity S` keeps S and above
 SEVERITIES = ("warning", "error", "critical")

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import InvalidValue
-from .paths import BoardPaths
-from .values import check_command, parse_duration
+from ..core.errors import InvalidValue
+from ..core.paths import BoardPaths
+from ..core.values import check_command, parse_duration
 
 SECTION = "dispatch"
 _ZERO_RE = re.compile(r"^0+(?:\.0*)?\s*(?:ms|s|m|h|d)?$")

@@ -1,4 +1,4 @@
-"""Worker programs for `hermes kanban demo` (and the dispatcher's tests): `python -m hermes_cli.kanban.demo_workers
+"""Worker programs for `hermes kanban demo` (and the dispatcher's tests): `python -m hermes_cli.kanban.demo.workers
 ACTION [ARG]`. They follow the worker contract: the task and run come from the environment, the cwd is the task's
 workspace, output goes to the task's log.
 

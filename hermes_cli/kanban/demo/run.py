@@ -1,7 +1,7 @@
 """`hermes kanban demo`: a throwaway board, the real dispatcher, real worker processes, and what happened.
 
 The board lives in a fresh temp dir (never the user's HERMES_HOME). Workers are `python -m
-hermes_cli.kanban.demo_workers ...` run by this very interpreter, so the demo works from any installation without a
+hermes_cli.kanban.demo.workers ...` run by this very interpreter, so the demo works from any installation without a
 shell or PATH. The demo checks the outcome of every task against what the scenario should produce and says so.
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .board import Board
-from .board_config import load_settings
-from .dispatcher import Dispatcher, DispatchResult
-from .models import TaskStatus
+from ..core.models import TaskStatus
+from ..dispatch.supervisor import Dispatcher, DispatchResult
+from ..domain.board import Board
+from ..domain.config import load_settings
 
 SLUG = "demo"
 #: the demo must finish well inside 30 s even on a loaded machine
@@ -156,7 +156,7 @@ def run_demo(*, keep: bool = False, log: Callable[[str], None] | None = None) ->
 
 
 def _command(action: str) -> str:
-    return f"{shlex.quote(sys.executable)} -m hermes_cli.kanban.demo_workers {action}"
+    return f"{shlex.quote(sys.executable)} -m hermes_cli.kanban.demo.workers {action}"
 
 
 def _create(board: Board) -> dict[str, str]:

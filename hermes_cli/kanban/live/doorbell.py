@@ -154,7 +154,7 @@ class Doorbell:
         self._open()
 
     def _open(self) -> None:
-        from .paths import ensure_private_dir
+        from ..core.paths import ensure_private_dir
 
         ensure_private_dir(self.notify_dir)
         stem = f"{os.getpid()}.{self.safe_name}.{os.urandom(4).hex()}"
