@@ -214,6 +214,8 @@ class Database:
         #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
         self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
+        #: computed once: every commit that wrote an event rings it (BoardPaths.notify_dir builds a new Path each call)
+        self._notify_dir = paths.notify_dir
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
 
@@ -236,6 +238,17 @@ class Database:
     def row(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         found = self.rows(sql, params)
         return found[0] if found else None
+
+    def first(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        """The first row as a tuple (no column names: for the hot paths that know their columns), or None.
+        Runs the statement to its end, so an INSERT/UPDATE ... RETURNING is never left half-stepped."""
+        try:
+            found = self.conn.execute(sql, params).fetchall()
+            return found[0] if found else None  # type: ignore[no-any-return]
+        except apsw.Error as exc:
+            raise translate(exc, self.paths.db) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise unstorable(exc, params) from None
 
     def value(self, sql: str, params: Any = ()) -> Any:
         try:
@@ -316,7 +329,7 @@ class Database:
             callbacks, self._after_commit = self._after_commit, []
             if self._ring:
                 self._ring = False
-                doorbell.ring(self.paths.notify_dir)  # after COMMIT, never inside it; ring() never raises
+                doorbell.ring(self._notify_dir)  # after COMMIT, never inside it; ring() never raises
             for cb in callbacks:
                 cb()
             return result
