@@ -8,8 +8,9 @@ split between Python and APSW/SQLite.
 Three passes over fresh boards of `-n` ready tasks, one process, one transaction per operation (as workers do it):
 1. statements: APSW's exec trace records every SQL statement of one claim, one complete and one complete+claim
    (`Board.complete_next`) transaction, BEGIN and COMMIT included;
-2. CPU: `time.process_time()` per operation, claim -> complete one task at a time as a pull worker does (CPU time is what a busy machine disturbs least:
-   other processes stretch wall time, not our own CPU seconds), with wall time next to it;
+2. CPU: `time.process_time()` per operation, claim -> complete one task at a time as a pull worker does (CPU time
+   is what a busy machine disturbs least: other processes stretch wall time, not our own CPU seconds), with wall
+   time next to it;
 3. cProfile of the same loop: time inside APSW calls (statement execution in SQLite, row fetching) against
    everything else (Python: building SQL, rows, dataclasses, JSON, the doorbell).
 """

@@ -14,7 +14,7 @@ from ..kanban.errors import InvalidValue
 from ..kanban.models import STATUS_ORDER, Task, TaskDetail, iso
 from ..kanban.values import check_priority
 from .common import age, command, common, emit, env_task_and_run, open_board, read_body, task_line
-from .reports import report
+from .reports import report, report_next
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 #: run ids are positive 64-bit integers; anything else is a usage error, never a "stale run"
@@ -252,19 +252,39 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, board: s
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--summary", default=None, help="One line on what was done.")
 @click.option("--force", is_flag=True, help="Complete a task claimed by someone else's live run.")
+@click.option("--next", "next_", is_flag=True,
+              help="With --run-id: claim the next ready task in the same transaction (printed like claim).")
+@click.option("--ttl", default=None, metavar="DUR", help=f"With --next: the new lease (default {DEFAULT_LEASE_S:g}s).")
+@click.option("--worker", default=None, metavar="NAME", help="With --next: who claims (shown in runs).")
+@click.option("--tenant", default=None, help="With --next: claim only this tenant's tasks.")
 @common
-def kanban_complete(task_id: str | None, run_id: int | None, summary: str | None, force: bool, board: str | None,
-                    as_json: bool) -> None:
+def kanban_complete(task_id: str | None, run_id: int | None, summary: str | None, force: bool, next_: bool,
+                    ttl: str | None, worker: str | None, tenant: str | None, board: str | None, as_json: bool) -> None:
     """Mark a task done (or in review, for review-gated tasks). If the board cannot be written, the completion is
-    spooled durably and applied later (see: reconcile-completions).
+    spooled durably and applied later (see: reconcile-completions). A pull worker adds --next to complete and claim
+    its next task in one transaction (one commit instead of two).
 
     Example:
 
     \b
         hermes kanban complete t_3fa2b1c4d5e6 --summary "report written"
+        hermes kanban complete t_3fa2b1c4d5e6 --run-id 42 --next --json
     """
+    from ..kanban.errors import UsageError
+
     task, run = env_task_and_run(task_id, run_id)
-    report("complete", board, task, run, summary=summary, force=force, as_json=as_json)
+    if not next_:
+        if ttl is not None or worker is not None or tenant is not None:
+            raise UsageError("--ttl, --worker and --tenant only apply with --next (complete --next claims a task)")
+        report("complete", board, task, run, summary=summary, force=force, as_json=as_json)
+        return
+    if run is None:
+        raise UsageError(f"--next needs --run-id (or HERMES_KANBAN_RUN_ID): it is for a worker completing its own run "
+                         f"of task {task}")
+    if force:
+        raise UsageError("--next cannot be combined with --force: it completes your own run, then claims")
+    report_next(board, task, run, summary=summary, ttl=ttl or f"{DEFAULT_LEASE_S:g}s", worker=worker, tenant=tenant,
+                as_json=as_json)
 
 
 @command("block")
