@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,6 +62,7 @@ def role_burn(db: str, out: str, use_next: bool) -> None:
         t_go, t_end = (float(x) for x in sys.stdin.readline().split())
         while time.time() < t_go:
             time.sleep(0.0005)
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         done = 0
         claim = b.claim(worker=f"w{os.getpid()}", ttl=60)
         while claim is not None and time.time() < t_end:
@@ -70,7 +72,11 @@ def role_burn(db: str, out: str, use_next: bool) -> None:
                 b.complete(claim.task_id, claim.run_id, summary="ok")
                 claim = b.claim(worker=f"w{os.getpid()}", ttl=60)
             done += 1
-        Path(out).write_text(json.dumps({"done": done}))
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        Path(out).write_text(json.dumps({
+            "done": done, "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+            "vcsw": r1.ru_nvcsw - r0.ru_nvcsw, "ivcsw": r1.ru_nivcsw - r0.ru_nivcsw,
+        }))
 
 
 def role_writer(db: str, out: str, interval: float) -> None:
@@ -119,14 +125,21 @@ def _cell(template: Path, work: Path, tag: str) -> Path:
     return cell / "kanban.db"
 
 
-def burn(template: Path, work: Path, workers: int, window: float, sync: str, use_next: bool, tag: str) -> float:
+def burn(template: Path, work: Path, workers: int, window: float, sync: str, use_next: bool,
+         tag: str) -> dict[str, float]:
+    """tasks/s over the window, with the workers' CPU seconds and context switches per task (from getrusage):
+    CPU per task is the figure a busy machine disturbs least (other processes stretch wall time, not our CPU)."""
     db = _cell(template, work, tag)
     outs = [db.parent / f"w{k}.json" for k in range(workers)]
     procs = [_spawn("burn", db, o, sync, "1" if use_next else "0") for o in outs]
     _go(procs, window)
-    done = sum(json.loads(o.read_text())["done"] for o in outs)
+    res = [json.loads(o.read_text()) for o in outs]
     shutil.rmtree(db.parent)
-    return done / window
+    done = sum(r["done"] for r in res) or 1
+    return {"tasks_per_s": sum(r["done"] for r in res) / window,
+            "cpu_us_per_task": sum(r["cpu_s"] for r in res) / done * 1e6,
+            "csw_per_task": sum(r["vcsw"] + r["ivcsw"] for r in res) / done,
+            "ivcsw_per_task": sum(r["ivcsw"] for r in res) / done}
 
 
 def third_writer(template: Path, work: Path, window: float, sync: str, use_next: bool, tag: str) -> list[float]:
@@ -172,7 +185,7 @@ def main() -> int:
         template = work / "template" / "kanban.db"
         template.parent.mkdir()
         seed(template, args.board)
-        rates: dict[int, list[float]] = {w: [] for w in counts}
+        rates: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
         if not args.writer_only:
             for r in range(args.rounds):
                 for w in counts:
@@ -193,13 +206,22 @@ def main() -> int:
         return 0
     print(f"contention: synchronous={args.sync}, {'complete_next' if args.next else 'claim + complete'}, "
           f"{args.window} s windows, {args.rounds} rounds, cpus {os.cpu_count()}, load {result['loadavg_1m']}")
-    base = statistics.median(rates[counts[0]]) if rates[counts[0]] else None
+    def med(v: list[dict[str, float]], k: str) -> float:
+        return statistics.median(x[k] for x in v)
+
+    base = med(rates[counts[0]], "tasks_per_s") if rates[counts[0]] else None
+    base_cpu = med(rates[counts[0]], "cpu_us_per_task") if rates[counts[0]] else None
     for w, v in rates.items():
         if not v:
             continue
-        m = statistics.median(v)
-        vs = f"  {m / base - 1:+.0%} vs {counts[0]} worker" if base else ""
-        print(f"  {w} worker(s): {m:7.0f} tasks/s  (rounds: {', '.join(f'{x:.0f}' for x in v)}){vs}")
+        m = med(v, "tasks_per_s")
+        cpu = med(v, "cpu_us_per_task")
+        vs = f" {m / base - 1:+4.0%}" if base else ""
+        vc = f" {cpu / base_cpu - 1:+4.0%}" if base_cpu else ""
+        each = ", ".join(f"{x['tasks_per_s']:.0f}" for x in v)
+        print(f"  {w} worker(s): {m:6.0f} tasks/s{vs}  (rounds: {each}); "
+              f"CPU {cpu:5.0f} us/task{vc}; context switches {med(v, 'csw_per_task'):.1f}/task "
+              f"({med(v, 'ivcsw_per_task'):.1f} involuntary)")
     if lat:
         wm = result["writer_ms"]
         print(f"  third writer beside 2 burning workers: create p50 {wm['p50']:.1f} ms, p99 {wm['p99']:.1f} ms, "  # type: ignore[index]
