@@ -33,6 +33,7 @@ from ..errors import (
     UnsupportedSQLite,
 )
 from ..paths import BoardPaths, check_db_path, ensure_private_dir
+from .write_queue import WriteQueue
 
 T = TypeVar("T")
 
@@ -214,6 +215,8 @@ class Database:
         #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
         self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
+        #: the flock queue writers wait in (store/write_queue.py), made on the first write
+        self._write_queue: WriteQueue | None = None
         #: computed once: every commit that wrote an event rings it (BoardPaths.notify_dir builds a new Path each call)
         self._notify_dir = paths.notify_dir
         if self._file_id is not None:
@@ -298,34 +301,42 @@ class Database:
         if self._in_write:
             return fn()
         delay = 0.002
+        queue = self._queue()
         for attempt in range(BUSY_ATTEMPTS):
             self._after_commit.clear()
             self._ring = False
+            retry = False
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except (apsw.BusyError, apsw.LockedError) as exc:
-                if attempt == BUSY_ATTEMPTS - 1:
+                queue.enter()  # wait our turn in the kernel, not by polling SQLite's lock (store/write_queue.py)
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                except (apsw.BusyError, apsw.LockedError) as exc:
+                    if attempt == BUSY_ATTEMPTS - 1:
+                        raise translate(exc, self.paths.db) from exc
+                    retry = True
+                except apsw.Error as exc:
                     raise translate(exc, self.paths.db) from exc
+                if not retry:
+                    self._in_write = True
+                    try:
+                        result = fn()
+                        self.conn.execute("COMMIT")
+                    except BaseException as exc:
+                        self._rollback()
+                        if isinstance(exc, (apsw.BusyError, apsw.LockedError)) and attempt < BUSY_ATTEMPTS - 1:
+                            retry = True
+                        elif isinstance(exc, apsw.Error):
+                            raise translate(exc, self.paths.db) from exc
+                        else:
+                            raise
+                    finally:
+                        self._in_write = False
+            finally:
+                queue.leave()  # before the backoff sleep and the doorbell: the next writer goes now
+            if retry:
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
-            except apsw.Error as exc:
-                raise translate(exc, self.paths.db) from exc
-            self._in_write = True
-            try:
-                result = fn()
-                self.conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, (apsw.BusyError, apsw.LockedError)) and attempt < BUSY_ATTEMPTS - 1:
-                    time.sleep(delay + random.uniform(0, delay))
-                    delay = min(delay * 2, 0.25)
-                    continue
-                if isinstance(exc, apsw.Error):
-                    raise translate(exc, self.paths.db) from exc
-                raise
-            finally:
-                self._in_write = False
             callbacks, self._after_commit = self._after_commit, []
             if self._ring:
                 self._ring = False
@@ -334,6 +345,12 @@ class Database:
                 cb()
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
+
+    def _queue(self) -> WriteQueue:
+        """The board's writer queue, made on the first write (a connection that only reads never touches it)."""
+        if self._write_queue is None:
+            self._write_queue = WriteQueue(self.paths.db, busy_timeout_ms() / 1000)
+        return self._write_queue
 
     def _rollback(self) -> None:
         if not self.conn.in_transaction:
@@ -346,6 +363,9 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        if self._write_queue is not None:
+            self._write_queue.close()
+            self._write_queue = None
         if self._open_lock is not None:
             os.close(self._open_lock)  # a separate lock file: closing it cannot touch SQLite's locks
             self._open_lock = None
