@@ -125,12 +125,12 @@ def cpu(home: Path, sync: str, n: int) -> dict[str, dict[str, float]]:
     return res
 
 
-def profile(home: Path, sync: str, n: int, top: int) -> dict[str, object]:
-    b = _board(home / "profile", sync, n)
+def profile(home: Path, sync: str, n: int, top: int, mode: str = "separate") -> dict[str, object]:
+    b = _board(home / f"profile-{mode}", sync, n)
     prof = cProfile.Profile()
     try:
         prof.enable()
-        _loop(b, n, "separate")
+        _loop(b, n, mode)
         prof.disable()
     finally:
         b.close()
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sync", default="normal", choices=["normal", "full"])
     ap.add_argument("--top", type=int, default=20, help="functions listed by own time (default 20)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile-next", action="store_true", help="profile the complete_next loop instead")
     args = ap.parse_args(argv)
     env = {"python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(), "cpus": os.cpu_count(),
            "loadavg_1m": round(os.getloadavg()[0], 2), "synchronous": args.sync, "tasks": args.tasks}
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "environment": env,
             "statements": statements(base / "stmts", args.sync),
             "cpu": cpu(base, args.sync, args.tasks),
-            "profile": profile(base, args.sync, args.tasks, args.top),
+            "profile": profile(base, args.sync, args.tasks, args.top, "next" if args.profile_next else "separate"),
             "statement_times": statement_times(base, args.sync, args.tasks),
         }
     env["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     for sql, r in result["statement_times"].items():  # type: ignore[union-attr]
         print(f"  {sql:<62}{r['calls']:>7}{r['us_each']:>9.1f}{r['us_per_task']:>9.1f}")
     p = result["profile"]
-    print(f"\ncProfile of claim+complete over {args.tasks} tasks: {p['per_task_us']:.0f} us per task under the "  # type: ignore[index]
+    what = "complete_next" if args.profile_next else "claim+complete"
+    print(f"\ncProfile of {what} over {args.tasks} tasks: {p['per_task_us']:.0f} us per task under the "  # type: ignore[index]
           f"profiler; APSW/SQLite {p['apsw_s'] / p['total_s']:.0%}, Python {p['python_s'] / p['total_s']:.0%}")  # type: ignore[index]
     print(f"  {'own s':>7} {'cum s':>7} {'calls':>7}  function")
     for r in p["top"]:  # type: ignore[index]

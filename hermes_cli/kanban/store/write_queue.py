@@ -32,6 +32,10 @@ import threading
 from pathlib import Path
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+#: bumped in a forked child: a queue made before the fork has no helper thread there and shares its flock (one open
+#: file description) with the parent, so the child writes without it (cheaper than os.getpid() on every write)
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 def lock_path(db: Path) -> Path:
@@ -51,7 +55,7 @@ class WriteQueue:
 
     def __init__(self, db: Path, timeout_s: float) -> None:
         self._timeout = timeout_s
-        self._pid = os.getpid()
+        self._fork = _forks[0]
         path = lock_path(db)
         #: the caller's own open file description: the fast path takes the flock on it without any thread
         self._fd = _open(path)
@@ -71,7 +75,7 @@ class WriteQueue:
 
     def enter(self) -> None:
         """Take the flock, waiting at most the timeout; without it after that (see the module doc)."""
-        if self._fd is None or self._held is not None or os.getpid() != self._pid:
+        if self._fd is None or self._held is not None or self._fork != _forks[0]:
             return  # no lock file, re-entered, or a forked child (the helper thread did not survive the fork)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -156,6 +160,8 @@ class WriteQueue:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._fork != _forks[0]:
+            return  # a forked child: no helper here, and the condition's lock may have been copied held
         with self._cv:
             self._closing = True
             if self._thread is None:
