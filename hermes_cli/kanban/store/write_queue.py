@@ -152,7 +152,7 @@ class WriteQueue:
     def leave(self) -> None:
         """Let the next writer in (after COMMIT or ROLLBACK)."""
         fd, self._held = self._held, None
-        if fd is not None:
+        if fd is not None and self._fork == _forks[0]:  # a forked child's unlock would unlock the parent's too
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
