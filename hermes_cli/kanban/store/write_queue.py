@@ -19,8 +19,8 @@ fds. And a holder that stops without dying (SIGSTOP, a debugger) must not block 
 blocking flock would: a waiter that has not got the flock after the busy timeout goes on without it, straight to
 SQLite's lock and the busy handler, whose timeout and BoardBusy are exactly what they were before.
 
-flock(2) has no timeout, so the blocking call runs in a helper thread of this queue while the caller waits on a
-condition with one. The thread is started on the first wait and lives as long as the queue; it only ever blocks
+flock(2) has no timeout, so the blocking call runs in a helper thread of this queue while the caller waits for it
+with one. The thread is started on the first wait and lives as long as the queue; it only ever blocks
 in flock or on its condition.
 """
 
@@ -56,21 +56,24 @@ class WriteQueue:
     def __init__(self, db: Path, timeout_s: float) -> None:
         self._timeout = timeout_s
         self._fork = _forks[0]
-        path = lock_path(db)
+        self._path = lock_path(db)
         #: the caller's own open file description: the fast path takes the flock on it without any thread
-        self._fd = _open(path)
+        self._fd = _open(self._path)
         #: a second open file description for the helper thread (flock conflicts between the two, as between
         #: processes, so a lock held through either one excludes every other writer)
         self._helper_fd: int | None = None
-        self._path = path
         #: the fd whose flock we hold now, if any
         self._held: int | None = None
-        self._cv = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
-        self._want = False  # the caller asked the helper to take the flock
-        self._blocked = False  # the helper is inside flock(LOCK_EX)
-        self._got = False  # the helper holds the flock for the caller
-        self._abandoned = False  # the caller stopped waiting: the helper lets go as soon as it gets it
+        # Two bare locks used as one-shot signals (cheaper than a Condition on this path): _request wakes the
+        # helper, _granted tells the caller the helper holds the flock for it. _state guards the three flags.
+        self._request = threading.Lock()
+        self._request.acquire()
+        self._granted = threading.Lock()
+        self._granted.acquire()
+        self._state = threading.Lock()
+        self._outstanding = False  # a request the helper has not finished (it may be inside flock(2))
+        self._abandoned = False  # the caller stopped waiting: the helper lets go as soon as it gets the flock
         self._closing = False
 
     def enter(self) -> None:
@@ -88,8 +91,8 @@ class WriteQueue:
         self._wait()
 
     def _wait(self) -> None:
-        with self._cv:
-            if self._blocked:
+        with self._state:
+            if self._outstanding:
                 # An earlier wait timed out and its flock call is still queued: do not queue behind it (it lets
                 # go of the lock as soon as it gets it); this write goes straight to SQLite's lock instead.
                 return
@@ -100,54 +103,40 @@ class WriteQueue:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._helper, name="hermes-write-queue", daemon=True)
                 self._thread.start()
-            self._want, self._got, self._abandoned = True, False, False
-            self._cv.notify_all()
-            try:
-                got = self._cv.wait_for(lambda: self._got, self._timeout)
-            except BaseException:
-                self._abandoned = not self._got  # e.g. KeyboardInterrupt while queued
-                if self._got:
-                    self._got = False
-                    self._held = self._helper_fd
-                raise
-            if got:
-                self._got = False
+            self._outstanding, self._abandoned = True, False
+        self._request.release()
+        granted = False
+        try:
+            granted = self._granted.acquire(timeout=self._timeout)
+        finally:
+            if not granted:  # timed out, or interrupted (e.g. KeyboardInterrupt) while queued
+                with self._state:
+                    granted = self._granted.acquire(blocking=False)  # granted just as we gave up
+                    self._abandoned = not granted
+            if granted:
                 self._held = self._helper_fd
-            else:
-                self._abandoned = True
 
     def _helper(self) -> None:
+        fd = self._helper_fd
+        assert fd is not None
         while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._want or self._closing)
-                if self._closing and not self._want:
-                    self._close_helper_fd()
-                    return
-                self._want = False
-                self._blocked = True
-                fd = self._helper_fd
-            assert fd is not None
+            self._request.acquire()
+            if self._closing:
+                break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 ok = True
             except OSError:
                 ok = False  # cannot queue: the caller times out and goes on without the queue
-            with self._cv:
-                self._blocked = False
+            with self._state:
+                self._outstanding = False
                 if ok and (self._abandoned or self._closing):
                     fcntl.flock(fd, fcntl.LOCK_UN)
-                    self._abandoned = False
                 elif ok:
-                    self._got = True
-                    self._cv.notify_all()
+                    self._granted.release()
                 if self._closing:
-                    self._close_helper_fd()
-                    return
-
-    def _close_helper_fd(self) -> None:
-        if self._helper_fd is not None:
-            os.close(self._helper_fd)
-            self._helper_fd = None
+                    break
+        os.close(fd)
 
     def leave(self) -> None:
         """Let the next writer in (after COMMIT or ROLLBACK)."""
@@ -161,9 +150,13 @@ class WriteQueue:
             os.close(self._fd)
             self._fd = None
         if self._fork != _forks[0]:
-            return  # a forked child: no helper here, and the condition's lock may have been copied held
-        with self._cv:
+            return  # a forked child: no helper here, and its locks may have been copied held
+        with self._state:
             self._closing = True
             if self._thread is None:
-                self._close_helper_fd()
-            self._cv.notify_all()  # the helper closes its own fd once it is out of flock(2)
+                if self._helper_fd is not None:
+                    os.close(self._helper_fd)
+                    self._helper_fd = None
+            elif not self._outstanding:
+                self._request.release()  # wake the idle helper so it closes its fd and ends
+        # an outstanding helper ends (and closes its fd) once its flock(2) returns
