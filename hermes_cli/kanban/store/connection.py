@@ -59,6 +59,8 @@ def holds_connection(path: os.PathLike[str] | str) -> bool:
 
 #: how long SQLite's own busy handler waits inside one attempt
 BUSY_TIMEOUT_MS = 5_000
+#: longest wait in the writers' flock queue before going to SQLite's lock without it (store/write_queue.py)
+QUEUE_TIMEOUT_S = 1.0
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
 BUSY_ATTEMPTS = 8
 SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
@@ -349,7 +351,9 @@ class Database:
     def _queue(self) -> WriteQueue:
         """The board's writer queue, made on the first write (a connection that only reads never touches it)."""
         if self._write_queue is None:
-            self._write_queue = WriteQueue(self.paths.db, busy_timeout_ms() / 1000)
+            # At most 1 s in the queue: a normal wait is a few transactions long, and a queue holder that stopped
+            # (SIGSTOP) should cost the others no more than that before they go to SQLite's lock directly.
+            self._write_queue = WriteQueue(self.paths.db, min(busy_timeout_ms() / 1000, QUEUE_TIMEOUT_S))
         return self._write_queue
 
     def _rollback(self) -> None:

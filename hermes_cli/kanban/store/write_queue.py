@@ -16,8 +16,9 @@ What the flock is not: it is not what makes writes safe. SQLite's own lock is st
 writer that skips the queue (another tool, an older hermes, a read-only directory where the lock file cannot be
 made, a forked child) is merely unordered, never unsafe. A process killed while holding the flock drops it with its
 fds. And a holder that stops without dying (SIGSTOP, a debugger) must not block every writer forever, as a plain
-blocking flock would: a waiter that has not got the flock after the busy timeout goes on without it, straight to
-SQLite's lock and the busy handler, whose timeout and BoardBusy are exactly what they were before.
+blocking flock would: a waiter that has not got the flock after its timeout (the busy timeout, at most 1 s) goes
+on without it, straight to SQLite's lock and the busy handler, whose timeout and BoardBusy are exactly what they
+were before; while that wait is still queued, the connection's later writes skip the queue too.
 
 flock(2) has no timeout, so the blocking call runs in a helper thread of this queue while the caller waits for it
 with one. The thread is started on the first wait and lives as long as the queue; it only ever blocks
