@@ -464,9 +464,10 @@ class Bench:
         )
 
     # ---- B1 -----------------------------------------------------------------------------------------------------
-    def b1_cell(self, name, durability, workers, rep):
+    def b1_cell(self, name, durability, workers, rep, use_next=False):
         cfg = self.cfg
-        cell, ids = self.fresh_board(name, cfg["b1_board"], f"b1-{durability}-w{workers}-r{rep}")
+        tag = f"b1{'next' if use_next else ''}-{durability}-w{workers}-r{rep}"
+        cell, ids = self.fresh_board(name, cfg["b1_board"], tag)
         procs = [
             self.spawn(
                 name,
@@ -477,6 +478,7 @@ class Bench:
                 lease=60,
                 out=cell / f"w{k}.json",
                 stop_on_empty=True,
+                next=use_next,
             )
             for k in range(workers)
         ]
@@ -535,8 +537,10 @@ class Bench:
                 problems.append(f"system says done={v['done']} but workers completed {len(uniq)}")
             if v["done"] + v["open"] + (v["inflight"] or 0) != len(ids):
                 problems.append(f"{len(ids) - v['done'] - v['open'] - (v['inflight'] or 0)} tasks missing")
-            if v["inflight"]:
-                problems.append(f"{v['inflight']} left in flight")
+            # next scenario: each worker may stop holding the claim its last complete made (never handed out)
+            pending = sum(o.get("pending", 0) for o in outs)
+            if (v["inflight"] or 0) != pending:
+                problems.append(f"{(v['inflight'] or 0) - pending} left in flight")
         if v["integrity"] != "ok":
             problems.append(f"integrity: {v['integrity'][:80]}")
         if res["errors"]:
@@ -550,29 +554,46 @@ class Bench:
         self.done_with(cell, keep=v["integrity"] != "ok")
         return res
 
-    def run_b1(self):
-        """Repeats are interleaved (repeat -> cell -> system) so that a noisy stretch of time hits every system."""
+    def next_systems(self):
+        """Systems that can complete and claim in one transaction (the `next` scenario)."""
+        return [n for n in self.avail() if self.info[n].get("complete_next")]
+
+    def run_b1(self, with_b1=True, with_next=False):
+        """Repeats are interleaved (repeat -> cell -> system) so that a noisy stretch of time hits every system.
+        `with_next`: the `next` scenario, B1 at FULL with complete-and-claim in one transaction, interleaved with
+        the same cells (durability "full", mode "next")."""
         cfg = self.cfg
-        cells = [(d, w) for d in DURABILITIES for w in cfg["b1_workers"]]
+        cells = [(d, w) for d in DURABILITIES for w in cfg["b1_workers"]] if with_b1 else []
+        next_cells = [("full", w) for w in cfg["b1_workers"]] if with_next else []
         runs: dict[tuple, list] = {}
         for rep in range(cfg["repeats"]):
             log(f"B1 repeat {rep + 1}/{cfg['repeats']}")
-            for durability, w in cells:
-                for name in self.avail():
-                    if self.durability_na(name, durability):
-                        continue
-                    r = self.b1_cell(name, durability, w, rep)
-                    runs.setdefault((name, durability, w), []).append(r)
-                    if "error" in r:
-                        log(f"B1 {name} {durability} w={w} r{rep}: ERROR {r['error'][:300]}")
-                    else:
-                        log(
-                            f"B1 {name} {durability} w={w} r{rep}: {r['tasks_per_s']:.0f} tasks/s "
-                            f"({r['completed']} in {r['elapsed_s']:.2f}s) busy={r['busy']} "
-                            f"{'ok' if r['correct'] else 'PROBLEMS: ' + '; '.join(r['problems'])[:300]}"
-                        )
+            plan = [(d, w, name, False) for d, w in cells for name in self.avail()]
+            for d, w in next_cells:  # right after the same worker count's plain cells
+                at = max((i + 1 for i, p in enumerate(plan) if p[0] == d and p[1] == w), default=len(plan))
+                plan[at:at] = [(d, w, name, True) for name in self.next_systems()]
+            for durability, w, name, use_next in plan:
+                if self.durability_na(name, durability):
+                    continue
+                r = self.b1_cell(name, durability, w, rep, use_next=use_next)
+                label = f"{name}{' --next' if use_next else ''}"
+                runs.setdefault((name, "next" if use_next else durability, w), []).append(r)
+                if "error" in r:
+                    log(f"B1 {label} {durability} w={w} r{rep}: ERROR {r['error'][:300]}")
+                else:
+                    log(
+                        f"B1 {label} {durability} w={w} r{rep}: {r['tasks_per_s']:.0f} tasks/s "
+                        f"({r['completed']} in {r['elapsed_s']:.2f}s) busy={r['busy']} "
+                        f"{'ok' if r['correct'] else 'PROBLEMS: ' + '; '.join(r['problems'])[:300]}"
+                    )
+        if with_b1:
+            self.results["b1"] = self._b1_rows(runs, cells, self.avail(), lambda d: d)
+        if with_next:
+            self.results["b1_next"] = self._b1_rows(runs, next_cells, self.next_systems(), lambda d: "next")
+
+    def _b1_rows(self, runs, cells, names, run_key):
         rows = []
-        for name in self.avail():
+        for name in names:
             for durability, w in cells:
                 row = {"system": name, "durability": durability, "workers": w}
                 na = self.durability_na(name, durability)
@@ -580,7 +601,7 @@ class Bench:
                     row["na"] = na
                     rows.append(row)
                     continue
-                cell_runs = runs[(name, durability, w)]
+                cell_runs = runs[(name, run_key(durability), w)]
                 good = [r for r in cell_runs if "error" not in r]
                 row["runs"] = cell_runs
                 if not good:
@@ -597,7 +618,7 @@ class Bench:
                     )
                     row["n_runs"] = len(good)
                 rows.append(row)
-        self.results["b1"] = rows
+        return rows
 
     # ---- B2 chaos -------------------------------------------------------------------------------------------
     def start_monitor(self, name, cell, lease, status_file, stop):
@@ -1107,9 +1128,9 @@ class Bench:
         self.results["b3"] = rows
 
     # ---- physical limit -------------------------------------------------------------------------------------
-    def strace_syncs(self, name, n_tasks):
+    def strace_syncs(self, name, n_tasks, use_next=False):
         """fsync+fdatasync calls made by one FULL-mode worker doing n_tasks claim->complete (via strace -c)."""
-        cell, _ = self.fresh_board(name, self.cfg["b1_board"], f"strace-{n_tasks}")
+        cell, _ = self.fresh_board(name, self.cfg["b1_board"], f"strace{'next' if use_next else ''}-{n_tasks}")
         out = cell / "strace.txt"
         args = [
             "strace",
@@ -1135,7 +1156,7 @@ class Bench:
             "--stop-on-empty",
             "--max-tasks",
             str(n_tasks),
-        ]
+        ] + (["--next"] if use_next else [])
         with open(cell / "strace.stderr", "wb") as err:
             p = subprocess.Popen(
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=child_env()
@@ -1191,6 +1212,19 @@ class Bench:
                 default={},
             )
             row["tasks_per_s_w1"] = one.get("tasks_per_s")
+            nxt = next((r for r in self.results.get("b1_next", []) if r["system"] == name and r["workers"] == 1), None)
+            if nxt and nxt.get("tasks_per_s") and have_strace:
+                try:
+                    n0, e0 = self.strace_syncs(name, 0, use_next=True)
+                    n1, e1 = self.strace_syncs(name, self.cfg["strace_tasks"], use_next=True)
+                    row["syncs_per_task_next"] = (n1 - n0) / e1 if e1 else None
+                except Exception as exc:  # noqa: BLE001
+                    row["strace_error_next"] = str(exc)[:300]
+                row["tasks_per_s_w1_next"] = nxt["tasks_per_s"]
+                spn = row.get("syncs_per_task_next")
+                if fs and spn is not None:
+                    row["syncs_per_s_w1_next"] = nxt["tasks_per_s"] * spn
+                    row["fraction_w1_next"] = nxt["tasks_per_s"] * spn / fs["ceiling_per_s"]
             row["tasks_per_s_best"] = best.get("tasks_per_s")
             row["best_workers"] = best.get("workers")
             spt = row.get("syncs_per_task")
@@ -1237,6 +1271,41 @@ def table(headers, rows):
     for r in cells:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def render_ratios(res: dict, ours: str = "hermes-kanban", peers: tuple[str, ...] = ("huey", "persist-queue")) -> str:
+    """B1 at FULL: our tasks/s over each peer's, per worker count (>= 1.00 means we are at least as fast), for the
+    plain claim -> complete loop and for --next; and our own fall-off from 1 worker."""
+    full = {
+        (r["system"], r["workers"]): r.get("tasks_per_s") for r in res.get("b1", []) if r.get("durability") == "full"
+    }
+    nxt = {r["workers"]: r.get("tasks_per_s") for r in res.get("b1_next", []) if r["system"] == ours}
+    workers = sorted({w for (n, w) in full if n == ours} | set(nxt))
+    present = [p for p in peers if any(n == p for n, _ in full)]
+    if not workers or not (present or nxt):
+        return ""
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a and b else "-"
+
+    headers = ["W", ours]
+    headers += [f"/{p}" for p in present]
+    headers += ["vs W=1"]
+    if nxt:
+        headers += [f"{ours} --next"] + [f"--next/{p}" for p in present] + ["--next vs W=1"]
+    rows = []
+    for w in workers:
+        mine = full.get((ours, w))
+        row = [w, fmt(mine, 0)] + [ratio(mine, full.get((p, w))) for p in present]
+        base = full.get((ours, workers[0]))
+        row.append(f"{mine / base - 1:+.0%}" if mine and base else "-")
+        if nxt:
+            n = nxt.get(w)
+            row += [fmt(n, 0)] + [ratio(n, full.get((p, w))) for p in present]
+            nb = nxt.get(workers[0])
+            row.append(f"{n / nb - 1:+.0%}" if n and nb else "-")
+        rows.append(row)
+    return "\nB1 FULL ratios (ours / peer tasks/s; >= 1.00 = at least as fast)\n" + table(headers, rows)
 
 
 def render(res: dict) -> str:
@@ -1303,6 +1372,32 @@ def render(res: dict) -> str:
                 rows,
             )
         )
+    if res.get("b1_next"):
+        out.append(
+            "\nB1 --next (complete and claim the next in ONE transaction: one commit per task), FULL, same boards "
+            "and windows"
+        )
+        rows = []
+        for r in res["b1_next"]:
+            if "error" in r:
+                rows.append([r["system"], r["workers"], "ERROR", "", "", "", r["error"][:200]])
+                continue
+            rows.append(
+                [
+                    r["system"],
+                    r["workers"],
+                    fmt(r["tasks_per_s"], 0),
+                    fmt(r["complete_p50_ms"], 2),
+                    fmt(r["complete_p99_ms"], 2),
+                    r["busy"],
+                    "ok" if r["correct"] else "FAIL: " + "; ".join(r["problems"])[:160],
+                ]
+            )
+        headers = ["system", "W", "tasks/s", "compl+claim p50", "compl+claim p99", "busy", "exactly-once"]
+        out.append(table(headers, rows))
+    ratio_text = render_ratios(res)
+    if ratio_text:
+        out.append(ratio_text)
     if res.get("b2"):
         c = res["config"]
         out.append(
@@ -1461,6 +1556,15 @@ def render(res: dict) -> str:
                 rows,
             )
         )
+    for r in res.get("physical", []):
+        if r.get("fraction_w1_next") is not None:
+            out.append(
+                f"{r['system']} --next at W=1: {fmt(r['tasks_per_s_w1_next'], 0)} tasks/s x "
+                f"{fmt(r['syncs_per_task_next'], 2)} syncs/task = {fmt(r['syncs_per_s_w1_next'], 0)} syncs/s = "
+                f"{fmt(r['fraction_w1_next'], 3)} of the fsync ceiling (issue 12 target: >= 0.6)"
+            )
+        elif r.get("strace_error_next"):
+            out.append(f"{r['system']} --next: syncs not counted ({r['strace_error_next'][:120]})")
     m = res["meta"]
     out.append(
         f"\nwall time: {m['wall_s']:.0f} s total = venv setup {m['setup_s']:.0f} s + template seeding "
@@ -1476,8 +1580,9 @@ def main():
     p.add_argument("--systems", default=",".join(ORDER), help="comma list, default all: " + ",".join(ORDER))
     p.add_argument(
         "--scenarios",
-        default="fsync,b1,b2,stall,b3,physical",
-        help="comma list of fsync,b1,b2,stall,b3,physical (physical uses b1's numbers)",
+        default="fsync,b1,next,b2,stall,b3,physical",
+        help="comma list of fsync,b1,next,b2,stall,b3,physical (physical uses b1's numbers; next = B1 at FULL "
+        "with complete-and-claim in one transaction, for the systems that have it)",
     )
     p.add_argument("--repeats", type=int, help="B1 runs per cell (median reported)")
     p.add_argument("--b1-board", type=int, help="B1 board size")
@@ -1494,9 +1599,10 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep every scratch board and log")
     args = p.parse_args()
 
-    bad = [s for s in args.scenarios.split(",") if s not in ("fsync", "b1", "b2", "stall", "b3", "physical")]
+    known = ("fsync", "b1", "next", "b2", "stall", "b3", "physical")
+    bad = [s for s in args.scenarios.split(",") if s not in known]
     if bad:
-        p.error(f"unknown scenario(s) {', '.join(bad)}; known: fsync, b1, b2, stall, b3, physical")
+        p.error(f"unknown scenario(s) {', '.join(bad)}; known: {', '.join(known)}")
     unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
     if unknown:
         p.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(ORDER)}")
@@ -1511,7 +1617,7 @@ def main():
         # seed all templates first, so seeding is not inside any measurement
         for name in bench.avail():
             sizes = set()
-            if "b1" in scenarios or "physical" in scenarios:
+            if "b1" in scenarios or "next" in scenarios or "physical" in scenarios:
                 sizes.add(bench.cfg["b1_board"])
             if "b2" in scenarios:
                 sizes.add(bench.cfg["b2_tasks"])
@@ -1524,8 +1630,8 @@ def main():
         probe = "fsync" in scenarios or "physical" in scenarios
         if probe:
             bench.fsync_probe("start")
-        if "b1" in scenarios:
-            bench.run_b1()
+        if "b1" in scenarios or "next" in scenarios:
+            bench.run_b1(with_b1="b1" in scenarios, with_next="next" in scenarios)
             if probe:
                 bench.fsync_probe("after B1")
         if "b2" in scenarios:

@@ -95,6 +95,8 @@ def write_json(path: str, data: dict) -> None:
 
 def role_burn(ad, a):
     s = ad.open(Path(a.dir), a.durability, a.lease)
+    if a.next:
+        s.use_complete_next()  # NotSupported -> "NOTSUPPORTED ..." before the barrier
     st = Stats()
     completed: list[str] = []
     claim_lat: list[float] = []
@@ -137,6 +139,8 @@ def role_burn(ad, a):
         "t_go": t_go,
         "t_last": t_last,
         "conflicts": getattr(s, "conflicts", 0),
+        # next scenario: a claim made by the last complete and never handed out stays in flight on the board
+        "pending": int(getattr(s, "pending", None) is not None),
         "fatal": fatal,
         **st.as_dict(),
     }
@@ -324,6 +328,7 @@ def main():
     p.add_argument("--heartbeat-every", type=float, default=0.0)
     p.add_argument("--claim-timeout", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=0.25)
+    p.add_argument("--next", action="store_true", help="burn: complete also claims the next (use_complete_next)")
     a = p.parse_args()
     ad = load(a.adapter)
     if a.role == "info":

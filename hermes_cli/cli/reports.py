@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from hermes_cli.kanban.core.errors import StorageError
+from hermes_cli.kanban.core.models import iso
 from hermes_cli.kanban.core.paths import resolve
-from hermes_cli.kanban.core.values import check_metadata, check_report_text
+from hermes_cli.kanban.core.values import check_metadata, check_report_text, check_text, parse_duration
 from hermes_cli.kanban.durability import spool
 
 from .common import board_slug, emit, open_board, open_worker_board
@@ -68,8 +69,34 @@ def report_many(kind: str, board: str | None, task_ids: list[str], *, force: boo
     emit(as_json, [{**t.as_dict(), "spooled": False} for t in done], "\n".join(f"{t.id} {t.status}" for t in done))
 
 
+def report_next(board: str | None, task_id: str, run_id: int, *, summary: str | None, ttl: str, worker: str | None,
+                tenant: str | None, as_json: bool) -> None:
+    """`complete --next`: the completion and the next claim in one transaction. Printed as {"completed": <what
+    complete prints>, "next": <what claim prints> or null}; exit 0 either way (the completion landed). A board that
+    cannot be written spools the completion exactly as `complete` does, and claims nothing."""
+    spool.check_report("complete", task_id, run_id, summary)
+    lease_s = parse_duration(ttl, what="lease ttl")  # refused before the board is tried, like the report itself
+    worker = check_text(worker, "worker")
+    try:
+        with open_worker_board(board) as b:
+            t, claim = b.complete_next(task_id, run_id, summary=summary, worker=worker, ttl=lease_s, tenant=tenant)
+    except StorageError as err:
+        data = _spool("complete", board, task_id, run_id, summary=summary, force=False, as_json=None, err=err)
+        emit(as_json, {"completed": data, "next": None},
+             f"{task_id} spooled\nnothing claimed: the board could not be written")
+        return
+    nxt = None if claim is None else {
+        "task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
+        "attempt": claim.attempt,
+    }
+    emit(as_json, {"completed": {**t.as_dict(), "spooled": False}, "next": nxt},
+         f"{t.id} {t.status}\n" + ("nothing ready to claim" if claim is None else
+                                   f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}"))
+
+
 def _spool(kind: str, board: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
-           as_json: bool, err: StorageError, extra: dict[str, Any] | None = None) -> None:
+           as_json: bool | None, err: StorageError, extra: dict[str, Any] | None = None) -> dict[str, object]:
+    """Spool the report and warn on stderr; print the result unless `as_json` is None (the caller prints it)."""
     paths = resolve(board_slug(board))
     rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
                                     extra=extra)
@@ -79,6 +106,8 @@ def _spool(kind: str, board: str | None, task_id: str, run_id: int | None, *, su
         f"applied when the board is healthy (see: hermes kanban reconcile-completions)",
         err=True,
     )
-    emit(as_json, {"id": task_id, "task_id": task_id, "run_id": run_id, "kind": kind, "spooled": True,
-                   "spool_file": str(rep.path), "error": {"code": err.code, "message": err.message}},
-         f"{task_id} spooled")
+    data: dict[str, object] = {"id": task_id, "task_id": task_id, "run_id": run_id, "kind": kind, "spooled": True,
+                               "spool_file": str(rep.path), "error": {"code": err.code, "message": err.message}}
+    if as_json is not None:
+        emit(as_json, data, f"{task_id} spooled")
+    return data

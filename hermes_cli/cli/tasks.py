@@ -18,7 +18,7 @@ from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
 
 from .common import age, command, common, emit, env_task_and_run, open_board, open_worker_board, read_body, task_line
 from .greedy import GreedyCommand
-from .reports import report, report_many
+from .reports import report, report_many, report_next
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 #: run ids are positive 64-bit integers; anything else is a usage error, never a "stale run"
@@ -321,28 +321,49 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, note: st
 @click.option("--result", default=None, metavar="TEXT", help="What the task produced; handed to its children.")
 @click.option("--metadata", default=None, metavar="JSON", help="A JSON object of facts, kept on the run.")
 @click.option("--force", is_flag=True, help="Complete a task claimed by someone else's live run.")
+@click.option("--next", "next_", is_flag=True,
+              help="With --run-id: claim the next ready task in the same transaction (printed like claim).")
+@click.option("--ttl", default=None, metavar="DUR", help=f"With --next: the new lease (default {DEFAULT_LEASE_S:g}s).")
+@click.option("--worker", default=None, metavar="NAME", help="With --next: who claims (shown in runs).")
+@click.option("--tenant", default=None, help="With --next: claim only this tenant's tasks.")
 @common
 def kanban_complete(task_ids: tuple[str, ...], run_id: int | None, summary: str | None, result: str | None,
-                    metadata: str | None, force: bool, board: str | None, as_json: bool) -> None:
+                    metadata: str | None, force: bool, next_: bool, ttl: str | None, worker: str | None,
+                    tenant: str | None, board: str | None, as_json: bool) -> None:
     """Mark a task done (or in review, for review-gated tasks). If the board cannot be written, the completion is
     spooled durably and applied later (see: reconcile-completions). Several ids (an operator closing tasks) are
-    completed together or not at all; --summary and --metadata are per task, so they take one id.
+    completed together or not at all; --summary and --metadata are per task, so they take one id. A pull worker adds
+    --next to complete and claim its next task in one transaction (one commit instead of two).
 
     Example:
 
     \b
         hermes kanban complete t_3fa2b1c4d5e6 --summary "report written"
         hermes kanban complete --result "3 sources found" --metadata '{"sources": 3}'
+        hermes kanban complete t_3fa2b1c4d5e6 --run-id 42 --next --json
     """
+    if not next_ and (ttl is not None or worker is not None or tenant is not None):
+        raise UsageError("--ttl, --worker and --tenant only apply with --next (complete --next claims a task)")
     if len(task_ids) > 1:
-        if summary is not None or metadata is not None or run_id is not None:
-            raise UsageError("--summary, --metadata and --run-id are per task and cannot be used with several ids; "
-                             "complete the tasks one at a time, or drop them for the bulk close")
+        if summary is not None or metadata is not None or run_id is not None or next_:
+            raise UsageError("--summary, --metadata, --run-id and --next are per task and cannot be used with several "
+                             "ids; complete the tasks one at a time, or drop them for the bulk close")
         report_many("complete", board, list(task_ids), result=result, force=force, as_json=as_json)
         return
     task, run = env_task_and_run(task_ids[0] if task_ids else None, run_id)
-    report("complete", board, task, run, summary=summary, force=force, as_json=as_json, result=result,
-           metadata=metadata)
+    if not next_:
+        report("complete", board, task, run, summary=summary, force=force, as_json=as_json, result=result,
+               metadata=metadata)
+        return
+    if run is None:
+        raise UsageError(f"--next needs --run-id (or HERMES_KANBAN_RUN_ID): it is for a worker completing its own run "
+                         f"of task {task}")
+    if force:
+        raise UsageError("--next cannot be combined with --force: it completes your own run, then claims")
+    if result is not None or metadata is not None:
+        raise UsageError("--next takes --summary only: complete with --result/--metadata first, then claim")
+    report_next(board, task, run, summary=summary, ttl=ttl or f"{DEFAULT_LEASE_S:g}s", worker=worker, tenant=tenant,
+                as_json=as_json)
 
 
 @command("block", cls=GreedyCommand, greedy=("--ids",))

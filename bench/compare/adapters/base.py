@@ -9,6 +9,7 @@ Life of a board in the benchmark::
     s = adapter.open(board_dir, durability="full", lease_s=2.0)   # in every worker process
     tok = s.claim_one()                          # -> token or None when nothing is claimable now
     s.heartbeat(tok)                             # extend the lease (NotSupported if the system has no lease)
+    s.use_complete_next()                        # optional: complete also claims the next (one transaction)
     accepted = s.complete(tok)                   # -> False when the system refused (fenced / stale)
     s.recover()                                  # the system's own time-based recovery tick (NotSupported if none)
     s.summary()                                  # a "board summary" (counts by status) through the system's API
@@ -49,6 +50,11 @@ class Session:
 
     def heartbeat(self, token: Any) -> bool:
         raise NotSupported("no lease to extend")
+
+    def use_complete_next(self) -> None:
+        """From now on ``complete`` also claims the next task in the same transaction and the following
+        ``claim_one`` hands that claim out (the ``next`` scenario); NotSupported if the system cannot."""
+        raise NotSupported("no complete-and-claim in one transaction")
 
     def recover(self) -> int:
         raise NotSupported("no time-based recovery")

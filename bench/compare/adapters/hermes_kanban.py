@@ -7,6 +7,8 @@
                                             task by priority then age, open a run (run id = fencing token)
   board.heartbeat(task_id, run_id, ttl=)    extends the lease; StaleRun if the run is no longer current
   board.complete(task_id, run_id, summary=) fenced: StaleRun (-> "refused") if the run is no longer current
+  board.complete_next(task_id, run_id, ...) the `next` scenario: the same fenced completion and the next claim in
+                                            ONE transaction (one commit per task); claim_one hands that claim out
   board.reclaim_expired()                   the dispatcher's recovery tick (claim() also reclaims expired leases)
   board.counts()                            counts by status (the board summary)
 
@@ -49,9 +51,18 @@ class HermesKanbanSession(Session):
         self.board = _open(board_dir, durability)
         self.lease_s = lease_s
         self.worker = f"bench-{os.getpid()}"
+        self.next_mode = False
+        #: the claim the last complete_next made, handed out by the next claim_one
+        self.pending = None
+
+    def use_complete_next(self):
+        self.next_mode = True
 
     def claim_one(self):
-        claim = self.board.claim(worker=self.worker, ttl=self.lease_s)
+        if self.pending is not None:
+            claim, self.pending = self.pending, None
+        else:
+            claim = self.board.claim(worker=self.worker, ttl=self.lease_s)
         return None if claim is None else (claim.task_id, claim.run_id)
 
     def token_id(self, token):
@@ -59,7 +70,12 @@ class HermesKanbanSession(Session):
 
     def complete(self, token):
         try:
-            self.board.complete(token[0], token[1], summary="ok")
+            if self.next_mode:
+                _, self.pending = self.board.complete_next(
+                    token[0], token[1], summary="ok", worker=self.worker, ttl=self.lease_s
+                )
+            else:
+                self.board.complete(token[0], token[1], summary="ok")
         except self.StaleRun:
             return False
         return True
@@ -128,6 +144,7 @@ class HermesKanbanAdapter(Adapter):
             "summary_desc": "Board.counts(): one GROUP BY status query",
             "claim_desc": "Board.claim(): one IMMEDIATE txn: reclaim expired, pick next ready by priority/age, "
             "open run",
+            "complete_next": "Board.complete_next(): the fenced completion and the next claim in one IMMEDIATE txn",
             "fingerprint": dist_version(self.dist) + "-" + _package_fingerprint(),
         }
 

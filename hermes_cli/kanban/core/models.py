@@ -61,12 +61,18 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: field names of each value class, for from_row (claim and complete build one or two values per transaction)
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 class _Row:
     """from_row/as_dict shared by the values. Fields ending in `_at` are epoch floats rendered as ISO strings."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]):  # type: ignore[no-untyped-def]
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _FIELD_NAMES.get(cls)
+        if names is None:  # dataclasses.fields() walks the class each call: once per class is enough
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
         return cls(**{k: v for k, v in row.items() if k in names})
 
     def as_dict(self) -> dict[str, Any]:

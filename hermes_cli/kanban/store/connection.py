@@ -35,6 +35,7 @@ from ..core.errors import (
 )
 from ..core.paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
 from ..live import doorbell
+from .write_queue import WriteQueue
 
 T = TypeVar("T")
 
@@ -60,6 +61,8 @@ def holds_connection(path: os.PathLike[str] | str) -> bool:
 
 #: how long SQLite's own busy handler waits inside one attempt
 BUSY_TIMEOUT_MS = 5_000
+#: longest wait in the writers' flock queue before going to SQLite's lock without it (store/write_queue.py)
+QUEUE_TIMEOUT_S = 1.0
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
 BUSY_ATTEMPTS = 8
 SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
@@ -282,6 +285,10 @@ class Database:
         #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
         self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
+        #: the flock queue writers wait in (store/write_queue.py), made on the first write
+        self._write_queue: WriteQueue | None = None
+        #: computed once: every commit that wrote an event rings it (BoardPaths.notify_dir builds a new Path each call)
+        self._notify_dir = paths.notify_dir
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
         #: when set and true, waiting for the write lock stops at once (set_stop_check)
@@ -312,6 +319,17 @@ class Database:
     def row(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         found = self.rows(sql, params)
         return found[0] if found else None
+
+    def first(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        """The first row as a tuple (no column names: for the hot paths that know their columns), or None.
+        Runs the statement to its end, so an INSERT/UPDATE ... RETURNING is never left half-stepped."""
+        try:
+            found = self.conn.execute(sql, params).fetchall()
+            return found[0] if found else None  # type: ignore[no-any-return]
+        except apsw.Error as exc:
+            raise translate(exc, self.paths.db) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise unstorable(exc, params) from None
 
     def value(self, sql: str, params: Any = ()) -> Any:
         try:
@@ -384,46 +402,63 @@ class Database:
         if self._in_write:
             return fn()
         delay = 0.002
+        queue = self._queue()
         for attempt in range(BUSY_ATTEMPTS):
             self._after_commit.clear()
             self._ring = False
+            retry = False
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except (apsw.BusyError, apsw.LockedError) as exc:
-                if self._stopping():
-                    raise self._interrupted() from exc
-                if attempt == BUSY_ATTEMPTS - 1:
+                queue.enter(self._stopping)  # wait our turn in the kernel, not by polling (store/write_queue.py)
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                except (apsw.BusyError, apsw.LockedError) as exc:
+                    if self._stopping():
+                        raise self._interrupted() from exc
+                    if attempt == BUSY_ATTEMPTS - 1:
+                        raise self._translate(exc) from exc
+                    retry = True
+                except apsw.Error as exc:
                     raise self._translate(exc) from exc
+                if not retry:
+                    self._in_write = True
+                    try:
+                        result = fn()
+                        self.conn.execute("COMMIT")
+                    except BaseException as exc:
+                        self._rollback()
+                        busy = isinstance(exc, (apsw.BusyError, apsw.LockedError))
+                        if busy and self._stopping():
+                            raise self._interrupted() from exc
+                        if busy and attempt < BUSY_ATTEMPTS - 1:
+                            retry = True
+                        elif isinstance(exc, apsw.Error):
+                            raise self._translate(exc) from exc
+                        else:
+                            raise
+                    finally:
+                        self._in_write = False
+            finally:
+                queue.leave()  # before the backoff sleep and the doorbell: the next writer goes now
+            if retry:
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
-            except apsw.Error as exc:
-                raise self._translate(exc) from exc
-            self._in_write = True
-            try:
-                result = fn()
-                self.conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, (apsw.BusyError, apsw.LockedError)) and self._stopping():
-                    raise self._interrupted() from exc
-                if isinstance(exc, (apsw.BusyError, apsw.LockedError)) and attempt < BUSY_ATTEMPTS - 1:
-                    time.sleep(delay + random.uniform(0, delay))
-                    delay = min(delay * 2, 0.25)
-                    continue
-                if isinstance(exc, apsw.Error):
-                    raise self._translate(exc) from exc
-                raise
-            finally:
-                self._in_write = False
             callbacks, self._after_commit = self._after_commit, []
             if self._ring:
                 self._ring = False
-                doorbell.ring(self.paths.notify_dir)  # after COMMIT, never inside it; ring() never raises
+                doorbell.ring(self._notify_dir)  # after COMMIT, never inside it; ring() never raises
             for cb in callbacks:
                 cb()
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
+
+    def _queue(self) -> WriteQueue:
+        """The board's writer queue, made on the first write (a connection that only reads never touches it)."""
+        if self._write_queue is None:
+            # At most 1 s in the queue: a normal wait is a few transactions long, and a queue holder that stopped
+            # (SIGSTOP) should cost the others no more than that before they go to SQLite's lock directly.
+            self._write_queue = WriteQueue(self.paths.db, min(busy_timeout_ms() / 1000, QUEUE_TIMEOUT_S))
+        return self._write_queue
 
     def _rollback(self) -> None:
         if not self.conn.in_transaction:
@@ -440,6 +475,9 @@ class Database:
             # SQLite found damaged (DESIGN.md Storage: a refused board is left byte-identical).
             self.conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.conn.close()
+        if self._write_queue is not None:
+            self._write_queue.close()
+            self._write_queue = None
         if self._open_lock is not None:
             os.close(self._open_lock)  # a separate lock file: closing it cannot touch SQLite's locks
             self._open_lock = None
