@@ -1,10 +1,11 @@
 """Live board commands: persistent notification subscriptions and the TUI.
 
-`tui` imports Textual inside the command only: the CLI never loads Textual at startup (CONVENTIONS 8).
+`tui` exec's `python -m tui` (tui/__main__.py): the CLI package never imports Textual (the import-linter contracts).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -101,6 +102,15 @@ def kanban_tui(subscription: str | None, board: str | None, as_json: bool) -> No
         check_name(subscription)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("tui needs a terminal (for a stream of events use: hermes kanban events --follow)")
-    from tui.app import KanbanApp  # lazily: the CLI never imports textual at startup
-
-    KanbanApp(board=board_slug(board), subscription=subscription).run()
+    # The TUI runs in this same process and terminal, but as `python -m tui`: exec'd, so this package never imports
+    # Textual (one command for the user; a clean layer boundary for the code). -P keeps the working directory off
+    # sys.path, so the installed tui package runs.
+    argv = [sys.executable, "-P", "-m", "tui"]
+    slug = board_slug(board)
+    if slug is not None:
+        argv += ["--board", slug]
+    if subscription is not None:
+        argv += ["--subscription", subscription]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
