@@ -7,11 +7,14 @@ Fast, in-process tests (no worker processes): they are the first thing the mutat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,6 +22,8 @@ import pytest
 
 from hermes_cli.kanban import Board, InvalidValue, StorageError, spool
 from hermes_cli.kanban.paths import BoardPaths
+
+from .conftest import checkpoint_and_close
 
 TASK = "t_0123456789ab"
 #: SQLite's largest rowid: run ids are rowids, so this is the largest run id a board can hand out
@@ -154,6 +159,10 @@ def test_an_error_that_is_not_an_object_is_dropped(paths: BoardPaths) -> None:
     ([1, 2], "not a spool report (not a JSON object)"),
     ({"task_id": TASK}, "not a spool report (KeyError: 'kind')"),
     (report_dict(kind="archive"), "cannot spool a 'archive' report: only complete, block"),
+    (report_dict(spooled_at="soon"), "not a spool report (ValueError: could not convert string to float: 'soon')"),
+    (report_dict(spooled_at=[1]), "not a spool report (TypeError: float() argument must be a string or a real "
+                                  "number, not 'list')"),
+    (report_dict(spooled_at=10**400), "not a spool report (OverflowError: int too large to convert to float)"),
 ])
 def test_files_that_are_not_reports_say_why(paths: BoardPaths, data: object, problem: str) -> None:
     assert spool.read_report(write_raw(paths, f"{TASK}.3.json", data)) == problem
@@ -237,3 +246,71 @@ def test_a_drain_that_applied_nothing_is_not_repeated_until_something_changes(
         assert spool.drain_if_healthy(b, lines.append) == 1
         assert b.get_task(t.id).status == "done"
     assert lines == []  # conflicts are not warnings: they wait for a person
+
+
+def test_a_spooled_report_is_immutable(paths: BoardPaths) -> None:
+    report, _ = spool.spool_report(paths, "complete", TASK, 4, summary="s")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.summary = "changed"  # type: ignore[misc]
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+def _spool_one_report(paths: BoardPaths) -> str:
+    with Board.open() as b:
+        t, _ = b.create_task("x")
+        c = b.claim(t.id, worker="w")
+        assert c is not None
+    spool.spool_report(paths, "complete", t.id, c.run_id, summary="done while the board was unwritable")
+    return t.id
+
+
+def test_a_drain_leaves_the_spool_alone_on_a_read_only_board(paths: BoardPaths) -> None:
+    """Root ignores file modes, so the board is made immutable (chattr +i): SQLite then opens it read-only."""
+    task_id = _spool_one_report(paths)
+    checkpoint_and_close(paths.db)
+    if shutil.which("chattr") is None or not _chattr("+i", paths.db):
+        pytest.skip("chattr +i is not permitted here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
+    lines: list[str] = []
+    try:
+        with Board.open() as b:
+            assert spool.drain_if_healthy(b, lines.append) == 0
+            assert b.get_task(task_id).status == "running"
+    finally:
+        assert _chattr("-i", paths.db)
+    assert spool.backlog(paths) == 1 and lines == []
+
+
+def test_a_drain_that_cannot_file_the_report_away_logs_and_never_raises(paths: BoardPaths) -> None:
+    """An OSError from the spool itself (here: spool/applied/ is immutable, so the applied file cannot move into
+    it) is logged and the dispatcher's tick goes on."""
+    _spool_one_report(paths)
+    applied = paths.spool_dir / spool.APPLIED
+    applied.mkdir(mode=0o700)
+    if shutil.which("chattr") is None or not _chattr("+i", applied):
+        pytest.skip("chattr +i is not permitted here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
+    lines: list[str] = []
+    try:
+        with Board.open() as b:
+            assert spool.drain_if_healthy(b, lines.append) == 0
+    finally:
+        assert _chattr("-i", applied)
+    assert len(lines) == 1 and lines[0].startswith("warning: the spool of board default was not applied: ")
+    assert "PermissionError" in lines[0]
+    assert spool.backlog(paths) == 1  # still pending: the next tick files it (as already applied)
+
+
+def test_a_drain_the_board_refuses_is_logged_once_and_applies_nothing(
+    paths: BoardPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = _spool_one_report(paths)
+    monkeypatch.setenv("HERMES_KANBAN_BACKUP_KEEP", "many")  # the apply's backup step refuses the setting
+    lines: list[str] = []
+    with Board.open() as b:
+        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert b.get_task(task_id).status == "running"
+    assert len(lines) == 1 and "HERMES_KANBAN_BACKUP_KEEP='many'" in lines[0]
+    assert lines[0].endswith("(see: hermes kanban reconcile-completions)")
