@@ -5,7 +5,8 @@
 #   bench/mutation.sh [MODULE ...]          run MODULEs (default: all of them, in the order below)
 #   bench/mutation.sh --recheck MODULE ...  re-run only the mutants that survived the last run (after adding tests)
 #
-# MODULE is the name of a config in bench/mutation/: spool reconcile tasks leases backup dispatcher. Each config
+# MODULE is the name of a config in bench/mutation/: spool reconcile tasks sql leases backup dispatcher (sql: the
+# hand-written mutants of SQL text in bench/mutation/sql.toml, run by bench/mutation_sql.py). Each config
 # names the code it mutates, the scope (functions) and the targeted tests that run for every mutant (-x: a mutant
 # is killed by the first failing test). Sessions and reports go to bench/results/mutation/ (git-ignored):
 # MODULE.sqlite (the cosmic-ray session), MODULE.txt (cr-report) and MODULE.time (wall time).
@@ -18,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 OUT=${MUTATION_OUT:-$ROOT/bench/results/mutation}
-ALL=(spool reconcile tasks leases backup dispatcher)
+ALL=(spool reconcile tasks sql leases backup dispatcher)
 
 recheck=0
 if [[ ${1:-} == --recheck ]]; then
@@ -45,6 +46,13 @@ for m in "${modules[@]}"; do
     cfg=bench/mutation/$m.toml
     session=$OUT/$m.sqlite
     start=$(date +%s)
+    if [[ $m == sql ]]; then
+        # hand-written mutants of SQL text (cosmic-ray never mutates string literals): always all of them
+        python bench/mutation_sql.py "$cfg" "$OUT/sql.json" | tee "$OUT/sql.txt" || true
+        echo "sql: $(($(date +%s) - start)) s ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))" \
+            | tee -a "$OUT/sql.time"
+        continue
+    fi
     if [[ $recheck == 1 ]]; then
         [[ -f $session ]] || { echo "error: no session $session to recheck; run bench/mutation.sh $m first" >&2; exit 1; }
         # forget the survivors' results so that exec runs them again, against the tests as they are now

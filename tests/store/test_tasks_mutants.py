@@ -1,0 +1,78 @@
+"""The run-level SQL of store/tasks.py, one statement at a time: each write touches exactly the run it names, a
+closed run stays as it was closed, and the claim/reclaim/retry queries compare the right way. These are the fences
+under the Board's own checks; the hand-written SQL mutants of bench/mutation/sql.toml (docs/mutation.md) showed
+that no test looked at them directly.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hermes_cli.kanban import Board
+from hermes_cli.kanban.models import Run
+from hermes_cli.kanban.store import tasks as sql
+
+
+def two_runs(board: Board) -> tuple[int, int]:
+    """Two open runs of two running tasks (ids in increasing order)."""
+    ids = []
+    for title in ("first", "second"):
+        t, _ = board.create_task(title)
+        c = board.claim(t.id, worker=title, ttl=600)
+        assert c is not None
+        ids.append(c.run_id)
+    return ids[0], ids[1]
+
+
+def run(board: Board, run_id: int) -> Run:
+    r = sql.get_run(board.db, run_id)
+    assert r is not None
+    return r
+
+
+def test_close_run_closes_only_an_open_run_and_only_that_one(board: Board) -> None:
+    first, second = two_runs(board)
+    board.db.write(lambda: sql.close_run(board.db, first, "completed", 100.0, "the worker's report", 0))
+    board.db.write(lambda: sql.close_run(board.db, first, "crashed", 200.0, "a late exit status", 1))
+    r = run(board, first)
+    assert (r.outcome, r.ended_at, r.summary, r.exit_code) == ("completed", 100.0, "the worker's report", 0)
+    assert run(board, second).ended_at is None
+    assert [x.id for x in sql.open_runs(board.db)] == [second]
+
+
+def test_a_heartbeat_extends_only_its_own_run(board: Board) -> None:
+    first, second = two_runs(board)
+    before = run(board, second)
+    board.db.write(lambda: sql.extend_run_lease(board.db, first, 5.0, 99.0))
+    assert (run(board, first).heartbeat_at, run(board, first).lease_expires_at) == (5.0, 99.0)
+    assert run(board, second) == before
+
+
+def test_recording_a_workers_pid_touches_only_its_run(board: Board) -> None:
+    first, second = two_runs(board)
+    board.db.write(lambda: sql.set_run_process(board.db, second, 4242, 12.5, "here"))
+    r = run(board, second)
+    assert (r.pid, r.pid_create_time, r.host) == (4242, 12.5, "here")
+    assert run(board, first).pid != 4242
+
+
+def test_the_claim_queue_skips_tasks_waiting_for_their_retry_and_non_ready_ones(board: Board) -> None:
+    now = time.time()
+    waiting, _ = board.create_task("waiting for its retry", priority=9)
+    due, _ = board.create_task("retry due", priority=5)
+    blocked, _ = board.create_task("blocked", priority=10)
+    board.block(blocked.id, reason="by hand")
+    board.db.write(lambda: sql.update_task(board.db, waiting.id, now, retry_at=now + 60))
+    board.db.write(lambda: sql.update_task(board.db, due.id, now, retry_at=now - 1))
+    assert sql.claimable_task_id(board.db, now) == due.id
+    assert sql.claimable_task_id(board.db, now + 61) == waiting.id
+    assert sql.next_retry_at(board.db) == now - 1  # the earliest
+
+
+def test_only_expired_leases_are_reclaimable(board: Board) -> None:
+    live, _ = board.create_task("live")
+    lapsed, _ = board.create_task("lapsed")
+    assert board.claim(live.id, worker="w", ttl=600) is not None
+    assert board.claim(lapsed.id, worker="w", ttl=0.05) is not None
+    time.sleep(0.1)
+    assert [t.id for t in sql.expired_running(board.db, time.time())] == [lapsed.id]
