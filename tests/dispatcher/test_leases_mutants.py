@@ -175,3 +175,24 @@ def test_a_lease_refreshed_in_the_future_is_zero_seconds_old() -> None:
     d = lease.as_dict()
     assert json.dumps(d) and (d["holder"], d["host"], d["pid"], d["epoch"]) == ("h:1", "h", 1, 3)
     assert d["acquired_at"].startswith("1970-01-01T00:01:40")
+
+
+def test_a_lease_refreshed_ahead_of_our_clock_is_held_even_with_no_grace(
+    board: Board, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A holder on a host whose clock runs ahead has an age of 0 (never negative): a grace of 0 still keeps it."""
+    put_lease(board, host="elsewhere", pid=sleeper.pid, started=procs.create_time(sleeper.pid), age=-60.0)
+    with pytest.raises(LeaseHeld, match="refreshed 0.0s ago"):
+        leases.acquire(board, grace=0)
+
+
+def test_a_lease_is_ours_only_by_host_pid_and_start_time_together(
+    board: Board, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """Another holder that happens to share our process start time (to the clock tick) is still another holder."""
+    _, _, our_start = procs.identity()
+    put_lease(board, host="elsewhere", pid=sleeper.pid, started=our_start, age=1.0)
+    lease = leases.read_lease(board)
+    assert lease is not None and not lease.is_mine()
+    with pytest.raises(LeaseHeld):
+        leases.acquire(board, grace=GRACE)

@@ -186,3 +186,32 @@ def test_a_report_of_a_run_unknown_after_a_restore_applies_unless_the_task_chang
             assert d.detail is not None and d.detail.startswith(f"task {t.id} was changed after run 1 ended (blocked")
         else:
             assert row(d) == ("ready", "apply", "late_report", "done", None)
+
+
+def test_apply_counts_what_it_applied_filed_skipped_and_refused(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        applies, _ = b.create_task("applies")
+        ca = b.claim(applies.id, worker="w", ttl=600)
+        done, _ = b.create_task("done")
+        b.complete(done.id, summary="by hand", force=True)
+        gated, _ = b.create_task("gated", review=True)
+        cg = b.claim(gated.id, worker="w")
+        held, _ = b.create_task("held")
+        ch = b.claim(held.id, worker="w", ttl=600)
+        assert ca is not None and cg is not None and ch is not None
+        b.complete(gated.id, cg.run_id, summary="look")
+        spool.spool_report(paths, "complete", applies.id, ca.run_id, summary="ok")
+        spool.spool_report(paths, "complete", done.id, None, summary="late")  # already_done: filed away
+        spool.spool_report(paths, "complete", gated.id, None, summary="again")  # review gate: stays pending
+        spool.spool_report(paths, "complete", held.id, None, summary="not forced")  # conflict: stays pending
+        bad = paths.spool_dir / f"{held.id}.77.json"
+        bad.write_text("[]")
+        result = reconcile.apply(b, backup=False)
+        d = result.as_dict()
+        assert (d["applied"], d["skipped"], d["conflicts"], d["filed_as_skipped"], d["backup"]) == (1, 2, 1, 1, None)
+        assert [i["file"] for i in d["invalid_files"]] == [str(bad)]
+        assert [r["reason"] for r in d["records"]] == [  # oldest report first, then the invalid files
+            "current_run", "already_done", "review_gate_blocked", "active_claim_by_other_run", "invalid_report"]
+        assert b.get_task(applies.id).status == "done"
+    assert sorted(p.name for p in paths.spool_dir.glob("*.json")) == sorted(
+        [spool.file_name(gated.id, None), spool.file_name(held.id, None)])

@@ -314,3 +314,18 @@ def test_a_drain_the_board_refuses_is_logged_once_and_applies_nothing(
         assert b.get_task(task_id).status == "running"
     assert len(lines) == 1 and "HERMES_KANBAN_BACKUP_KEEP='many'" in lines[0]
     assert lines[0].endswith("(see: hermes kanban reconcile-completions)")
+
+
+def test_a_spool_that_cannot_be_written_says_the_report_was_not_saved(paths: BoardPaths) -> None:
+    paths.spool_dir.mkdir(mode=0o700, parents=True)
+    if shutil.which("chattr") is None or not _chattr("+i", paths.spool_dir):
+        pytest.skip("chattr +i is not permitted here (needs CAP_LINUX_IMMUTABLE on ext2/3/4, xfs, btrfs)")
+    try:
+        with pytest.raises(StorageError) as exc:
+            spool.spool_report(paths, "complete", TASK, 4, summary="s")
+    finally:
+        assert _chattr("-i", paths.spool_dir)
+    assert exc.value.message == (
+        f"cannot write the spool {paths.spool_dir} (Operation not permitted); the complete report for {TASK} was NOT "
+        "saved: retry the command once the disk is writable")
+    assert list(paths.spool_dir.iterdir()) == []

@@ -50,10 +50,11 @@ def test_a_heartbeat_extends_only_its_own_run(board: Board) -> None:
 
 def test_recording_a_workers_pid_touches_only_its_run(board: Board) -> None:
     first, second = two_runs(board)
-    board.db.write(lambda: sql.set_run_process(board.db, second, 4242, 12.5, "here"))
-    r = run(board, second)
+    before = run(board, second)
+    board.db.write(lambda: sql.set_run_process(board.db, first, 4242, 12.5, "here"))
+    r = run(board, first)
     assert (r.pid, r.pid_create_time, r.host) == (4242, 12.5, "here")
-    assert run(board, first).pid != 4242
+    assert run(board, second) == before
 
 
 def test_the_claim_queue_skips_tasks_waiting_for_their_retry_and_non_ready_ones(board: Board) -> None:
