@@ -214,6 +214,14 @@ def test_set_aside_keeps_the_file_and_says_why(paths: BoardPaths) -> None:
     assert (reason["file"], reason["was"], reason["problem"]) == (bad.name, str(bad), "not a spool report")
     assert spool.set_aside_files(paths) == [str(moved)]
     assert spool.set_aside(paths, bad, "again") is None
+    (moved.parent / ".tmp-123-abc").write_text("{}")  # a writer's temporary file is not a set-aside file
+    assert spool.set_aside_files(paths) == [str(moved)]
+
+
+def test_an_invalid_dir_that_is_not_a_directory_holds_no_set_aside_files(paths: BoardPaths) -> None:
+    paths.spool_dir.mkdir(mode=0o700, parents=True)
+    (paths.spool_dir / spool.INVALID).write_text("not a directory")
+    assert spool.set_aside_files(paths) == []
 
 
 # -- the dispatcher's drain --------------------------------------------------------------------------------------------

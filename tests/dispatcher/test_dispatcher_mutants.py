@@ -1,0 +1,50 @@
+"""What the dispatcher records and says about runs it did not start itself and about its workers' exits, pinned
+down where mutation testing (bench/mutation.sh dispatcher, docs/mutation.md) found that test_outcomes would not
+notice a change: runs of pull workers and of a just-started earlier dispatcher are left alone, and the progress log
+names each outcome, the retry and the give-up. The dispatcher runs in this process; the workers are real processes.
+"""
+
+from __future__ import annotations
+
+from hermes_cli.kanban import Board, procs
+
+from .conftest import dispatch, pycmd, runs_of
+
+
+def test_a_pull_workers_run_without_a_pid_is_left_to_its_lease(board: Board) -> None:
+    task, _ = board.create_task("pulled by hand")  # no command: the dispatcher would not start it anyway
+    claim = board.claim(task.id, worker="puller", ttl=600)
+    assert claim is not None
+    log: list[str] = []
+    res = dispatch(board, once=True, log=log)
+    assert res.error is None
+    run = runs_of(board, task.id)[0]
+    assert (run.ended_at, run.pid) == (None, None)  # not closed, not adopted: a pull worker reports for itself
+    assert not any(claim.task_id in line for line in log)
+
+
+def test_an_earlier_dispatchers_run_is_given_its_grace_before_it_is_judged(board: Board) -> None:
+    task, _ = board.create_task("claimed a moment ago", command=pycmd("pass"))
+    claim = board.claim(task.id, worker=f"dispatcher@{procs.HOST}:999999", ttl=600)
+    assert claim is not None
+    res = dispatch(board, once=True)
+    assert res.error is None
+    run = runs_of(board, task.id)[0]
+    assert run.ended_at is None  # its dispatcher may still be about to record the worker's pid
+
+
+def test_the_log_names_each_outcome_the_retry_and_the_give_up(board: Board) -> None:
+    ok, _ = board.create_task("ok", command=pycmd("pass"))
+    bad, _ = board.create_task("bad", command=pycmd("raise SystemExit(3)"), max_retries=1)
+    log: list[str] = []
+    res = dispatch(board, log=log)
+    assert res.error is None
+    [ok_run] = runs_of(board, ok.id)
+    first, second = runs_of(board, bad.id)
+    lines = "\n".join(log)
+    assert f"{ok.id} run {ok_run.id} completed after " in lines and ": exited 0" in lines
+    crashed = [ln for ln in log if ln.startswith(f"{bad.id} run {first.id} crashed")]
+    assert len(crashed) == 1 and ": exited 3; retry in " in crashed[0] and crashed[0].endswith("s")
+    gave_up = [ln for ln in log if ln.startswith(f"{bad.id} run {second.id} crashed")]
+    assert len(gave_up) == 1 and gave_up[0].endswith(": exited 3; gave up after 2 attempts (blocked)")
+    assert (res.counts["completed"], res.counts["crashed"], res.counts["gave_up"]) == (1, 2, 1)
