@@ -8,6 +8,7 @@ another host or in another process would leave it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -196,3 +197,17 @@ def test_a_lease_is_ours_only_by_host_pid_and_start_time_together(
     assert lease is not None and not lease.is_mine()
     with pytest.raises(LeaseHeld):
         leases.acquire(board, grace=GRACE)
+
+
+def test_a_lease_record_is_immutable() -> None:
+    lease = leases.DispatcherLease("h", 1, None, 3, acquired_at=100.0, refreshed_at=200.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lease.epoch = 4  # type: ignore[misc]
+
+
+def test_break_lock_never_removes_a_lease_refreshed_ahead_of_our_clock(board: Board) -> None:
+    """Age 0 (refreshed in our future) is not older than a max age of 0: the lease is live."""
+    put_lease(board, host="elsewhere", pid=4242, started=123.0, age=-60.0)
+    with pytest.raises(LeaseHeld, match="younger than --max-age 0s"):
+        leases.break_lock(board, max_age=0)
+    assert leases.read_lease(board) is not None
