@@ -4,12 +4,14 @@ spooled reports taking no backup of its own (the board was just restored from a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
-from hermes_cli.kanban import Board, InvalidValue, spool
+from hermes_cli.kanban import Board, Conflict, InvalidValue, spool
 from hermes_cli.kanban import backup as backups
 from hermes_cli.kanban.paths import BoardPaths
 from hermes_cli.kanban.store.schema import LATEST
@@ -51,3 +53,62 @@ def test_the_replay_after_a_restore_takes_no_backup_of_its_own(paths: BoardPaths
     assert sorted(p.name for p in paths.backups_dir.glob("kanban-*.db")) == taken
     with Board.open() as b:
         assert b.get_task(t.id).status == "done"
+
+
+def test_a_sqlite_file_that_is_not_a_board_is_refused(paths: BoardPaths, tmp_path: Path) -> None:
+    with Board.open() as b:
+        b.create_task("x")
+    other = tmp_path / "other.db"
+    conn = apsw.Connection(str(other))
+    try:
+        conn.execute("CREATE TABLE notes(x)")
+    finally:
+        conn.close()
+    with pytest.raises(InvalidValue, match=rf"^{other} is not a hermes board backup \(no such table: tasks\)$"):
+        backups.restore(paths, other)
+
+
+def test_run_ids_of_spooled_reports_are_never_handed_out_again_after_a_restore(paths: BoardPaths) -> None:
+    """The board is lost after the backup (nothing to read run ids from) while a report of a later run waits in the
+    spool: the restored board must not hand that run id out to a new claim, or the stale report would match it."""
+    with Board.open() as b:
+        first, _ = b.create_task("in the backup")
+        assert b.claim(first.id, worker="w", ttl=600) is not None
+        info = backups.create(b)
+        late, _ = b.create_task("after the backup")
+        c = b.claim(late.id, worker="w", ttl=600)
+        assert c is not None
+    spool.spool_report(paths, "complete", late.id, c.run_id, summary="reported while the board was down")
+    for p in (paths.db, *paths.sidecars):
+        p.unlink(missing_ok=True)  # the board is gone: restore has no old board to salvage ids from
+    result = backups.restore(paths, info.path, replay=False)
+    assert result.id_floor["runs"] >= c.run_id
+    with Board.open() as b:
+        again, _ = b.create_task("new work")
+        fresh = b.claim(again.id, worker="w")
+        assert fresh is not None and fresh.run_id > c.run_id
+
+
+HOLD_LOCK_VIA_ALIAS = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_SH, int(sys.argv[3]), int(sys.argv[2]))
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_restore_refuses_a_lock_holder_it_cannot_see(paths: BoardPaths, tmp_path: Path, helper: Any) -> None:
+    """A process that holds SQLite's shared lock through another name for the file (a hard link here; in real life
+    another PID namespace or a process we may not inspect) is not found by the open-files scan: the try-lock on the
+    lock bytes still refuses the restore, with a Conflict, and the board is left as it was."""
+    with Board.open() as b:
+        b.create_task("x")
+        info = backups.create(b)
+    alias = tmp_path / "alias.db"
+    os.link(paths.db, alias)
+    helper(HOLD_LOCK_VIA_ALIAS, str(alias), str(backups._SHARED_FIRST), str(backups._SHARED_SIZE), ready="locked")
+    before = paths.db.read_bytes()
+    with pytest.raises(Conflict, match=rf"another process holds a SQLite lock on {paths.db}; stop every process"):
+        backups.restore(paths, info.path)
+    assert paths.db.read_bytes() == before
