@@ -77,3 +77,43 @@ def test_only_expired_leases_are_reclaimable(board: Board) -> None:
     assert board.claim(lapsed.id, worker="w", ttl=0.05) is not None
     time.sleep(0.1)
     assert [t.id for t in sql.expired_running(board.db, time.time())] == [lapsed.id]
+
+
+def test_a_failed_run_says_whether_and_when_it_will_be_retried(board: Board) -> None:
+    t, _ = board.create_task("flaky", max_retries=1)
+    c = board.claim(t.id, worker="w")
+    assert c is not None
+    board.finish_run(t.id, c.run_id, "crashed", summary="exited 3", exit_code=3, retry_after=0.12345)
+    [ev] = board.events(task_id=t.id, kinds=["crashed"])
+    assert (ev.payload["attempt"], ev.payload["will_retry"], ev.payload["retry_in_s"]) == (1, True, 0.123)
+    board.db.write(lambda: sql.update_task(board.db, t.id, time.time(), retry_at=None))
+    c2 = board.claim(t.id, worker="w")
+    assert c2 is not None
+    board.finish_run(t.id, c2.run_id, "crashed", summary="exited 3", exit_code=3, retry_after=0.5)
+    last = board.events(task_id=t.id, kinds=["crashed"])[-1]
+    assert (last.payload["attempt"], last.payload["will_retry"], last.payload["retry_in_s"]) == (2, False, None)
+    assert board.get_task(t.id).status == "blocked"
+
+
+def test_give_up_blocks_at_once_whatever_retries_are_left(board: Board) -> None:
+    t, _ = board.create_task("flaky", max_retries=5)
+    c = board.claim(t.id, worker="w")
+    assert c is not None
+    board.finish_run(t.id, c.run_id, "crashed", summary="exited 3", exit_code=3, give_up=True)
+    [ev] = board.events(task_id=t.id, kinds=["crashed"])
+    assert (ev.payload["will_retry"], ev.payload["retry_in_s"]) == (False, None)
+    assert board.get_task(t.id).status == "blocked"
+
+
+def test_a_repeated_report_of_a_run_that_landed_is_a_no_op_even_after_the_task_moved_on(board: Board) -> None:
+    t, _ = board.create_task("x")
+    first = board.claim(t.id, worker="w")
+    assert first is not None
+    board.block(t.id, first.run_id, reason="needs a key")
+    board.unblock(t.id)
+    second = board.claim(t.id, worker="w")
+    assert second is not None
+    n = len(board.events())
+    again = board.block(t.id, first.run_id, reason="needs a key")  # the first worker's retry of its own report
+    assert again.status == "running" and again.current_run_id == second.run_id
+    assert len(board.events()) == n  # nothing written
