@@ -112,3 +112,15 @@ def test_restore_refuses_a_lock_holder_it_cannot_see(paths: BoardPaths, tmp_path
     with pytest.raises(Conflict, match=rf"another process holds a SQLite lock on {paths.db}; stop every process"):
         backups.restore(paths, info.path)
     assert paths.db.read_bytes() == before
+
+
+def test_sidecars_left_without_their_database_are_moved_aside_but_are_no_old_board(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        b.create_task("x")
+        info = backups.create(b)
+    paths.db.unlink()
+    wal = paths.sidecars[0]
+    wal.write_bytes(b"left behind")
+    result = backups.restore(paths, info.path, replay=False)
+    assert result.salvage_note == "no old board"
+    assert result.moved_aside is not None and (result.moved_aside / wal.name).read_bytes() == b"left behind"

@@ -215,3 +215,24 @@ def test_apply_counts_what_it_applied_filed_skipped_and_refused(paths: BoardPath
         assert b.get_task(applies.id).status == "done"
     assert sorted(p.name for p in paths.spool_dir.glob("*.json")) == sorted(
         [spool.file_name(gated.id, None), spool.file_name(held.id, None)])
+
+
+def test_applied_reports_say_so_in_their_events(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        forced, _ = b.create_task("forced")
+        assert b.claim(forced.id, worker="w", ttl=600) is not None
+        blocks, _ = b.create_task("blocks")
+        cb = b.claim(blocks.id, worker="w", ttl=600)
+        plain, _ = b.create_task("plain")
+        cp = b.claim(plain.id, worker="w", ttl=600)
+        assert cb is not None and cp is not None
+        spool.spool_report(paths, "complete", forced.id, None, summary="done by hand", force=True)
+        spool.spool_report(paths, "block", blocks.id, cb.run_id, summary="needs a key")
+        spool.spool_report(paths, "complete", plain.id, cp.run_id, summary="ok")
+        assert reconcile.apply(b, backup=False).applied == 3
+        [done_forced] = b.events(task_id=forced.id, kinds=["completed"])
+        [blocked] = b.events(task_id=blocks.id, kinds=["blocked"])
+        [done_plain] = b.events(task_id=plain.id, kinds=["completed"])
+    assert done_forced.payload.get("forced") is True and done_forced.payload.get("reconciled") is True
+    assert blocked.payload.get("reconciled") is True and blocked.run_id == cb.run_id
+    assert done_plain.payload.get("forced") is None and done_plain.payload.get("reconciled") is True
