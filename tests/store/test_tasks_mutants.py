@@ -117,3 +117,15 @@ def test_a_repeated_report_of_a_run_that_landed_is_a_no_op_even_after_the_task_m
     again = board.block(t.id, first.run_id, reason="needs a key")  # the first worker's retry of its own report
     assert again.status == "running" and again.current_run_id == second.run_id
     assert len(board.events()) == n  # nothing written
+
+
+def test_a_block_reason_is_trimmed_and_a_blank_one_is_none(board: Board) -> None:
+    t, _ = board.create_task("x")
+    c = board.claim(t.id, worker="w")
+    assert c is not None
+    board.block(t.id, c.run_id, reason="  needs a key \n")
+    board.unblock(t.id)
+    board.block(t.id, reason="   ")
+    first, second = board.events(task_id=t.id, kinds=["blocked"])
+    assert (first.payload["reason"], second.payload["reason"]) == ("needs a key", None)
+    assert board.detail(t.id).runs[0].summary == "needs a key"
