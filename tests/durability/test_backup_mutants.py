@@ -16,6 +16,8 @@ from hermes_cli.kanban import backup as backups
 from hermes_cli.kanban.paths import BoardPaths
 from hermes_cli.kanban.store.schema import LATEST
 
+from .conftest import checkpoint_and_close, pages_of, smash_pages
+
 
 def with_user_version(src: Path, dst: Path, version: int) -> Path:
     dst.write_bytes(src.read_bytes())
@@ -124,3 +126,16 @@ def test_sidecars_left_without_their_database_are_moved_aside_but_are_no_old_boa
     result = backups.restore(paths, info.path, replay=False)
     assert result.salvage_note == "no old board"
     assert result.moved_aside is not None and (result.moved_aside / wal.name).read_bytes() == b"left behind"
+
+
+def test_a_damaged_old_board_is_salvaged_as_far_as_it_reads_and_the_note_says_where_it_stopped(
+    paths: BoardPaths,
+) -> None:
+    with Board.open() as b:
+        info = backups.create(b)
+        for i in range(40):
+            b.create_task(f"after the backup {i}", body="x" * 400)  # several pages of tasks
+    checkpoint_and_close(paths.db)
+    smash_pages(paths.db, pages_of(paths.db, "tasks")[1:])  # the events still read, the tasks stop early
+    result = backups.restore(paths, info.path, replay=False)
+    assert result.salvage_note.startswith("tasks: stopped early: "), result.salvage_note
