@@ -5,13 +5,14 @@ spooled reports taking no backup of its own (the board was just restored from a 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
 
-from hermes_cli.kanban import Board, Conflict, InvalidValue, spool
+from hermes_cli.kanban import Board, Conflict, InvalidValue, NotFound, spool
 from hermes_cli.kanban import backup as backups
 from hermes_cli.kanban.paths import BoardPaths
 from hermes_cli.kanban.store.schema import LATEST
@@ -139,3 +140,37 @@ def test_a_damaged_old_board_is_salvaged_as_far_as_it_reads_and_the_note_says_wh
     smash_pages(paths.db, pages_of(paths.db, "tasks")[1:])  # the events still read, the tasks stop early
     result = backups.restore(paths, info.path, replay=False)
     assert result.salvage_note.startswith("tasks: stopped early: "), result.salvage_note
+
+
+def test_a_missing_backup_is_not_found(paths: BoardPaths, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=rf"^backup {tmp_path / 'missing.db'} does not exist"):
+        backups.restore(paths, tmp_path / "missing.db")
+
+
+HOLD_RESTORE_LOCK = """
+import sys
+from filelock import FileLock
+lock = FileLock(sys.argv[1], timeout=0)
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_restore_of_the_same_board_waits_for_none(paths: BoardPaths, helper: Any) -> None:
+    with Board.open() as b:
+        b.create_task("x")
+        info = backups.create(b)
+    before = paths.db.read_bytes()
+    helper(HOLD_RESTORE_LOCK, str(paths.dir / ".restore.lock"), ready="locked")  # a restore in progress
+    with pytest.raises(Conflict, match=r"^another restore of board default is running; wait for it$"):
+        backups.restore(paths, info.path)
+    assert paths.db.read_bytes() == before
+
+
+def test_the_restore_lock_file_is_private(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        info = backups.create(b)
+    backups.restore(paths, info.path, replay=False)
+    lock = paths.dir / ".restore.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600  # filelock leaves the file in place for the next restore
