@@ -14,8 +14,11 @@
 # cosmic-ray edits the mutated file in place, so the run happens in a snapshot of the working tree (tracked and
 # untracked, not ignored, files) under a temporary directory, with PYTHONPATH pointing at it: the tests and every
 # process they start (the CLI, dispatchers, workers) import the mutated snapshot, never the checkout you work in.
+#
+# The body is one function, read whole before it runs, so editing this file during a run cannot change that run.
 set -euo pipefail
 
+main() {
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 OUT=${MUTATION_OUT:-$ROOT/bench/results/mutation}
@@ -77,3 +80,7 @@ EOF
     cr-report --show-diff --surviving-only "$session" > "$OUT/$m.txt" || true
     tail -n 4 "$OUT/$m.txt"
 done
+}
+
+main "$@"
+exit $?
