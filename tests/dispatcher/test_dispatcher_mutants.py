@@ -6,15 +6,21 @@ names each outcome, the retry and the give-up. The dispatcher runs in this proce
 
 from __future__ import annotations
 
+import subprocess
+
+import psutil
+
 from hermes_cli.kanban import Board, procs
 
-from .conftest import dispatch, pycmd, runs_of
+from .conftest import dispatch, outcomes, pycmd, runs_of
 
 
 def test_a_pull_workers_run_without_a_pid_is_left_to_its_lease(board: Board) -> None:
     task, _ = board.create_task("pulled by hand")  # no command: the dispatcher would not start it anyway
     claim = board.claim(task.id, worker="puller", ttl=600)
     assert claim is not None
+    # older than an earlier dispatcher's grace: only the worker name says it is not a dispatcher's
+    board.db.write(lambda: board.db.execute("UPDATE runs SET started_at = started_at - 60"))
     log: list[str] = []
     res = dispatch(board, once=True, log=log)
     assert res.error is None
@@ -48,3 +54,45 @@ def test_the_log_names_each_outcome_the_retry_and_the_give_up(board: Board) -> N
     gave_up = [ln for ln in log if ln.startswith(f"{bad.id} run {second.id} crashed")]
     assert len(gave_up) == 1 and gave_up[0].endswith(": exited 3; gave up after 2 attempts (blocked)")
     assert (res.counts["completed"], res.counts["crashed"], res.counts["gave_up"]) == (1, 2, 1)
+
+
+def test_a_lost_run_counts_as_an_attempt_towards_the_failure_limit(board: Board) -> None:
+    task, _ = board.create_task("never started", command=pycmd("pass"), max_retries=5)
+    claim = board.claim(task.id, worker=f"dispatcher@{procs.HOST}:999999", ttl=600)
+    assert claim is not None
+    board.db.write(lambda: board.db.execute("UPDATE runs SET started_at = started_at - 60"))  # past the grace
+    dispatch(board, failure_limit=1)
+    assert outcomes(board, task.id) == ["crashed"]
+    assert board.get_task(task.id).status == "blocked"  # gave up: the lost run was attempt 1 of 1
+
+
+def _dead_pid() -> tuple[int, float]:
+    p = subprocess.Popen(["true"])
+    started = psutil.Process(p.pid).create_time()
+    p.wait()
+    return p.pid, started
+
+
+def test_a_dead_workers_run_that_turns_out_closed_is_noted_not_fatal(board: Board) -> None:
+    """A run listed open whose task has moved on (here: a board edited by hand) is closed by nobody: recording its
+    dead worker's exit meets the fence (StaleRun), which the dispatcher notes, counting a report, and goes on."""
+    reported, _ = board.create_task("reported")
+    moved_on, _ = board.create_task("moved on")
+    runs = {}
+    for t in (reported, moved_on):
+        c = board.claim(t.id, worker="w", ttl=600)
+        assert c is not None
+        runs[t.id] = c.run_id
+        board.block(t.id, reason="by hand", force=True)
+    pid, started = _dead_pid()
+    for t, outcome in ((reported, "completed"), (moved_on, None)):
+        board.db.write(lambda t=t, outcome=outcome: board.db.execute(
+            "UPDATE runs SET ended_at = NULL, outcome = ?, host = ?, pid = ?, pid_create_time = ? WHERE id = ?",
+            (outcome, procs.HOST, pid, started, runs[t.id])))
+    log: list[str] = []
+    res = dispatch(board, once=True, log=log)
+    assert res.error is None and res.counts["reported"] == 1
+    text = "\n".join(log)
+    assert f"{reported.id} run {runs[reported.id]}: worker pid {pid} is gone" in text
+    assert "; the run was already closed (completed)" in text
+    assert "; the run was already closed (None)" in text
