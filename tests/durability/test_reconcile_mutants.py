@@ -5,6 +5,7 @@ branch, a comparison or an index would go unnoticed. In-process and fast: the fi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -20,8 +21,6 @@ def decide(b: Board, paths: BoardPaths, kind: str, task_id: str, run_id: int | N
            spooled_at: float | None = None) -> reconcile.Decision:
     report, _ = spool.spool_report(paths, kind, task_id, run_id, summary=f"{kind} report", force=force)
     if spooled_at is not None:
-        import dataclasses
-
         report = dataclasses.replace(report, spooled_at=spooled_at)
     d = reconcile.decide(b, report, time.time())
     report.path.unlink()  # one report at a time: the next case may reuse the task+run
