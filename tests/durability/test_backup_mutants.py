@@ -174,3 +174,16 @@ def test_the_restore_lock_file_is_private(paths: BoardPaths) -> None:
     backups.restore(paths, info.path, replay=False)
     lock = paths.dir / ".restore.lock"
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600  # filelock leaves the file in place for the next restore
+
+
+def test_an_unreadable_old_board_makes_restore_skip_far_past_the_backups_ids(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        t, _ = b.create_task("x")
+        c = b.claim(t.id, worker="w")
+        assert c is not None
+        info = backups.create(b)
+    checkpoint_and_close(paths.db)
+    paths.db.write_bytes(b"not a database at all" * 500)  # nothing to read the old board's highest ids from
+    result = backups.restore(paths, info.path, replay=False)
+    assert "max(runs.id) unreadable" in result.salvage_note
+    assert result.id_floor["runs"] >= c.run_id + backups.UNKNOWN_ID_GAP

@@ -113,6 +113,7 @@ def test_a_repeated_report_is_the_one_already_spooled(paths: BoardPaths) -> None
     again, wrote_again = spool.spool_report(paths, "complete", TASK, 4, summary="s")
     assert wrote and not wrote_again
     assert again == first  # the first one's time and all, not the second call's
+    assert first.force is False and json.loads(first.path.read_text())["force"] is False  # not forced by default
 
 
 def test_a_spool_file_that_cannot_be_read_is_a_storage_error_not_a_conflict(paths: BoardPaths) -> None:
