@@ -338,3 +338,14 @@ def test_a_spool_that_cannot_be_written_says_the_report_was_not_saved(paths: Boa
         f"cannot write the spool {paths.spool_dir} (Operation not permitted); the complete report for {TASK} was NOT "
         "saved: retry the command once the disk is writable")
     assert list(paths.spool_dir.iterdir()) == []
+
+
+def test_a_drain_warns_about_each_file_it_set_aside(paths: BoardPaths) -> None:
+    task_id = _spool_one_report(paths)
+    bad = write_raw(paths, f"{TASK}.9.json", [])
+    lines: list[str] = []
+    with Board.open() as b:
+        assert spool.drain_if_healthy(b, lines.append) == 1
+        assert b.get_task(task_id).status == "done"
+    assert lines == [f"warning: {bad} is not a valid report (not a spool report (not a JSON object)); moved to "
+                     f"{paths.spool_dir / spool.INVALID / bad.name}"]
