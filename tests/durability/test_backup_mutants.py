@@ -187,3 +187,21 @@ def test_an_unreadable_old_board_makes_restore_skip_far_past_the_backups_ids(pat
     result = backups.restore(paths, info.path, replay=False)
     assert "max(runs.id) unreadable" in result.salvage_note
     assert result.id_floor["runs"] >= c.run_id + backups.UNKNOWN_ID_GAP
+
+
+def test_a_restore_leaves_no_file_descriptor_open(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        b.create_task("x")
+        info = backups.create(b)
+    before = len(os.listdir("/proc/self/fd"))
+    backups.restore(paths, info.path, replay=False)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_schema_v1_backup_is_restored(paths: BoardPaths, tmp_path: Path) -> None:
+    v1 = tmp_path / "v1.db"
+    v1.write_bytes((Path(__file__).resolve().parent.parent / "fixtures" / "schema_v1.db").read_bytes())
+    with Board.open():
+        pass
+    result = backups.restore(paths, v1, replay=False)
+    assert result.integrity_check == "ok"

@@ -193,6 +193,8 @@ def test_apply_counts_what_it_applied_filed_skipped_and_refused(paths: BoardPath
         ca = b.claim(applies.id, worker="w", ttl=600)
         done, _ = b.create_task("done")
         b.complete(done.id, summary="by hand", force=True)
+        done2, _ = b.create_task("done too")
+        b.complete(done2.id, summary="by hand", force=True)
         gated, _ = b.create_task("gated", review=True)
         cg = b.claim(gated.id, worker="w")
         held, _ = b.create_task("held")
@@ -201,16 +203,18 @@ def test_apply_counts_what_it_applied_filed_skipped_and_refused(paths: BoardPath
         b.complete(gated.id, cg.run_id, summary="look")
         spool.spool_report(paths, "complete", applies.id, ca.run_id, summary="ok")
         spool.spool_report(paths, "complete", done.id, None, summary="late")  # already_done: filed away
+        spool.spool_report(paths, "block", done2.id, None, summary="late too")  # filed away too
         spool.spool_report(paths, "complete", gated.id, None, summary="again")  # review gate: stays pending
         spool.spool_report(paths, "complete", held.id, None, summary="not forced")  # conflict: stays pending
         bad = paths.spool_dir / f"{held.id}.77.json"
         bad.write_text("[]")
         result = reconcile.apply(b, backup=False)
         d = result.as_dict()
-        assert (d["applied"], d["skipped"], d["conflicts"], d["filed_as_skipped"], d["backup"]) == (1, 2, 1, 1, None)
+        assert (d["applied"], d["skipped"], d["conflicts"], d["filed_as_skipped"], d["backup"]) == (1, 3, 1, 2, None)
         assert [i["file"] for i in d["invalid_files"]] == [str(bad)]
         assert [r["reason"] for r in d["records"]] == [  # oldest report first, then the invalid files
-            "current_run", "already_done", "review_gate_blocked", "active_claim_by_other_run", "invalid_report"]
+            "current_run", "already_done", "already_done", "review_gate_blocked", "active_claim_by_other_run",
+            "invalid_report"]
         assert b.get_task(applies.id).status == "done"
     assert sorted(p.name for p in paths.spool_dir.glob("*.json")) == sorted(
         [spool.file_name(gated.id, None), spool.file_name(held.id, None)])

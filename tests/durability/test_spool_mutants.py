@@ -349,3 +349,17 @@ def test_a_drain_warns_about_each_file_it_set_aside(paths: BoardPaths) -> None:
         assert b.get_task(task_id).status == "done"
     assert lines == [f"warning: {bad} is not a valid report (not a spool report (not a JSON object)); moved to "
                      f"{paths.spool_dir / spool.INVALID / bad.name}"]
+
+
+def test_a_spool_entry_that_cannot_be_opened_says_why(paths: BoardPaths, tmp_path: Path) -> None:
+    paths.spool_dir.mkdir(mode=0o700, parents=True)
+    link = paths.spool_dir / f"{TASK}.3.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    assert spool.read_report(link) == "cannot open (Too many levels of symbolic links)"
+
+
+def test_a_drain_of_an_empty_spool_says_nothing(paths: BoardPaths) -> None:
+    lines: list[str] = []
+    with Board.open() as b:
+        assert spool.drain_if_healthy(b, lines.append) == 0
+    assert lines == [] and not paths.spool_dir.exists()

@@ -129,3 +129,15 @@ def test_a_block_reason_is_trimmed_and_a_blank_one_is_none(board: Board) -> None
     first, second = board.events(task_id=t.id, kinds=["blocked"])
     assert (first.payload["reason"], second.payload["reason"]) == ("needs a key", None)
     assert board.detail(t.id).runs[0].summary == "needs a key"
+
+
+def test_a_forced_completion_says_so_in_its_event(board: Board) -> None:
+    forced, _ = board.create_task("by hand")
+    plain, _ = board.create_task("by its worker")
+    c = board.claim(plain.id, worker="w")
+    assert c is not None
+    board.complete(forced.id, summary="done by hand", force=True)
+    board.complete(plain.id, c.run_id, summary="done")
+    [f] = board.events(task_id=forced.id, kinds=["completed"])
+    [p] = board.events(task_id=plain.id, kinds=["completed"])
+    assert f.payload.get("forced") is True and p.payload.get("forced") is None
