@@ -6,6 +6,7 @@ names each outcome, the retry and the give-up. The dispatcher runs in this proce
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import psutil
@@ -53,6 +54,11 @@ def test_the_log_names_each_outcome_the_retry_and_the_give_up(board: Board) -> N
     assert len(crashed) == 1 and ": exited 3; retry in " in crashed[0] and crashed[0].endswith("s")
     gave_up = [ln for ln in log if ln.startswith(f"{bad.id} run {second.id} crashed")]
     assert len(gave_up) == 1 and gave_up[0].endswith(": exited 3; gave up after 2 attempts (blocked)")
+    # the figures are durations: how long the worker ran, and the first retry's backoff (1 s +-25 %)
+    took = re.search(r" completed after ([0-9.]+)s", lines)
+    retry = re.search(r"; retry in ([0-9.]+)s", crashed[0])
+    assert took is not None and 0 < float(took.group(1)) < 60
+    assert retry is not None and float(retry.group(1)) <= 1.3
     assert (res.counts["completed"], res.counts["crashed"], res.counts["gave_up"]) == (1, 2, 1)
 
 

@@ -205,3 +205,23 @@ def test_a_schema_v1_backup_is_restored(paths: BoardPaths, tmp_path: Path) -> No
         pass
     result = backups.restore(paths, v1, replay=False)
     assert result.integrity_check == "ok"
+
+
+def test_a_salvaged_report_that_conflicts_with_a_spooled_one_is_skipped_and_the_others_are_kept(
+    paths: BoardPaths,
+) -> None:
+    with Board.open() as b:
+        first, _ = b.create_task("first")
+        second, _ = b.create_task("second")
+        c1 = b.claim(first.id, worker="w", ttl=600)
+        c2 = b.claim(second.id, worker="w", ttl=600)
+        assert c1 is not None and c2 is not None
+        info = backups.create(b)
+        b.complete(first.id, c1.run_id, summary="on the old board")  # logged after the backup: salvaged
+        b.complete(second.id, c2.run_id, summary="on the old board too")
+    spool.spool_report(paths, "complete", first.id, c1.run_id, summary="a different report, spooled first")
+    result = backups.restore(paths, info.path, replay=False)
+    assert result.salvaged == 1  # the second; the first's spooled report wins
+    reports, _ = spool.pending(paths)
+    assert sorted((r.task_id, r.summary) for r in reports) == sorted(
+        [(first.id, "a different report, spooled first"), (second.id, "on the old board too")])

@@ -239,3 +239,10 @@ def test_applied_reports_say_so_in_their_events(paths: BoardPaths) -> None:
     assert done_forced.payload.get("forced") is True and done_forced.payload.get("reconciled") is True
     assert blocked.payload.get("reconciled") is True and blocked.run_id == cb.run_id
     assert done_plain.payload.get("forced") is None and done_plain.payload.get("reconciled") is True
+
+
+def test_a_decision_is_immutable(paths: BoardPaths) -> None:
+    with Board.open() as b:
+        d = decide(b, paths, "complete", "t_0123456789ab", 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.reason = "changed"  # type: ignore[misc]

@@ -36,7 +36,8 @@ def write_raw(paths: BoardPaths, name: str, data: object, pad_to: int | None = N
     paths.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     raw = json.dumps(data).encode()
     if pad_to is not None:
-        raw += b" " * (pad_to - len(raw))  # JSON allows trailing whitespace: the file is valid, only large
+        # JSON allows leading whitespace: the file is valid, only large, and its last byte is the closing brace
+        raw = b" " * (pad_to - len(raw)) + raw
     path = paths.spool_dir / name
     path.write_bytes(raw)
     return path
