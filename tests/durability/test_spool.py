@@ -11,6 +11,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +51,38 @@ def setup_board() -> tuple[dict[str, tuple[str, int]], Path]:
     return claims, db
 
 
+@contextmanager
+def reaped(procs: list[subprocess.Popen[str]]) -> Iterator[list[subprocess.Popen[str]]]:
+    """Whatever happens in the block (a failed assertion on the first process included), every process in `procs`
+    is killed if still running, waited for and its pipes closed: an unreaped Popen is a ResourceWarning at its
+    garbage collection, which `filterwarnings = error` turns into a failure of whichever test runs then."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()  # reaps it and closes its pipes, whether or not it was read before
+
+
 def run_workers(claims: dict[str, tuple[str, int]], env: dict[str, str]) -> list[dict[str, Any]]:
     """One real worker process per task reporting through the CLI, all at once (G blocks, the others complete)."""
-    procs = []
-    for name, (task_id, run_id) in claims.items():
-        verb = ["block", "--json"] if name == "G" else ["complete", "--summary", f"did {name}", "--json"]
-        wenv = {**os.environ, **env, "HERMES_KANBAN_TASK": task_id, "HERMES_KANBAN_RUN_ID": str(run_id)}
-        if name == "G":
-            verb = ["block", task_id, "needs a key", "--json"]
-        procs.append(subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", *verb], env=wenv,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      stdin=subprocess.DEVNULL))
-    out = []
-    for p in procs:
-        o, e = p.communicate(timeout=60)
-        assert p.returncode == 0, (o, e)
-        assert e.startswith("warning: ") and "was spooled to" in e, e
-        out.append(json.loads(o))
-    return out
+    with reaped([]) as procs:
+        for name, (task_id, run_id) in claims.items():
+            verb = ["block", "--json"] if name == "G" else ["complete", "--summary", f"did {name}", "--json"]
+            wenv = {**os.environ, **env, "HERMES_KANBAN_TASK": task_id, "HERMES_KANBAN_RUN_ID": str(run_id)}
+            if name == "G":
+                verb = ["block", task_id, "needs a key", "--json"]
+            procs.append(subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", *verb], env=wenv,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          stdin=subprocess.DEVNULL))
+        out = []
+        for p in procs:
+            o, e = p.communicate(timeout=60)
+            assert p.returncode == 0, (o, e)
+            assert e.startswith("warning: ") and "was spooled to" in e, e
+            out.append(json.loads(o))
+        return out
 
 
 def settle_states(claims: dict[str, tuple[str, int]]) -> None:
@@ -291,8 +307,10 @@ def test_two_concurrent_applies_apply_each_report_once(paths):
     for tid, rid in claims:
         spool.spool_report(paths, "complete", tid, rid, summary="s")
     cmd = [sys.executable, "-m", "hermes_cli.main", "kanban", "reconcile-completions", "--apply", "--json"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [p.communicate(timeout=60) for p in procs]
+    with reaped([]) as procs:
+        procs.extend(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+        results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert sum(json.loads(out)["applied"] for out, _ in results) == 10
     with Board.open() as b:
