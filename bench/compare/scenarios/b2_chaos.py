@@ -54,7 +54,7 @@ class _ChaosRun:
         self.cfg = bench.cfg
         self.W = self.cfg["b2_workers"]
         self.incarnation = [0] * self.W
-        self.logs: list[Path] = []  # every incarnation's log, index-aligned with slot_of
+        self.logs: list[Path] = []  # every incarnation's log, in start order
         self.slot_log: list[Path] = [None] * self.W
         self.kills: list[dict] = []
         self.crashed = 0
