@@ -22,7 +22,6 @@ interruptible and finishes first; so does a board small enough to be copied in o
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from ..domain.board import Board
 from ..durability import backup
 from ..durability import doctor as health
 from ..durability.backup import BackupInfo
-from .wakeups import StopSignals, WakePipe
+from .wakeups import StopSignals, WakePipe, block_stop_signals
 
 #: first retry after a failed (or skipped) backup; each further failure doubles it, up to the interval
 RETRY_FIRST_S = 60.0
@@ -147,8 +146,7 @@ class AutoBackup:
 
     # -- the thread ----------------------------------------------------------------------------------------------------
     def _main(self, due_now: bool) -> None:
-        # Signals are the dispatcher's main thread's business; keep them off this thread's SQLite and file calls.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+        block_stop_signals()
         try:
             not_before = 0.0
             while due_now or not self._stop.is_set():

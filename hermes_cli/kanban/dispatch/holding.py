@@ -13,7 +13,6 @@ lease lost, a run taken away, a storage error) it hands to the main thread, and 
 from __future__ import annotations
 
 import select
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from ..live.doorbell import Doorbell
 from . import lease as leases
 from .lease import DispatcherLease
 from .result import DispatchResult, StopReason
-from .wakeups import STOP_SIGNALS, StopSignals, WakePipe, close_fd
+from .wakeups import StopSignals, WakePipe, block_stop_signals, close_fd
 
 
 class Standby:
@@ -188,8 +187,7 @@ class Heartbeat:
         self._wake()
 
     def _main(self) -> None:
-        # Signals are the main thread's business; keep them off this thread's SQLite calls.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, signal.SIGCHLD})
+        block_stop_signals()
         paths = self.paths
         try:
             board = Board.open(paths.slug, db_path=str(paths.db))

@@ -20,6 +20,12 @@ from typing import Any
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def block_stop_signals() -> None:
+    """In a helper thread (heartbeat, backups): leave the stop signals (and SIGCHLD) to the main thread, so they
+    never interrupt this thread's SQLite and file calls."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, signal.SIGCHLD})
+
+
 def close_fd(fd: int) -> None:
     """Close `fd` unless it is -1 (not opened: no pidfd on this kernel, or already closed)."""
     if fd >= 0:
