@@ -65,6 +65,32 @@ from .workers import Crew, Worker
 RETRY_RECORD_S = 0.25
 
 
+class Chores:
+    """The per-tick maintenance (`Dispatcher._per_tick_maintenance`), never fatal: the chores are best effort (a
+    report left in the spool is applied on a later tick, or by `reconcile-completions`), while supervising the workers
+    is not. A failure is logged once (and once more when it changes), not on every tick; a board that is really
+    unhealthy stops the loop through the reaping and claiming that follow."""
+
+    def __init__(self, chores: Callable[[], None], *, log: Callable[[str], None]) -> None:
+        self._chores = chores
+        self.log = log
+        #: the last failure, until the chores succeed again
+        self.failing: str | None = None
+
+    def run(self) -> None:
+        try:
+            self._chores()
+        except (HermesError, OSError) as exc:
+            text = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+            if text != self.failing:
+                self.log(f"warning: per-tick maintenance failed: {text}; trying again every tick")
+            self.failing = text
+            return
+        if self.failing is not None:
+            self.log("per-tick maintenance works again")
+            self.failing = None
+
+
 class Dispatcher:
     """Dispatch one board. `run()` returns when stopped; see the module docstring for the loop."""
 
@@ -106,8 +132,7 @@ class Dispatcher:
                                  worker_name=self.worker_name, log=self.log)
         #: the backup thread (None: backup_interval is off, or not started yet)
         self._backups: AutoBackup | None = None
-        #: the last failure of the per-tick chores, until they succeed again (logged once, not every tick)
-        self._chores_failing: str | None = None
+        self.chores = Chores(self._per_tick_maintenance, log=self.log)
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -241,29 +266,12 @@ class Dispatcher:
         because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
         spool.drain_if_healthy(self.board, log=self.log)
 
-    def _chores(self) -> None:
-        """`_per_tick_maintenance`, never fatal: the chores are best effort (a report left in the spool is applied
-        on a later tick, or by `reconcile-completions`), while supervising the workers is not. A failure is logged
-        once (and once more when it changes), not on every tick; a board that is really unhealthy stops the loop
-        through the reaping and claiming that follow."""
-        try:
-            self._per_tick_maintenance()
-        except (HermesError, OSError) as exc:
-            text = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
-            if text != self._chores_failing:
-                self.log(f"warning: per-tick maintenance failed: {text}; trying again every tick")
-            self._chores_failing = text
-            return
-        if self._chores_failing is not None:
-            self.log("per-tick maintenance works again")
-            self._chores_failing = None
-
     def _maintenance(self, now: float, *, scan: bool) -> None:
         # First the exit statuses the board could not take before: ahead of the spool drain (which would otherwise
         # apply our own spooled exit 0), of the scan and of reclaims (which would judge those runs anew). While the
         # board is still locked the drain is skipped: it would take a backup, then fail on the same lock.
         if self.reaper.retry_unrecorded():
-            self._chores()
+            self.chores.run()
         self.reaper.reap_exited()
         self.crew.take_fenced(now)
         self.crew.enforce(now)
