@@ -206,7 +206,7 @@ def _stopped_early(signum: int, all_boards: bool, quiet: bool, board: str | None
         boards = AllBoardsResult()
         return _Summary(boards.as_dict(), [f"stopped by {name} while starting"], 0, None)
     from hermes_cli.kanban.core.paths import DEFAULT_BOARD
-    from hermes_cli.kanban.dispatch.supervisor import DispatchResult, StopReason
+    from hermes_cli.kanban.dispatch.result import DispatchResult, StopReason
 
     slug = board_slug(board) or os.environ.get("HERMES_KANBAN_BOARD") or DEFAULT_BOARD
     res = DispatchResult(board=slug, reason=StopReason.SIGNAL,

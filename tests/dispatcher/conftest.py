@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from hermes_cli.kanban import Board, HermesError
-from hermes_cli.kanban.dispatch.supervisor import Dispatcher, DispatchResult
+from hermes_cli.kanban.dispatch.result import DispatchResult
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher
 from hermes_cli.kanban.domain.config import load_settings
 
 T = TypeVar("T")

@@ -22,7 +22,8 @@ import pytest
 from hermes_cli.kanban import Board, InvalidValue
 from hermes_cli.kanban.core.paths import resolve
 from hermes_cli.kanban.dispatch.backups import Abandoned, AutoBackup
-from hermes_cli.kanban.dispatch.supervisor import Dispatcher, DispatchResult, StopReason
+from hermes_cli.kanban.dispatch.result import DispatchResult, StopReason
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher
 from hermes_cli.kanban.domain.config import load_settings
 from hermes_cli.kanban.durability import backup
 from hermes_cli.kanban.durability import doctor as health

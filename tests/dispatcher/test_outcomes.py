@@ -12,7 +12,8 @@ import pytest
 
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core.errors import HermesError, InvalidValue, StorageError
-from hermes_cli.kanban.dispatch.supervisor import Dispatcher, StopReason
+from hermes_cli.kanban.dispatch.result import StopReason
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher
 from hermes_cli.kanban.domain.config import load_settings
 
 from .conftest import alive, configure, dispatch, outcomes, pycmd, runs_of, worker

@@ -16,7 +16,8 @@ from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core import procs
 from hermes_cli.kanban.core.errors import BoardBusy
 from hermes_cli.kanban.dispatch import lease as lease_api
-from hermes_cli.kanban.dispatch.supervisor import Dispatcher, StopReason
+from hermes_cli.kanban.dispatch.result import StopReason
+from hermes_cli.kanban.dispatch.supervisor import Dispatcher
 from hermes_cli.kanban.domain.config import load_settings
 
 from .conftest import (

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from ..core.paths import list_slugs
+from .wakeups import WakePipe
 
 #: how often the daemon looks for new boards
 ENUMERATE_EVERY_S = 5.0
@@ -107,7 +108,8 @@ def run_all_boards(
     live: dict[str, _Live] = {}
     next_start: dict[str, float] = {}
     signals = [0]
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    wakeups = WakePipe()
+    wakeups.open(signals=False)
     env = {k: v for k, v in os.environ.items() if k not in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD")}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -117,10 +119,7 @@ def run_all_boards(
                 lv.popen.send_signal(signum)
             except ProcessLookupError:
                 continue  # it just exited; its reader thread reports it
-        try:
-            os.write(wake_w, b"\0")
-        except BlockingIOError:
-            return  # already full of wake-ups
+        wakeups.ring()
 
     def start(slug: str) -> None:
         argv = [sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", slug, "--json", *args]
@@ -132,10 +131,7 @@ def run_all_boards(
             assert popen.stdout is not None
             lv.out.append(popen.stdout.read())
             popen.wait()
-            try:
-                os.write(wake_w, b"\0")
-            except OSError:
-                return  # full (the main loop is due to wake anyway) or closed (the main loop has finished)
+            wakeups.ring()  # a no-op once the main loop has finished and closed the pipe
 
         lv.reader = threading.Thread(target=read, name=f"board-{slug}", daemon=True)
         lv.reader.start()
@@ -203,15 +199,10 @@ def run_all_boards(
             if stop_at is not None:
                 wake_at.append(stop_at if now < stop_at else (deadline or now))
             pause = 1.0 if stopping else max(0.0, min(wake_at) - now)
-            select.select([wake_r], [], [], min(pause, 1.0))
-            try:
-                while os.read(wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass  # drained: the wake-ups only say "look again"
+            select.select([wakeups.read_fd], [], [], min(pause, 1.0))
+            wakeups.drain()  # the wake-ups only say "look again"
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        os.close(wake_r)
-        os.close(wake_w)
+        wakeups.close()
     return result

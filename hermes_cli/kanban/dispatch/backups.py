@@ -22,7 +22,6 @@ interruptible and finishes first; so does a board small enough to be copied in o
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -35,9 +34,12 @@ from ..domain.board import Board
 from ..durability import backup
 from ..durability import doctor as health
 from ..durability.backup import BackupInfo
+from .wakeups import StopSignals, WakePipe, block_stop_signals
 
 #: first retry after a failed (or skipped) backup; each further failure doubles it, up to the interval
 RETRY_FIRST_S = 60.0
+#: how long a stop waits for an abandoned backup to notice (it stops at the copy's next step, or after verifying)
+ABANDON_WAIT_S = 30.0
 #: the `reason` recorded in the backup's .json
 REASON = "dispatcher"
 
@@ -106,14 +108,45 @@ class AutoBackup:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def stop_and_wait(self, *, graceful: bool, signals: StopSignals, deadline: float | None, wakeups: WakePipe,
+                      note_signals: Callable[[], None]) -> None:
+        """The dispatcher is stopping: no new backup from here on. A graceful stop waits for a backup in progress
+        (a second signal or the --timeout `deadline` meanwhile abandons it); any other stop abandons it. Abandoning
+        leaves no partial backup (see the module docstring). The wait is on the dispatcher's wake pipe, which the
+        thread rings as it exits (`on_exit`) and signals ring too; `note_signals` announces a signal."""
+        self.stop(abandon=not graceful)
+        if self.busy and not self.finished.is_set():
+            self._log("waiting for the backup in progress to finish" if graceful
+                      else "abandoning the backup in progress")
+        give_up_at = None if graceful else time.time() + ABANDON_WAIT_S
+        poller = wakeups.poller()
+        # The thread sets `finished` before it rings the wake pipe, so this wait cannot miss its end.
+        while not self.finished.is_set():
+            note_signals()
+            now = time.time()
+            if give_up_at is None and (signals.count >= 2 or (deadline is not None and now >= deadline)):
+                self.stop(abandon=True)
+                self._log("abandoning the backup in progress")
+                give_up_at = now + ABANDON_WAIT_S
+            if give_up_at is not None and now >= give_up_at:
+                # Stuck in a system call (a hung disk): the copy is only ever a temp file, never a backup, so leave
+                # the daemon thread behind rather than hang the stop.
+                self._log(f"warning: the backup thread did not stop within {ABANDON_WAIT_S:g}s; leaving it "
+                          f"(a temp file .kanban-*.tmp-* may remain in {self.paths.backups_dir})")
+                break
+            until = give_up_at if give_up_at is not None else deadline
+            poller.poll(-1 if until is None else max(0, int((until - now) * 1000 + 0.999)))
+            wakeups.drain()
+        else:
+            self.join()
+
     def retry_delay(self) -> float:
         """How long after the last of `self._failing` consecutive failures the next attempt comes."""
         return min(self.interval, RETRY_FIRST_S * 2 ** max(0, self._failing - 1))
 
     # -- the thread ----------------------------------------------------------------------------------------------------
     def _main(self, due_now: bool) -> None:
-        # Signals are the dispatcher's main thread's business; keep them off this thread's SQLite and file calls.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+        block_stop_signals()
         try:
             not_before = 0.0
             while due_now or not self._stop.is_set():

@@ -4,7 +4,7 @@ The lease names its holder (host, pid, process start time) and carries an epoch 
 refreshes it from a heartbeat thread; another dispatcher takes it over when the last refresh is older than the grace
 period, or at once when the holder runs on this host and is provably gone (no process with its pid and start time:
 killed, crashed, or its pid reused by another process). A live holder is never taken over within the grace. Otherwise a
-one-pass dispatcher goes away (`skipped: lease held by ...`) and a long-running one stands by (dispatcher.py). The
+one-pass dispatcher goes away (`skipped: lease held by ...`) and a long-running one stands by (holding.py). The
 dispatcher's claims check the epoch inside their own transaction (`check_held`), so a dispatcher that lost its lease
 (paused past the grace, lock broken) cannot start anything afterwards, even before its heartbeat notices.
 """

@@ -66,6 +66,15 @@ def log_path(paths: BoardPaths, task_id: str) -> Path:
     return paths.logs_dir / f"{task_id}.log"
 
 
+# Why not logging.handlers.RotatingFileHandler (issue 10 asks for the standard library's rotating handler unless we
+# show why not): a task's log is written by the worker process itself, through the stdout/stderr fd it inherits
+# (Popen(stdout=fd, stderr=fd)), never through a logging.Handler in this process. RotatingFileHandler decides to roll
+# over in emit(), for a record it is about to write, and only for its own stream; the worker's bytes never pass through
+# it, so it could neither see the size grow nor rotate at a safe moment (renaming under a live writer leaves the worker
+# appending to `<task>.log.1`). The one safe moment is between runs, before the next worker gets its fd: that is
+# `rotate` below, called by `open_log`. Its doRollover() alone would not do either: it opens the new file with the
+# process umask and follows symlinks (task logs are 0600 and opened O_NOFOLLOW), and with backupCount=0 it never
+# rotates at all, where log_backups = 0 here means "drop the old log" (the file would otherwise grow without bound).
 def rotate(path: Path, max_bytes: int, backups: int) -> bool:
     """If `path` has reached `max_bytes`, shift `path.N-1 -> path.N ... path -> path.1` (the oldest falls off).
     Only the dispatcher rotates, and only before starting a task's next worker, so no writer is mid-line."""

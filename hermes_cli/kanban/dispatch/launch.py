@@ -1,0 +1,106 @@
+"""Launching: claim ready tasks and start their workers, up to max_spawn running at once.
+
+The claim is made in the same transaction that checks this dispatcher still holds the lease, so a dispatcher that
+lost it starts nothing. A worker that cannot be started is a failed attempt (closed like a crash, so retries with
+backoff and max_retries bound a spawn loop); the dispatcher never dies over one task. spawn.py is how one worker
+process is started per the worker contract.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+
+from ..core import procs
+from ..core.errors import BoardBusy, HermesError
+from ..core.models import Claim, RunOutcome, Task
+from ..domain.board import Board
+from ..domain.config import DispatchSettings
+from ..store import dispatch as dsql
+from ..store import tasks as tsql
+from . import lease as leases
+from . import spawn
+from .reaping import Reaper
+from .result import DispatchResult
+from .workers import Crew, Worker
+
+
+class Launcher:
+    """Claims ready tasks for this dispatcher and starts their workers under the crew's supervision."""
+
+    def __init__(self, board: Board, settings: DispatchSettings, result: DispatchResult, crew: Crew, reaper: Reaper,
+                 *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None]) -> None:
+        self.board = board
+        self.s = settings
+        self.result = result
+        self.crew = crew
+        self.reaper = reaper
+        self.env = env
+        self.worker_name = worker_name
+        self.log = log
+        #: a default command makes every ready task dispatchable, not only those with a command of their own
+        self.any_command = settings.default_command is not None
+
+    def fill(self, epoch: int) -> None:
+        """Start workers for ready tasks while fewer than max_spawn run; `epoch` is the lease the claims are fenced
+        by."""
+        for _ in range(max(0, self.s.max_spawn - len(self.crew.workers))):
+            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
+            if not dsql.dispatchable(self.board.db, time.time(), any_command=self.any_command, limit=1):
+                return
+            got = self._claim_next(epoch)
+            if got is None:
+                return
+            self._spawn(*got)
+
+    def _claim_next(self, epoch: int) -> tuple[Claim, Task] | None:
+        board = self.board
+
+        def tx() -> tuple[Claim, Task] | None:
+            leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
+            ids = dsql.dispatchable(board.db, time.time(), any_command=self.any_command, limit=1)
+            if not ids:
+                return None
+            claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
+            assert claim is not None  # a specific ready task in our own transaction is always claimable
+            return claim, tsql.get_task(board.db, claim.task_id)
+
+        return board.db.write(tx)
+
+    def _spawn(self, claim: Claim, task: Task) -> None:
+        command = task.command or self.s.default_command
+        assert command is not None  # dispatchable() only returns tasks with a command unless there is a default
+        try:
+            started = spawn.start(
+                self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
+                attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
+                backups=self.s.log_backups,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
+            # No such program, not executable, a bad command line, an argument Popen refuses (ValueError: a NUL
+            # byte from a board written before `create` refused them, or from a default command), a symlink where
+            # the workspace or log should be: the attempt fails like a crash, so the run is closed and retries
+            # (with backoff) and max_retries bound a spawn loop; the dispatcher never dies over one task.
+            self.result.counts["spawn_failed"] += 1
+            reason = exc.message if isinstance(exc, HermesError) else f"{exc.__class__.__name__}: {exc}"
+            self.reaper.record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}",
+                               None, keep=True)
+            return
+        pid = started.popen.pid
+        max_runtime = task.max_runtime_s or self.s.max_runtime_default
+        now = time.time()
+        w = Worker(
+            task_id=task.id, run_id=claim.run_id, pid=pid, create_time=procs.create_time(pid), attempt=claim.attempt,
+            started_at=now, deadline=None if max_runtime is None else now + max_runtime, max_runtime=max_runtime,
+            popen=started.popen, pidfd=procs.pidfd(pid), log=started.log,
+        )
+        self.crew.supervise(w)
+        self.result.counts["spawned"] += 1
+        self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}: {shlex.join(started.argv)}")
+        try:
+            self.board.set_run_process(claim.run_id, pid, w.create_time)
+        except BoardBusy as exc:
+            # The worker runs and is supervised; only its pid is missing from the board (lease expiry still rules).
+            self.log(f"warning: could not record pid {pid} of run {claim.run_id}: {exc.message}")
