@@ -345,9 +345,12 @@ def kanban_complete(task_ids: tuple[str, ...], run_id: int | None, summary: str 
     if not next_ and (ttl is not None or worker is not None or tenant is not None):
         raise UsageError("--ttl, --worker and --tenant only apply with --next (complete --next claims a task)")
     if len(task_ids) > 1:
-        if summary is not None or metadata is not None or run_id is not None or next_:
-            raise UsageError("--summary, --metadata, --run-id and --next are per task and cannot be used with several "
-                             "ids; complete the tasks one at a time, or drop them for the bulk close")
+        if summary is not None or metadata is not None or run_id is not None:
+            raise UsageError("--summary, --metadata and --run-id are per task and cannot be used with several ids; "
+                             "complete the tasks one at a time, or drop them for the bulk close")
+        if next_:
+            raise UsageError("--next completes one task (a worker's own run) and claims the next; "
+                             "complete several tasks without it")
         report_many("complete", board, list(task_ids), result=result, force=force, as_json=as_json)
         return
     task, run = env_task_and_run(task_ids[0] if task_ids else None, run_id)

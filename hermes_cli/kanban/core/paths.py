@@ -6,7 +6,6 @@ directly; its directory is then the board directory. Board directories are 0700 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -66,6 +65,8 @@ class BoardPaths:
         """The spool for this board kept under HERMES_HOME: used when the board's own directory must not be written
         (the board is missing, or the pinned file is not a board). Keyed by the db path, so the reports are found
         when a board is back at that path."""
+        import hashlib  # here: only a spool outside the board dir needs it, and worker commands start faster without
+
         digest = hashlib.sha256(str(self.db).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.slug)[:64] or "board"
         return hermes_home() / "kanban" / "spool" / f"{safe}-{digest}"
