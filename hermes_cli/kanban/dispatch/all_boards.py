@@ -81,6 +81,8 @@ class _Live:
     popen: subprocess.Popen[bytes]
     out: list[bytes] = field(default_factory=list)
     reader: threading.Thread | None = None
+    #: we forwarded a stop signal to it (so an exit without a summary may be our own doing)
+    signalled: bool = False
 
 
 def _parse(out: bytes) -> dict[str, Any] | None:
@@ -117,6 +119,7 @@ def run_all_boards(
         for lv in list(live.values()):
             try:
                 lv.popen.send_signal(signum)
+                lv.signalled = True
             except ProcessLookupError:
                 continue  # it just exited; its reader thread reports it
         wakeups.ring()
@@ -144,8 +147,13 @@ def run_all_boards(
         assert lv.popen.stdout is not None
         lv.popen.stdout.close()
         run = result.boards[lv.slug]
-        run.exit_code = lv.popen.returncode
         data = _parse(b"".join(lv.out))
+        if data is None and lv.signalled and run.starts > 1 and run.exit_code is not None:
+            # A restart that the signal we forwarded stopped while its interpreter was still starting (before it
+            # could install its handlers): it never ran, so the board's outcome is still its previous run's.
+            say(f"board {lv.slug}: restart stopped by the signal before it began; keeping the previous outcome")
+            return
+        run.exit_code = lv.popen.returncode
         run.result, run.error = None, None
         if data is not None and set(data) == {"error"} and isinstance(data["error"], dict):
             run.error = str(data["error"].get("message"))
