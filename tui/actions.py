@@ -24,10 +24,12 @@ class Run(Protocol):
 
 
 class TaskActions:
-    """The dialogs before an action and the toast after it, for the board screen `screen`."""
+    """The dialogs before an action and the toast after it, for the board screen `screen`: `target()` is the card
+    an action applies to (None, explained to the person, when there is none); `run` makes the store call."""
 
-    def __init__(self, screen: Screen[Any], run: Run) -> None:
+    def __init__(self, screen: Screen[Any], target: Callable[[], Task | None], run: Run) -> None:
         self.screen = screen
+        self.target = target
         self.run = run
 
     def create(self) -> None:
@@ -38,7 +40,10 @@ class TaskActions:
 
         self.screen.app.push_screen(CreateTaskScreen(), created)
 
-    def complete(self, task: Task) -> None:
+    def complete(self) -> None:
+        task = self.target()
+        if task is None:
+            return
         if task.status == TaskStatus.RUNNING:
             self.confirm(f"{task.id} is running (run {task.current_run_id}).\n"
                          "Force-complete it and close the live run?",
@@ -46,7 +51,11 @@ class TaskActions:
         else:
             self.run("complete", task.id)
 
-    def block(self, task: Task) -> None:
+    def block(self) -> None:
+        task = self.target()
+        if task is None:
+            return
+
         def with_reason(reason: str | None) -> None:
             if reason is None:
                 return
@@ -59,16 +68,31 @@ class TaskActions:
         self.screen.app.push_screen(PromptScreen(f"Block {task.id}: why? (enter to block)", placeholder="reason",
                                                  allow_empty=True), with_reason)
 
-    def archive(self, task: Task) -> None:
+    def archive(self) -> None:
+        task = self.target()
+        if task is None:
+            return
         self.confirm(f"Archive {task.id} “{clean(task.title)}”?\nIts children stop waiting for it.", "Archive",
                      lambda: self.run("archive", task.id))
 
-    def comment(self, task: Task) -> None:
+    def comment(self) -> None:
+        task = self.target()
+        if task is None:
+            return
+
         def with_text(text: str | None) -> None:
             if text:
                 self.run("comment", task.id, body=text, author="tui")
 
         self.screen.app.push_screen(PromptScreen(f"Comment on {task.id}", placeholder="comment"), with_text)
+
+    def unblock(self) -> None:
+        if (task := self.target()) is not None:
+            self.run("unblock", task.id)
+
+    def approve(self) -> None:
+        if (task := self.target()) is not None:
+            self.run("approve", task.id)
 
     def confirm(self, question: str, yes: str, then: Callable[[], object]) -> None:
         def answered(ok: bool | None) -> None:

@@ -137,7 +137,7 @@ class KanbanApp(App[None]):
 
     @property
     def _refresh_running(self) -> bool:
-        return self.board.refresh_running
+        return self.board.loader.refresh_running
 
     @property
     def _watch_reader(self) -> EventReader | None:

@@ -5,7 +5,8 @@ nothing: it is mounted only to own these workers and post their messages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +22,9 @@ from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import TOAST_KINDS, missed_summary, subscribe
 
 from .session import BoardRef, subscription_for
+
+#: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
+REFRESH_GAP_S = 0.1
 
 
 class BoardLoader(Widget):
@@ -88,6 +92,37 @@ class BoardLoader(Widget):
     @dataclass
     class BoardsListed(Message):
         slugs: list[str]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: a refresh is in flight (at most one is; results of one started before a filter change are ignored)
+        self.refresh_running = False
+        self._refresh_again = False
+        self._last_refresh = 0.0
+
+    def request_refresh(self, start: Callable[[], None]) -> None:
+        """Call `start` (which starts `refresh_view`) soon: at most one refresh in flight, at most one per
+        REFRESH_GAP_S. Asked for while one is in flight, it runs again once that one is done (`refresh_done`)."""
+        if self.refresh_running:
+            self._refresh_again = True
+            return
+        self.refresh_running = True
+
+        def go() -> None:
+            self._last_refresh = time.monotonic()
+            start()
+
+        wait = self._last_refresh + REFRESH_GAP_S - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, go)
+        else:
+            go()
+
+    def refresh_done(self) -> bool:
+        """The refresh in flight has been shown; whether another was asked for meanwhile."""
+        self.refresh_running = False
+        again, self._refresh_again = self._refresh_again, False
+        return again
 
     # -- the workers -------------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="open", exit_on_error=False)

@@ -5,22 +5,18 @@ messages (attributes down, messages up). Toasts are the `Toaster`'s job, the act
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Input, Label
+from textual.widgets import Footer, Header, Input
 
-from hermes_cli.kanban.core.models import STATUS_ORDER, Task, TaskStatus
+from hermes_cli.kanban.core.models import Task, TaskStatus
 from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import TOAST_KINDS
 
@@ -31,18 +27,15 @@ from ..session import BoardRef
 from ..toasts import Toaster
 from ..watcher import DoorbellWatcher
 from ..widgets.column import TaskColumn
+from ..widgets.columns import BoardColumns
 from ..widgets.detail import DetailPane
-from ..widgets.field import TextField
+from ..widgets.filter import FilterBar
 from ..widgets.status import StatusLine
 
 #: how often the status line re-reads the dispatcher lease (its refreshes write no events)
 STATUS_EVERY_S = 5.0
 #: the health check (doctor, the same run as `hermes kanban doctor`) runs every this many status polls
 HEALTH_EVERY = 6
-#: minimum gap between two refreshes of counts and pages (a burst of events costs one refresh per gap)
-REFRESH_GAP_S = 0.1
-#: typing in the filter box applies after this pause
-FILTER_DEBOUNCE_S = 0.25
 
 
 class BoardScreen(Screen[None]):
@@ -62,12 +55,12 @@ class BoardScreen(Screen[None]):
         Binding("escape", "back", "Back", show=False, priority=True),
         Binding("enter", "submit_filter", "Apply the filter", show=False, priority=True),
         Binding("n", "create", "New", priority=True),
-        Binding("c", "complete", "Complete", priority=True),
-        Binding("b", "block", "Block", priority=True),
-        Binding("u", "unblock", "Unblock", priority=True),
-        Binding("a", "approve", "Approve", priority=True),
-        Binding("x", "archive", "Archive", priority=True),
-        Binding("m", "comment", "Comment", priority=True),
+        Binding("c", "act_on('complete')", "Complete", priority=True),
+        Binding("b", "act_on('block')", "Block", priority=True),
+        Binding("u", "act_on('unblock')", "Unblock", priority=True),
+        Binding("a", "act_on('approve')", "Approve", priority=True),
+        Binding("x", "act_on('archive')", "Archive", priority=True),
+        Binding("m", "act_on('comment')", "Comment", priority=True),
         Binding("slash", "filter", "Filter", priority=True),
         Binding("s", "switch_board", "Boards", priority=True),
         Binding("v", "toggle_archived", "Archived", show=False, priority=True),
@@ -79,15 +72,7 @@ class BoardScreen(Screen[None]):
     FILTER_ACTIONS: ClassVar[frozenset[str]] = frozenset({"submit_filter"})
     #: the other board keys (enabled on this screen unless a text field has the focus)
     BOARD_ACTIONS: ClassVar[frozenset[str]] = frozenset({
-        "back", "create", "complete", "block", "unblock", "approve", "archive", "comment", "filter", "switch_board",
-        "toggle_archived", "reload"})
-
-    @dataclass
-    class FilterKeyed(Message):
-        """Posted to the filter box by enter (`clear` False) or escape (`clear` True): it bubbles back to the screen
-        once the box has taken the keys typed before it, so the filter applied is the text as typed."""
-
-        clear: bool
+        "back", "create", "act_on", "filter", "switch_board", "toggle_archived", "reload"})
 
     #: whether the archived column is shown
     show_archived: reactive[bool] = reactive(False)
@@ -103,43 +88,30 @@ class BoardScreen(Screen[None]):
         self.view_gen = 0
         self.board_ready = False
         self.selected: Task | None = None
-        self.refresh_running = False
-        self._refresh_again = False
-        self._last_refresh = 0.0
-        self._filter_timer: Timer | None = None
         self.status_polls = 0
         self.loader = BoardLoader()
         self.watcher = DoorbellWatcher(self.loader)
         self.toaster = Toaster(self)
-        self.actions = TaskActions(self, self.act)
+        self.actions = TaskActions(self, self.target, self.act)
 
     # -- layout ------------------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield self.loader
         yield self.watcher
         yield Header()
-        with Horizontal(id="filter-bar"):
-            yield Label("filter ", id="filter-label")
-            yield TextField(placeholder="title text, id prefix, tenant:NAME — enter to keep, escape to clear",
-                            id="filter")
+        yield FilterBar(id="filter-bar")
         with Horizontal(id="main"):
-            with Horizontal(id="columns"):
-                for status in STATUS_ORDER:
-                    yield TaskColumn(str(status))
+            yield BoardColumns(id="columns")
             yield DetailPane(id="detail")
         yield StatusLine(id="status")
         yield Footer()
 
     @property
-    def columns(self) -> list[TaskColumn]:
-        return list(self.query(TaskColumn))
-
-    def visible_columns(self) -> list[TaskColumn]:
-        return [c for c in self.columns if (c.status != TaskStatus.ARCHIVED or self.show_archived)
-                and (c.status != TaskStatus.TRIAGE or c.count)]
+    def columns(self) -> BoardColumns:
+        return self.query_one(BoardColumns)
 
     def column(self, status: str) -> TaskColumn:
-        return self.query_one(f"#col-{status}", TaskColumn)
+        return self.columns.column(status)
 
     def on_mount(self) -> None:
         self.column("ready").focus()
@@ -174,8 +146,7 @@ class BoardScreen(Screen[None]):
         self.view_gen += 1
         self.board_ready = False
         self.selected = None
-        for col in self.columns:
-            col.reset(self.view_gen)
+        self.columns.reset(self.view_gen)
         status = self.query_one(StatusLine)
         status.board = self.ref.label
         status.dispatcher_known = False
@@ -191,8 +162,7 @@ class BoardScreen(Screen[None]):
             return
         self.board_ready = True
         self._apply_counts(msg.counts, msg.view_gen)
-        for col in self.columns:
-            col.set_page(0, msg.pages.get(col.status, []), msg.view_gen)
+        self.columns.set_first_pages(msg.pages, msg.view_gen)
         status = self.query_one(StatusLine)
         status.board = msg.slug
         status.last_event = msg.last_event_id
@@ -201,8 +171,7 @@ class BoardScreen(Screen[None]):
             self.toaster.missed(msg.missed, msg.missed_recent, msg.titles)
         focused = self.focused if isinstance(self.focused, TaskColumn) else None
         if focused is None or focused.count == 0:
-            first = next((c for c in self.visible_columns() if c.count), None)
-            (first or self.column("ready")).focus()
+            (self.columns.first_with_cards() or self.column("ready")).focus()
         self.watcher.start(self.ref, msg.board_gen, msg.subscription, msg.last_event_id)
         self.status_polls = 0
         self.poll_status()
@@ -221,49 +190,35 @@ class BoardScreen(Screen[None]):
         self.query_one(StatusLine).last_event = msg.events[-1].id
         self.request_refresh()
         pane = self.query_one(DetailPane)
-        if pane.has_class("-open") and pane.task_id in {e.task_id for e in msg.events}:
+        if pane.is_open and pane.task_id in {e.task_id for e in msg.events}:
             self.loader.load_detail(self.ref, pane.task_id, self.board_gen)
         if any(e.kind.startswith("dispatch") for e in msg.events):
             self.poll_status()
 
     # -- counts and pages --------------------------------------------------------------------------------------------
     def request_refresh(self) -> None:
-        """Reload counts and visible pages soon; at most one refresh in flight, at most one per REFRESH_GAP_S."""
-        if not self.board_ready:
-            return
-        if self.refresh_running:
-            self._refresh_again = True
-            return
-        wait = self._last_refresh + REFRESH_GAP_S - time.monotonic()
-        self.refresh_running = True
-        if wait > 0:
-            self.set_timer(wait, self._start_refresh)
-        else:
-            self._start_refresh()
+        """Reload counts and visible pages soon (the loader coalesces bursts)."""
+        if self.board_ready:
+            self.loader.request_refresh(self._start_refresh)
 
     def _start_refresh(self) -> None:
-        self._last_refresh = time.monotonic()
-        wanted = {c.status: c.visible_pages() for c in self.visible_columns()}
-        self.loader.refresh_view(self.ref, self.board_gen, self.view_gen, self.flt, wanted)
+        self.loader.refresh_view(self.ref, self.board_gen, self.view_gen, self.flt, self.columns.wanted_pages())
 
     @on(BoardLoader.Refreshed)
     def _refreshed(self, msg: BoardLoader.Refreshed) -> None:
         if not self.app.is_running:
             return  # shutting down: widgets are being removed
-        self.refresh_running = False
         if msg.counts is not None and msg.view_gen == self.view_gen:
             self._apply_counts(msg.counts, msg.view_gen)
             for status, pages in msg.pages.items():
                 self.column(status).replace_pages(pages, msg.view_gen)
-        if self._refresh_again:
-            self._refresh_again = False
+        if self.loader.refresh_done():
             self.request_refresh()
 
     def _apply_counts(self, counts: dict[str, int], view_gen: int) -> None:
         if view_gen != self.view_gen:
             return
-        for col in self.columns:
-            col.count = counts.get(col.status, 0)
+        self.columns.set_counts(counts)
         self.query_one(StatusLine).total = sum(n for s, n in counts.items() if s != TaskStatus.ARCHIVED)
 
     @on(TaskColumn.PageWanted)
@@ -287,16 +242,14 @@ class BoardScreen(Screen[None]):
             return  # shutting down: widgets are being removed
         self.selected = msg.task
         pane = self.query_one(DetailPane)
-        if msg.task is not None and pane.has_class("-open") and pane.task_id != msg.task.id:
+        if msg.task is not None and pane.is_open and pane.task_id != msg.task.id:
             self.loader.load_detail(self.ref, msg.task.id, self.board_gen)
 
     @on(TaskColumn.Selected)
     def _selected(self, msg: TaskColumn.Selected) -> None:
         if not self.app.is_running:
             return  # shutting down: widgets are being removed
-        pane = self.query_one(DetailPane)
-        pane.add_class("-open")
-        pane.show_message(f"loading {msg.task.id}…")
+        self.query_one(DetailPane).open_loading(msg.task.id)
         self.loader.load_detail(self.ref, msg.task.id, self.board_gen)
 
     @on(BoardLoader.DetailLoaded)
@@ -306,28 +259,19 @@ class BoardScreen(Screen[None]):
         if msg.board_gen == self.board_gen:
             self.query_one(DetailPane).show(msg.detail, msg.log, msg.log_name)
 
-    def close_detail(self) -> bool:
-        pane = self.query_one(DetailPane)
-        if not pane.has_class("-open"):
-            return False
-        pane.remove_class("-open")
-        return True
-
     # -- navigation --------------------------------------------------------------------------------------------------
     def action_focus_column(self, delta: int) -> None:
-        cols = self.visible_columns()
         current = self.focused if isinstance(self.focused, TaskColumn) else None
-        index = cols.index(current) if current in cols else 0
-        self.focus_now(cols[(index + delta) % len(cols)])
+        self.focus_now(self.columns.next_to(current, delta))
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)
         if self.focused is box:  # not box.has_focus: that follows the focus only once the box has been told
             # Keys typed before this escape may still be on their way to the box: clear it once they are in
-            # (FilterKeyed), and hand the focus back to the columns now, for the keys that follow.
+            # (FilterBar.keyed), and hand the focus back to the columns now, for the keys that follow.
             self.focus_now(self.column("ready"))
-            box.post_message(self.FilterKeyed(clear=True))
-        elif not self.close_detail() and self.flt.active:
+            self.query_one(FilterBar).keyed(clear=True)
+        elif not self.query_one(DetailPane).close() and self.flt.active:
             box.value = ""
             self.apply_filter("")
             self.hide_filter()
@@ -336,7 +280,7 @@ class BoardScreen(Screen[None]):
         self.show_archived = not self.show_archived
 
     def watch_show_archived(self, show: bool) -> None:
-        self.column("archived").set_class(not show, "-hidden")
+        self.columns.show_archived = show
         if show:
             self.request_refresh()
         elif self.focused is self.column("archived"):
@@ -356,33 +300,16 @@ class BoardScreen(Screen[None]):
         if not isinstance(self.focused, TaskColumn):
             self.focus_now(self.column("ready"))
 
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        box = event.input
-        # the box's text when the timer fires, not this event's: a Changed that arrives after escape cleared the
-        # box (its keys were typed before the escape) must not bring the old text back
-        self._filter_timer = self.set_timer(FILTER_DEBOUNCE_S, lambda: self.apply_filter(box.value))
-
     def action_submit_filter(self) -> None:
         """Enter in the filter box: the columns get the focus now; the filter is applied once the box has the keys
-        typed before the enter (FilterKeyed)."""
-        cols = [c for c in self.visible_columns() if c.count] or self.visible_columns()
-        self.focus_now(cols[0])
-        self.query_one("#filter", Input).post_message(self.FilterKeyed(clear=False))
+        typed before the enter."""
+        self.focus_now(self.columns.first_with_cards() or self.columns.shown()[0])
+        self.query_one(FilterBar).keyed(clear=False)
 
-    @on(FilterKeyed)
-    def _filter_keyed(self, msg: FilterKeyed) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        box = self.query_one("#filter", Input)
-        if msg.clear:
-            box.value = ""
-        self.apply_filter(box.value)
-        if msg.clear:
+    @on(FilterBar.Applied)
+    def _filter_applied(self, msg: FilterBar.Applied) -> None:
+        self.apply_filter(msg.text)
+        if msg.closed:
             self.hide_filter()
 
     def apply_filter(self, text: str) -> None:
@@ -391,10 +318,9 @@ class BoardScreen(Screen[None]):
             return
         self.flt = flt
         self.view_gen += 1
-        for col in self.columns:
-            col.reset(self.view_gen)
+        self.columns.reset(self.view_gen)
         self.query_one(StatusLine).filter_text = str(flt)
-        self.refresh_running = False  # results of an in-flight refresh are for the old filter: ignored
+        self.loader.refresh_running = False  # results of an in-flight refresh are for the old filter: ignored
         self.request_refresh()
 
     # -- actions (the dialogs are TaskActions'; the store call runs in the loader) ----------------------------------
@@ -416,29 +342,11 @@ class BoardScreen(Screen[None]):
         else:
             self.actions.create()
 
-    def action_complete(self) -> None:
-        if (task := self.target()) is not None:
-            self.actions.complete(task)
-
-    def action_block(self) -> None:
-        if (task := self.target()) is not None:
-            self.actions.block(task)
-
-    def action_unblock(self) -> None:
-        if (task := self.target()) is not None:
-            self.act("unblock", task.id)
-
-    def action_approve(self) -> None:
-        if (task := self.target()) is not None:
-            self.act("approve", task.id)
-
-    def action_archive(self) -> None:
-        if (task := self.target()) is not None:
-            self.actions.archive(task)
-
-    def action_comment(self) -> None:
-        if (task := self.target()) is not None:
-            self.actions.comment(task)
+    def action_act_on(self, verb: str) -> None:
+        """An action on the card under the cursor: `verb` names the TaskActions flow (complete, block...)."""
+        flows = {"complete": self.actions.complete, "block": self.actions.block, "unblock": self.actions.unblock,
+                 "approve": self.actions.approve, "archive": self.actions.archive, "comment": self.actions.comment}
+        flows[verb]()
 
     def act(self, verb: str, task_id: str | None, **kwargs: Any) -> None:
         self.loader.perform(self.ref, self.board_gen, verb, task_id, kwargs)
@@ -466,7 +374,7 @@ class BoardScreen(Screen[None]):
 
     def switch_board(self, ref: BoardRef) -> None:
         self.ref = ref
-        self.close_detail()
+        self.query_one(DetailPane).close()
         self.open_board()
 
     # -- status line -------------------------------------------------------------------------------------------------
