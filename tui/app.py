@@ -115,6 +115,16 @@ class KanbanApp(App[None]):
     def column(self, status: str) -> TaskColumn:
         return self.board.column(status)
 
+    def visible_columns(self) -> list[TaskColumn]:
+        return self.board.columns.shown()
+
+    def apply_filter(self, text: str) -> None:
+        self.board.apply_filter(text)
+
+    @property
+    def handled_upto(self) -> int:
+        return self.board.watcher.handled_upto
+
     @property
     def ref(self) -> BoardRef:
         return self.board.ref
