@@ -147,19 +147,14 @@ class BoardScreen(Screen[None]):
         self.board_ready = False
         self.selected = None
         self.columns.reset(self.view_gen)
-        status = self.query_one(StatusLine)
-        status.board = self.ref.label
-        status.dispatcher_known = False
-        status.health = None
+        self.query_one(StatusLine).show_board(self.ref.label)
         self.app.sub_title = clean(self.ref.label)
         self.loader.load_board(self.ref, self.board_gen, self.view_gen, self.flt, self.subscription_override)
 
     @on(BoardLoader.BoardOpened)
     def _board_opened(self, msg: BoardLoader.BoardOpened) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if msg.board_gen != self.board_gen:
-            return
+        if not self.app.is_running or msg.board_gen != self.board_gen:
+            return  # shutting down (widgets are being removed), or about a board no longer shown
         self.board_ready = True
         self._apply_counts(msg.counts, msg.view_gen)
         self.columns.set_first_pages(msg.pages, msg.view_gen)
@@ -181,10 +176,8 @@ class BoardScreen(Screen[None]):
 
     @on(DoorbellWatcher.BoardChanged)
     def _board_changed(self, msg: DoorbellWatcher.BoardChanged) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if msg.board_gen != self.board_gen:
-            return
+        if not self.app.is_running or msg.board_gen != self.board_gen:
+            return  # shutting down (widgets are being removed), or about a board no longer shown
         self.toaster.show([e for e in msg.events if e.kind in TOAST_KINDS], msg.titles)
         self.watcher.handled_upto = max(self.watcher.handled_upto, msg.cursor)
         self.query_one(StatusLine).last_event = msg.events[-1].id
@@ -362,20 +355,15 @@ class BoardScreen(Screen[None]):
 
     @on(BoardLoader.BoardsListed)
     def _boards_listed(self, msg: BoardLoader.BoardsListed) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        current = self.ref.label
+        if self.app.is_running:  # not while shutting down: widgets are being removed
+            self.actions.choose_board(msg.slugs, self.ref.label, self.switch_board)
 
-        def chosen(slug: str) -> None:
-            if slug != current or not self.board_ready:
-                self.switch_board(BoardRef(slug))
-
-        self.actions.choose_board(msg.slugs, current, chosen)
-
-    def switch_board(self, ref: BoardRef) -> None:
-        self.ref = ref
-        self.query_one(DetailPane).close()
-        self.open_board()
+    def switch_board(self, slug: str) -> None:
+        """Show board `slug` (the switcher's choice); the board shown already is reopened only if it is not open."""
+        if slug != self.ref.label or not self.board_ready:
+            self.ref = BoardRef(slug)
+            self.query_one(DetailPane).close()
+            self.open_board()
 
     # -- status line -------------------------------------------------------------------------------------------------
     def poll_status(self) -> None:
@@ -386,12 +374,5 @@ class BoardScreen(Screen[None]):
 
     @on(BoardLoader.StatusLoaded)
     def _status_loaded(self, msg: BoardLoader.StatusLoaded) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if msg.board_gen != self.board_gen:
-            return
-        status = self.query_one(StatusLine)
-        status.dispatcher = msg.dispatcher
-        status.dispatcher_known = True
-        if msg.health is not None:
-            status.health = msg.health
+        if self.app.is_running and msg.board_gen == self.board_gen:  # not while shutting down, nor another board's
+            self.query_one(StatusLine).show_lease(msg.dispatcher, msg.health)
