@@ -216,16 +216,12 @@ class BoardScreen(Screen[None]):
 
     @on(TaskColumn.PageWanted)
     def _page_wanted(self, msg: TaskColumn.PageWanted) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if self.board_ready and msg.generation == self.view_gen:
+        if self.app.is_running and self.board_ready and msg.generation == self.view_gen:  # not while shutting down
             self.loader.load_page(self.ref, self.board_gen, self.view_gen, self.flt, msg.column.status, msg.page)
 
     @on(BoardLoader.PageLoaded)
     def _page_loaded(self, msg: BoardLoader.PageLoaded) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if msg.view_gen == self.view_gen:
+        if self.app.is_running and msg.view_gen == self.view_gen:  # not while shutting down, nor a stale page
             self.column(msg.status).set_page(msg.page, msg.tasks, msg.view_gen)
 
     # -- selection and the detail pane -------------------------------------------------------------------------------
@@ -247,9 +243,7 @@ class BoardScreen(Screen[None]):
 
     @on(BoardLoader.DetailLoaded)
     def _detail_loaded(self, msg: BoardLoader.DetailLoaded) -> None:
-        if not self.app.is_running:
-            return  # shutting down: widgets are being removed
-        if msg.board_gen == self.board_gen:
+        if self.app.is_running and msg.board_gen == self.board_gen:  # not while shutting down, nor another board's
             self.query_one(DetailPane).show(msg.detail, msg.log, msg.log_name)
 
     # -- navigation --------------------------------------------------------------------------------------------------
