@@ -50,6 +50,9 @@ class BoardScreen(Screen[None]):
     # for the dialogs too), the focus moves at once (`focus_now`), and check_action confines each key to where it
     # applies: this screen while it is on top and, for keys a text field uses itself, a focus outside text fields.
     BINDINGS: ClassVar[list[BindingType]] = [
+        # the app's keys, listed first so the footer shows them first (as the app's own, they work on every screen)
+        Binding("q", "app.quit", "Quit"),
+        Binding("question_mark", "app.help", "Help"),
         Binding("left,h", "focus_column(-1)", "Prev column", show=False, priority=True),
         Binding("right,l", "focus_column(1)", "Next column", show=False, priority=True),
         Binding("escape", "back", "Back", show=False, priority=True),
