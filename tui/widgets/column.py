@@ -173,15 +173,25 @@ class TaskColumn(ScrollView, can_focus=True):
     def watch_count(self, count: int) -> None:
         size = Size(0, count * CARD_HEIGHT)
         if size != self.virtual_size:
-            # A column's own size never depends on how many cards it has (it is 1fr wide, full height), so a new
-            # count needs no layout of the whole screen (a full repaint, ~50 ms at 200x60): set the virtual size
-            # the way Textual's own _size_updated(layout=False) does and update the scrollbar. Showing or hiding
-            # the scrollbar still triggers a layout, as it changes the content width.
-            if self.container_size:
-                self.set_reactive(TaskColumn.virtual_size, size)
-                self._scroll_update(size)
-            else:
+            if not self.container_size:
                 self.virtual_size = size  # not laid out yet: the first layout sizes the scrollbar
+            else:
+                # A column's own size never depends on how many cards it has (it is 1fr wide, full height), so a
+                # new count needs no layout of the whole screen (a full repaint, ~50 ms at 200x60): set the virtual
+                # size without the layout its reactive asks for, and update the scrollbar in place. Showing or
+                # hiding the scrollbar still takes one layout, as it changes the content width.
+                self.set_reactive(TaskColumn.virtual_size, size)
+                shows_bar = self._shows_bar(size)
+                if shows_bar != self.show_vertical_scrollbar:
+                    # both at once, as Textual's own scrollbar refresh does: one layout, not one for each
+                    self.show_vertical_scrollbar = shows_bar
+                    self.vertical_scrollbar.display = shows_bar
+                elif shows_bar:
+                    bar = self.vertical_scrollbar
+                    bar.window_virtual_size = size.height
+                    bar.window_size = self.container_size.height - self.scrollbar_size_horizontal
+                if self.scroll_y > self.max_scroll_y:
+                    self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
         self.border_subtitle = f"{count:,}"
         if self.status == "triage":
             self.set_class(count == 0, "-hidden")  # most boards never park a task in triage: no empty column
@@ -189,6 +199,11 @@ class TaskColumn(ScrollView, can_focus=True):
             self.cursor = max(0, count - 1)
         self.refresh()
         self._post_highlight()
+
+    def _shows_bar(self, size: Size) -> bool:
+        """Whether a virtual size of `size` shows the vertical scrollbar (overflow-y auto: when it does not fit)."""
+        overflow = self.styles.overflow_y
+        return overflow == "scroll" or (overflow == "auto" and size.height > self.container_size.height)
 
     def watch_cursor(self, old: int, new: int) -> None:
         self._scroll_cursor_into_view()

@@ -35,6 +35,21 @@ class DetailPane(VerticalScroll, can_focus=True):
     def task_id(self) -> str | None:
         return self._task_id
 
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-open")
+
+    def open_loading(self, task_id: str) -> None:
+        """Open the pane on `task_id`, saying it is loading until `show()` gets its detail."""
+        self.add_class("-open")
+        self.show_message(f"loading {task_id}…")
+
+    def close(self) -> bool:
+        """Close the pane; whether it was open."""
+        was_open = self.is_open
+        self.remove_class("-open")
+        return was_open
+
     def show(self, detail: TaskDetail, log: list[str], log_name: str) -> None:
         self._task_id = detail.task.id
         self.border_title = f"{detail.task.id} · {detail.task.status}"

@@ -27,6 +27,19 @@ class StatusLine(Static):
     last_event: reactive[int] = reactive(0)
     filter_text: reactive[str] = reactive("")
 
+    def show_board(self, board: str) -> None:
+        """Another board (or the same one again): its lease and health are not known yet."""
+        self.board = board
+        self.dispatcher_known = False
+        self.health = None
+
+    def show_lease(self, dispatcher: DispatcherInfo | None, health: HealthInfo | None) -> None:
+        """The dispatcher lease as just read, and the health when this poll checked it (None: keep the last)."""
+        self.dispatcher = dispatcher
+        self.dispatcher_known = True
+        if health is not None:
+            self.health = health
+
     def render(self) -> Text:
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(f" {clean(self.board)} ", style="bold reverse")  # a pinned db path can hold anything
