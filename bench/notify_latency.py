@@ -100,23 +100,29 @@ def _env() -> dict[str, Any]:
 
 async def _tui_watch(seen: dict[str, float], done_counts: list[tuple[float, int]], stop: threading.Event,
                      ready: threading.Event) -> None:
+    from textual import on
+
     from tui.app import KanbanApp
+    from tui.loader import BoardLoader
+    from tui.watcher import DoorbellWatcher
 
     class MeasuredApp(KanbanApp):
-        """The real app, with two stamps: when an event reaches the app's toast logic (a toast, or a line of the
-        summary toast when completions come faster than TOAST_BURST per TOAST_WINDOW_S), and when the `done`
-        count on screen includes a completion (completions are counted in commit order)."""
+        """The real app, with two stamps taken from the messages that reach it: when a completion event reaches
+        the app (the doorbell watcher's BoardChanged, which the board screen turns into a toast), and when a
+        refresh's `done` count includes a completion (completions are counted in commit order)."""
 
-        def show_toasts(self, events: list[Any], titles: dict[str, str]) -> None:
+        @on(DoorbellWatcher.BoardChanged)
+        def _stamp_events(self, message: DoorbellWatcher.BoardChanged) -> None:
             now = time.monotonic()
-            for e in events:
+            for e in message.events:
                 if e.kind == "completed" and e.task_id:
                     seen.setdefault(e.task_id, now)
-            super().show_toasts(events, titles)
 
-        def _apply_counts(self, counts: dict[str, int], view_gen: int) -> None:
-            super()._apply_counts(counts, view_gen)
-            done_counts.append((time.monotonic(), counts.get("done", 0)))
+        @on(BoardLoader.Refreshed)
+        @on(BoardLoader.BoardOpened)
+        def _stamp_counts(self, message: BoardLoader.Refreshed | BoardLoader.BoardOpened) -> None:
+            if message.counts is not None:
+                done_counts.append((time.monotonic(), message.counts.get("done", 0)))
 
     app = MeasuredApp(subscription="bench-tui")
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
