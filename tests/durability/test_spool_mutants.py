@@ -33,6 +33,14 @@ MAX_ROWID = 2**63 - 1
 FOUR_MIB = 4 * 1024 * 1024
 
 
+@pytest.fixture
+def paths(paths: BoardPaths) -> BoardPaths:
+    """The default board, created: its reports spool beside it (a board that does not exist spools to the host
+    spool under HERMES_HOME instead, see spool.spool_dir_for)."""
+    Board.open().close()
+    return paths
+
+
 def write_raw(paths: BoardPaths, name: str, data: object, pad_to: int | None = None) -> Path:
     paths.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     raw = json.dumps(data).encode()
