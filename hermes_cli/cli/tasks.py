@@ -41,12 +41,17 @@ _task_out = render.task_out
 @click.option("--triage", is_flag=True, help="Park it in triage until someone promotes it.")
 @click.option("--initial-status", type=click.Choice(hot.INITIAL_STATUSES), default=None,
               help="blocked: create it blocked; running: the usual (ready, or todo while a parent is open).")
+@click.option("--model", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--provider", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--goal", is_flag=True, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--goal-max-turns", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @common
 def kanban_create(
     title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
     max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
-    triage: bool, initial_status: str | None, board: str | None, as_json: bool,
+    triage: bool, initial_status: str | None, model: str | None, provider: str | None, goal: bool,
+    goal_max_turns: str | None, board: str | None, as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -56,6 +61,12 @@ def kanban_create(
         hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
         hermes kanban create "research the market" --assignee researcher --created-by ana --skill web-search
     """
+    ignored = [name for name, given in (("--model", model), ("--provider", provider), ("--goal", goal or None),
+                                        ("--goal-max-turns", goal_max_turns)) if given is not None]
+    if ignored:
+        # hermes-agent's agent settings: a worker here is a command, which picks its own model and loop
+        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which chooses "
+                    "its model and when to stop (see: docs/coming-from-hermes-agent.md)")
     hot.create(
         board_slug(board), title, body=body, body_file=body_file, priority=priority, parents=parents,
         command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
@@ -86,7 +97,7 @@ class _SortChoice(click.Choice):  # type: ignore[type-arg]
 @click.option("--limit", type=int, default=None, metavar="N", help="At most N tasks.")
 @click.option("--all", "--archived", "include_archived", is_flag=True, help="Include archived tasks.")
 @click.option("--assignee", default=None, metavar="PROFILE", help="Only tasks assigned to this profile.")
-@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE.")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE (else $USER).")
 @common
 def kanban_list(
     statuses: tuple[str, ...], tenant: str | None, parent: str | None, search: str | None, sort: str,
@@ -101,12 +112,14 @@ def kanban_list(
         hermes kanban list --assignee researcher
     """
     if mine:
-        me = os.environ.get("HERMES_PROFILE") or None
+        # hermes-agent falls back to its active profile; here there is none, so the login name is the fallback
+        source, me = next(((k, v) for k in ("HERMES_PROFILE", "USER", "LOGNAME") if (v := os.environ.get(k))),
+                          ("", None))
         if me is None:
-            raise UsageError("list --mine lists the tasks of $HERMES_PROFILE, which is not set; set it to your "
-                             "profile, or use --assignee PROFILE")
+            raise UsageError("list --mine lists the tasks of $HERMES_PROFILE (else $USER), and neither is set; set "
+                             "HERMES_PROFILE to your profile, or use --assignee PROFILE")
         if assignee is not None and assignee != me:
-            raise UsageError(f"--mine is {me} ($HERMES_PROFILE) and --assignee is {assignee}: give one of them")
+            raise UsageError(f"--mine is {me} (${source}) and --assignee is {assignee}: give one of them")
         assignee = me
     wanted: list[str] = list(statuses)
     if include_archived and not wanted:

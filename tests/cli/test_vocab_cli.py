@@ -108,7 +108,7 @@ def test_complete_several_ids_all_or_none(cli: Cli, home_dump) -> None:  # type:
     r = cli("complete", a, b, done)
     assert (r.code, r.err) == (1, f"error: cannot complete task {done}: it is already done\n")
     r = cli("complete", a, b, "--summary", "same")
-    assert r.code == 2 and r.err.startswith("error: --summary, --metadata and --run-id are per task")
+    assert r.code == 2 and r.err.startswith("error: --summary, --metadata, --run-id and --next are per task")
     assert home_dump() == before
     out = json.loads(ok(cli("complete", a, b, "--result", "bulk", "--json")))
     assert [(x["id"], x["status"], x["result"]) for x in out] == [(a, "done", "bulk"), (b, "done", "bulk")]
