@@ -473,7 +473,7 @@ INSTEAD = {
 def _unsupported(verb: str) -> click.Command:
     @click.pass_context
     def refuse(ctx: click.Context) -> None:
-        raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/hermes-agent.md)")
+        raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/coming-from-hermes-agent.md)")
 
     return click.Command(
         verb, callback=refuse, hidden=True,
