@@ -97,7 +97,7 @@ class _SortChoice(click.Choice):  # type: ignore[type-arg]
 @click.option("--limit", type=int, default=None, metavar="N", help="At most N tasks.")
 @click.option("--all", "--archived", "include_archived", is_flag=True, help="Include archived tasks.")
 @click.option("--assignee", default=None, metavar="PROFILE", help="Only tasks assigned to this profile.")
-@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE (else $USER).")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE (else your login name).")
 @common
 def kanban_list(
     statuses: tuple[str, ...], tenant: str | None, parent: str | None, search: str | None, sort: str,
@@ -113,13 +113,19 @@ def kanban_list(
     """
     if mine:
         # hermes-agent falls back to its active profile; here there is none, so the login name is the fallback
-        source, me = next(((k, v) for k in ("HERMES_PROFILE", "USER", "LOGNAME") if (v := os.environ.get(k))),
-                          ("", None))
+        source, me = "$HERMES_PROFILE", os.environ.get("HERMES_PROFILE") or None
         if me is None:
-            raise UsageError("list --mine lists the tasks of $HERMES_PROFILE (else $USER), and neither is set; set "
-                             "HERMES_PROFILE to your profile, or use --assignee PROFILE")
+            import getpass
+
+            source = "your login name"
+            try:
+                me = getpass.getuser()  # $LOGNAME, $USER, ..., else the password database's name for this uid
+            except (OSError, KeyError):
+                raise UsageError("list --mine lists the tasks of $HERMES_PROFILE (else of your login name), and "
+                                 "neither is known; set HERMES_PROFILE to your profile, or use --assignee PROFILE"
+                                 ) from None
         if assignee is not None and assignee != me:
-            raise UsageError(f"--mine is {me} (${source}) and --assignee is {assignee}: give one of them")
+            raise UsageError(f"--mine is {me} ({source}) and --assignee is {assignee}: give one of them")
         assignee = me
     wanted: list[str] = list(statuses)
     if include_archived and not wanted:
