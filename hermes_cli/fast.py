@@ -142,6 +142,12 @@ def run(argv: list[str]) -> int | None:
     """Run `argv` (the words after `hermes`) on the fast path: 0 when done, None when the click CLI must run it."""
     if not argv or argv[0] != "kanban":
         return None
+    try:
+        os.fstat(1)
+    except OSError:
+        return None  # stdout is closed: hermes_cli.main refuses the command before it changes anything
+    if sys.stdout is None:
+        return None
     words = argv[1:]
     board: str | None = None
     if words[:1] == ["--board"] and len(words) > 1 and not words[1].startswith("-"):
@@ -193,8 +199,11 @@ def main(argv: list[str] | None = None) -> None:
             from .main import main as click_main
 
             click_main(argv)
-    except KeyboardInterrupt:  # as hermes_cli.main does: one line, no traceback
-        sys.stderr.write("error: interrupted\n")
+    except KeyboardInterrupt:  # as hermes_cli.main does: one line (and the JSON error with --json), no traceback
+        words = args[: args.index("--")] if "--" in args else args
+        if "--json" in words:
+            sys.stdout.write('{"error": {"code": "aborted", "message": "aborted"}}\n')
+        sys.stderr.write("error: aborted\n")
         sys.exit(130)
     except BrokenPipeError:  # stdout closed early (`| head`): as hermes_cli.main does
         devnull = os.open(os.devnull, os.O_WRONLY)
