@@ -2,55 +2,63 @@
 
 Workers and scripts call `hermes kanban complete|heartbeat|block|claim|create|show` thousands of times a day, and
 importing click (with what it pulls in: inspect, typing, gettext, ...) is a large share of each call's start-up.
-This module parses exactly the argument shapes it knows, for those verbs, without click, and calls the same
-`hermes_cli.kanban` API the click commands in cli/tasks.py call, printing the same bytes. Everything else goes to
-the click CLI (`hermes_cli.main`), untouched:
+This module only parses argv, for those verbs and the argument shapes it knows, without click; the work and the
+output are the click command's own: both call the same function in hermes_cli/cli/hot.py (option semantics, the
+board call, spooling) and print its render.Out through hermes_cli/cli/render.py. Everything else goes to the click
+CLI (`hermes_cli.main`), untouched:
 
-- any verb, option or argument shape not listed in FAST below (`--help`, `-x`, `--`, an option given twice, a value
-  that starts with `-`, `--body-file`, `show` without `--json`, ...): the click CLI parses and runs it;
+- any verb, option or argument shape not listed in `_table()` below (`--help`, `-x`, `--`, an option given twice, a
+  value that starts with `-`, `--body-file`, `show` without `--json`, `complete --next`, `block --ids`, ...): the
+  click CLI parses and runs it;
 - any error while doing the work (unknown task, stale run, bad value, missing board, ...): nothing was written (a
   failed write rolls back), nothing was printed, and the click CLI runs the same command again, so every error,
-  `--json` error object and exit code is the click CLI's own. One exception: a report (`complete`, `block`) the
-  board cannot take (busy past its retries, corrupt, read-only, full) goes straight to the click CLI's spooler, so
-  a busy board is not waited for twice.
+  `--json` error object and exit code is the click CLI's own. A report (`complete`, `block`) the board cannot take
+  (busy past its retries, corrupt, read-only, full) is spooled by hot.report itself, as the click command does.
 
-So the fast path only prints a success (as cli/tasks.py prints it) or the click CLI's own spool warning.
 tests/cli/test_fast_path.py runs the same argv through both paths on identical boards and compares the output
-byte for byte; tests/test_import_budget.py checks that these commands never import click. When a command in
-cli/tasks.py changes what it prints or accepts, change its handler here too (or drop the verb from FAST).
+byte for byte; tests/test_import_budget.py checks that these commands never import click. A new option of a fast
+verb's click command is simply not fast until it is added to `_table()` and `run_verb` (the click CLI handles it).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 FLAG, VALUE, INT, RUN_ID, MULTI = "flag", "value", "int", "run-id", "multi"
-_COMMON = {"--board": VALUE, "--json": FLAG}
-#: verb -> (most positional arguments, options understood); the handlers below implement each
-FAST: dict[str, tuple[int, dict[str, str]]] = {
-    "create": (1, {"--body": VALUE, "--priority": VALUE, "--parent": MULTI, "--command": VALUE, "--tenant": VALUE,
-                   "--idempotency-key": VALUE, "--max-runtime": VALUE, "--max-retries": INT, "--review": FLAG,
-                   **_COMMON}),
-    "show": (1, {"--events": INT, **_COMMON}),
-    "claim": (1, {"--ttl": VALUE, "--worker": VALUE, "--tenant": VALUE, **_COMMON}),
-    "heartbeat": (1, {"--run-id": RUN_ID, "--ttl": VALUE, **_COMMON}),
-    "complete": (1, {"--run-id": RUN_ID, "--summary": VALUE, "--force": FLAG, **_COMMON}),
-    "block": (2, {"--run-id": RUN_ID, "--reason": VALUE, "--force": FLAG, **_COMMON}),
-}
+#: an option's kind: one of the above, or the tuple of the values it accepts (click.Choice in the click command)
+Kind = str | tuple[str, ...]
+_COMMON: dict[str, Kind] = {"--board": VALUE, "--json": FLAG}
+#: the verbs the fast path may take; `_table()` says which shapes of each
+FAST_VERBS = frozenset({"create", "show", "claim", "heartbeat", "complete", "block"})
 
 
-#: what a command prints on success: (--json?, the JSON document, the human line)
-Output = tuple[bool, Any, str]
+def _table() -> dict[str, tuple[int | None, dict[str, Kind]]]:
+    """verb -> (most positional arguments, None for any number; options understood). `run_verb` maps each to its
+    function in cli/hot.py, with the option names the click command gives it."""
+    from .cli.hot import BLOCK_KINDS, INITIAL_STATUSES
+
+    return {
+        "create": (1, {"--body": VALUE, "--priority": VALUE, "--parent": MULTI, "--command": VALUE,
+                       "--tenant": VALUE, "--idempotency-key": VALUE, "--max-runtime": VALUE, "--max-retries": INT,
+                       "--review": FLAG, "--assignee": VALUE, "--created-by": VALUE, "--skill": MULTI,
+                       "--triage": FLAG, "--initial-status": INITIAL_STATUSES, **_COMMON}),
+        "show": (1, {"--events": INT, **_COMMON}),
+        "claim": (1, {"--ttl": VALUE, "--worker": VALUE, "--tenant": VALUE, **_COMMON}),
+        "heartbeat": (1, {"--run-id": RUN_ID, "--ttl": VALUE, "--note": VALUE, **_COMMON}),
+        "complete": (1, {"--run-id": RUN_ID, "--summary": VALUE, "--result": VALUE, "--metadata": VALUE,
+                         "--force": FLAG, **_COMMON}),
+        "block": (None, {"--run-id": RUN_ID, "--reason": VALUE, "--kind": BLOCK_KINDS, "--force": FLAG, **_COMMON}),
+    }
 
 
 class _Fallback(Exception):
     """This call is not for the fast path: let the click CLI handle it."""
 
 
-def _parse(words: list[str], options: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
+def _parse(words: list[str], options: dict[str, Kind]) -> tuple[list[str], dict[str, Any]]:
+    """The argv shapes click would parse the same way; anything else raises _Fallback."""
     args: list[str] = []
     opts: dict[str, Any] = {}
     i = 0
@@ -72,7 +80,11 @@ def _parse(words: list[str], options: dict[str, str]) -> tuple[list[str], dict[s
                     raise _Fallback
                 value = words[i]
                 i += 1
-            if kind in (INT, RUN_ID):
+            if isinstance(kind, tuple):
+                if value not in kind:
+                    raise _Fallback  # click's "not one of" usage error
+                opts[name] = value
+            elif kind in (INT, RUN_ID):
                 if not (value.isascii() and value.isdigit()):
                     raise _Fallback
                 number = int(value)
@@ -90,144 +102,51 @@ def _parse(words: list[str], options: dict[str, str]) -> tuple[list[str], dict[s
     return args, opts
 
 
-def _emit(as_json: bool, data: Any, human: str) -> None:
-    """cli/common.py emit(): the JSON document, or the human line, and a newline."""
-    if as_json:
-        import json
+def run_verb(verb: str, board: str | None, args: list[str], opts: dict[str, Any]) -> Any:
+    """Call the verb's function in cli/hot.py (what the click command calls) and return its render.Out."""
+    from hermes_cli.kanban.core.paths import resolve
 
-        text = json.dumps(data, indent=None, separators=(", ", ": "), default=str)
-    else:
-        text = human
-    if text:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+    from .cli import hot
 
-
-def _env_task_and_run(task_id: str | None, run_id: int | None) -> tuple[str, int | None]:
-    """cli/common.py env_task_and_run(), for the inputs it accepts (anything it would refuse: fall back)."""
-    env_task = os.environ.get("HERMES_KANBAN_TASK") or None
-    task = task_id or env_task
-    if task is None:
-        raise _Fallback
-    if run_id is None and task == env_task:
-        env_run = os.environ.get("HERMES_KANBAN_RUN_ID")
-        if env_run:
-            if not (env_run.isascii() and env_run.isdigit()) or not 1 <= int(env_run) < 2**63:
-                raise _Fallback
-            run_id = int(env_run)
-    return task, run_id
-
-
-class _Call:
-    def __init__(self, board: str | None, args: list[str], opts: dict[str, Any]) -> None:
-        self.board = opts.get("--board", board)
-        self.args = args
-        self.opts = opts
-        self.as_json = bool(opts.get("--json"))
-
-    def open(self, *, create: bool | None = False) -> Any:
-        """The board, never created here except by `create` (as `hermes kanban create` does): a missing board is
-        the click CLI's to handle (a worker's report never creates one)."""
-        from hermes_cli.kanban.domain.board import Board
-
-        return Board.open(self.board, create=create)
-
-    # -- the verbs (each mirrors its command in cli/tasks.py) ---------------------------------------------------------
-    def create(self) -> Output:
-        if len(self.args) != 1:
+    o = opts.get
+    slug = o("--board", board)  # the command's --board wins over the group's, as cli/common.py board_slug()
+    if not resolve(slug).db.exists():
+        raise _Fallback  # creating a board (or saying there is none) is the click CLI's, once
+    first = args[0] if args else None
+    if verb == "create":
+        if first is None:
+            raise _Fallback  # click's "missing argument"
+        return hot.create(
+            slug, first, body=o("--body"), priority=o("--priority", "0"), parents=o("--parent", ()),
+            command=o("--command"), tenant=o("--tenant"), idempotency_key=o("--idempotency-key"),
+            max_runtime=o("--max-runtime"), max_retries=o("--max-retries"), review=bool(o("--review")),
+            assignee=o("--assignee"), created_by=o("--created-by"), skills=o("--skill", ()),
+            triage=bool(o("--triage")), initial_status=o("--initial-status"))
+    if verb == "show":
+        if first is None or not o("--json"):  # the human view is long and rarely scripted: the click CLI's
             raise _Fallback
-        from hermes_cli.kanban.core.values import check_priority
-
-        o = self.opts
-        prio = check_priority(o.get("--priority", "0"))
-        with self.open(create=None) as b:
-            task, created = b.create_task(
-                self.args[0], body=o.get("--body") or "", priority=prio, parents=tuple(o.get("--parent", ())),
-                command=o.get("--command"), tenant=o.get("--tenant"), idempotency_key=o.get("--idempotency-key"),
-                max_runtime=o.get("--max-runtime"), max_retries=o.get("--max-retries"), review=bool(o.get("--review")),
-            )
-        return self.as_json, {**task.as_dict(), "created": created}, task.id
-
-    def show(self) -> Output:
-        if len(self.args) != 1 or not self.as_json:  # the human view is cli/tasks.py's _render_detail: not here
-            raise _Fallback
-        with self.open() as b:
-            d = b.detail(self.args[0], events=max(0, self.opts.get("--events", 20)))
-        return True, d.as_dict(), ""
-
-    def claim(self) -> Output:
-        from hermes_cli.kanban.core.models import iso
-        from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
-
-        o = self.opts
-        with self.open() as b:
-            claim = b.claim(self.args[0] if self.args else None, worker=o.get("--worker"),
-                            ttl=o.get("--ttl", f"{DEFAULT_LEASE_S:g}s"), tenant=o.get("--tenant"))
-        if claim is None:
-            raise _Fallback  # "no ready task to claim" is the click CLI's error to print
-        return (self.as_json, {"task_id": claim.task_id, "run_id": claim.run_id,
-                               "lease_expires_at": iso(claim.lease_expires_at), "attempt": claim.attempt},
-                f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
-
-    def heartbeat(self) -> Output:
-        from hermes_cli.kanban.core.models import iso
-        from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
-
-        task, run = _env_task_and_run(self.args[0] if self.args else None, self.opts.get("--run-id"))
-        if run is None:
-            raise _Fallback
-        with self.open() as b:
-            claim = b.heartbeat(task, run, ttl=self.opts.get("--ttl", f"{DEFAULT_LEASE_S:g}s"))
-        return (self.as_json,
-                {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at)},
-                f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
-
-    def complete(self) -> Output | None:
-        task, run = _env_task_and_run(self.args[0] if self.args else None, self.opts.get("--run-id"))
-        return self._report("complete", task, run, self.opts.get("--summary"))
-
-    def block(self) -> Output | None:
-        import re
-
-        args = list(self.args)
-        reason_opt = self.opts.get("--reason")
-        task_id: str | None = args[0] if args else None
-        reason = args[1] if len(args) > 1 else None
-        if task_id is not None and not re.fullmatch(r"t_[0-9a-f]{4,32}", task_id):
-            # a worker's `block "needs an API key"`: only the one-argument form, the same in every version
-            if reason is not None or not os.environ.get("HERMES_KANBAN_TASK"):
-                raise _Fallback
-            task_id, reason = None, task_id
-        if reason is not None and reason_opt is not None:
-            raise _Fallback
-        task, run = _env_task_and_run(task_id, self.opts.get("--run-id"))
-        return self._report("block", task, run, reason if reason is not None else reason_opt)
-
-    def _report(self, kind: str, task: str, run: int | None, summary: str | None) -> Output | None:
-        """cli/reports.py report(): the report lands on the board, or, when the board cannot take it, in the spool
-        through the click CLI's own spooler (its warning, its output) without trying the board a second time."""
-        from hermes_cli.kanban.core.errors import StorageError
-        from hermes_cli.kanban.durability import spool
-
-        spool.check_report(kind, task, run, summary)
-        force = bool(self.opts.get("--force"))
-        try:
-            with self.open() as b:
-                if kind == "complete":
-                    t = b.complete(task, run, summary=summary, force=force)
-                else:
-                    t = b.block(task, run, reason=summary, force=force)
-        except StorageError as err:
-            from .cli.reports import _spool
-
-            _spool(kind, self.board, task, run, summary=summary, force=force, as_json=self.as_json, err=err)
-            return None
-        return self.as_json, {**t.as_dict(), "spooled": False}, f"{t.id} {t.status}"
+        return hot.show(slug, first, events=o("--events", 20))
+    if verb == "claim":
+        return hot.claim(slug, first, ttl=o("--ttl", hot.DEFAULT_TTL), worker=o("--worker"), tenant=o("--tenant"))
+    if verb == "heartbeat":
+        return hot.heartbeat(slug, first, run_id=o("--run-id"), ttl=o("--ttl", hot.DEFAULT_TTL), note=o("--note"))
+    if verb == "complete":
+        return hot.complete(slug, args, run_id=o("--run-id"), summary=o("--summary"), result=o("--result"),
+                            metadata=o("--metadata"), force=bool(o("--force")))
+    assert verb == "block"
+    return hot.block(slug, first, args[1:], run_id=o("--run-id"), reason_opt=o("--reason"), kind=o("--kind"),
+                     force=bool(o("--force")))
 
 
 def run(argv: list[str]) -> int | None:
     """Run `argv` (the words after `hermes`) on the fast path: 0 when done, None when the click CLI must run it."""
     if not argv or argv[0] != "kanban":
+        return None
+    try:
+        os.fstat(1)
+    except OSError:
+        return None  # stdout is closed: hermes_cli.main refuses the command before it changes anything
+    if sys.stdout is None:
         return None
     words = argv[1:]
     board: str | None = None
@@ -235,17 +154,16 @@ def run(argv: list[str]) -> int | None:
         board, words = words[1], words[2:]
     elif words[:1] and words[0].startswith("--board="):
         board, words = words[0].split("=", 1)[1], words[1:]
-    if not words or words[0] not in FAST:
+    if not words or words[0] not in FAST_VERBS:
         return None
     verb, words = words[0], words[1:]
-    max_args, options = FAST[verb]
     try:
+        max_args, options = _table()[verb]
         args, opts = _parse(words, options)
-        if len(args) > max_args:
+        if max_args is not None and len(args) > max_args:
             raise _Fallback
-        handler: Callable[[], Output | None] = getattr(_Call(board, args, opts), verb)
         try:
-            out = handler()
+            out = run_verb(verb, board, args, opts)
         except (_Fallback, KeyboardInterrupt):
             raise
         except Exception:  # any failure: nothing printed, nothing written; the click CLI runs it and reports it
@@ -253,10 +171,8 @@ def run(argv: list[str]) -> int | None:
     except _Fallback:
         return None
     # The work is done (committed, or spooled and printed): from here on a failure must not re-run it.
-    if out is None:
-        return 0
     try:
-        _emit(*out)
+        out.emit(bool(opts.get("--json")))
     except BrokenPipeError:
         raise
     except Exception as exc:  # as hermes_cli.main reports a bug: one line, details only with HERMES_DEBUG
@@ -283,8 +199,11 @@ def main(argv: list[str] | None = None) -> None:
             from .main import main as click_main
 
             click_main(argv)
-    except KeyboardInterrupt:  # as hermes_cli.main does: one line, no traceback
-        sys.stderr.write("error: interrupted\n")
+    except KeyboardInterrupt:  # as hermes_cli.main does: one line (and the JSON error with --json), no traceback
+        words = args[: args.index("--")] if "--" in args else args
+        if "--json" in words:
+            sys.stdout.write('{"error": {"code": "aborted", "message": "aborted"}}\n')
+        sys.stderr.write("error: aborted\n")
         sys.exit(130)
     except BrokenPipeError:  # stdout closed early (`| head`): as hermes_cli.main does
         devnull = os.open(os.devnull, os.O_WRONLY)

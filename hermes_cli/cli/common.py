@@ -7,20 +7,19 @@ only: one `error:` line on stderr (and `{"error": {...}}` on stdout with --json)
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
-from hermes_cli.kanban.core.errors import BoardMissing, HermesError, InvalidValue, NotFound
-from hermes_cli.kanban.core.models import Task
-from hermes_cli.kanban.core.paths import resolve
-from hermes_cli.kanban.core.textsafe import inline, terminal_safe
+from hermes_cli.kanban.core.errors import HermesError
 from hermes_cli.kanban.domain.board import Board
+
+from . import hot, render
+from .hot import env_task_and_run, read_body  # noqa: F401  (re-exported: the commands' shared option semantics)
+from .render import Human, age, task_line  # noqa: F401  (re-exported: shared human output)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,104 +80,23 @@ def _ctx_chain(ctx: click.Context | None) -> Iterator[click.Context]:
         ctx = ctx.parent
 
 
-def _pinned(slug: str | None) -> bool:
-    return slug is None and bool(os.environ.get("HERMES_KANBAN_DB"))
-
-
 @contextmanager
 def open_board(board: str | None, *, create: bool | None = None) -> Iterator[Board]:
-    slug = board_slug(board)
-    b = Board.open(slug, create=create)
-    try:
-        if b.created and _pinned(slug):
-            # A pinned path that did not exist becomes a new, empty board: say so, or a typo goes unnoticed.
-            click.echo(f"note: created new board at {b.paths.db}", err=True)
+    """hot.open_board for the command's --board (else the group's)."""
+    with hot.open_board(board_slug(board), create=create) as b:
         yield b
-    finally:
-        b.close()
 
 
 @contextmanager
 def open_worker_board(board: str | None) -> Iterator[Board]:
-    """The board of a worker-facing command (complete, block, heartbeat, request-review): never created. A pinned
-    board that is gone (`boards rm` while the worker ran) raises BoardMissing (exit 4: complete/block spool)."""
-    slug = board_slug(board)
-    try:
-        b = Board.open(slug, create=False)
-    except NotFound:
-        if not _pinned(slug):
-            raise
-        db = resolve(slug).db
-        raise BoardMissing(
-            f"board database {db} does not exist (the board was removed or moved); a worker's command never creates "
-            "a board (see: hermes kanban boards list)"
-        ) from None
-    try:
+    """hot.open_worker_board for the command's --board (else the group's): a worker's command never creates a
+    board."""
+    with hot.open_worker_board(board_slug(board)) as b:
         yield b
-    finally:
-        b.close()
 
 
-def emit(as_json: bool, data: Any, human: str | Callable[[], str] | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=None, separators=(", ", ": "), default=str))
-    elif human is not None:
-        text = human() if callable(human) else human
-        if text:
-            # The last line of defence: human output quotes text users and workers wrote (renderers already escape
-            # their single-line fields with `inline`); no control sequence from it reaches the reader's terminal.
-            click.echo(terminal_safe(text))
-
-
-def age(ts: float | None, now: float | None = None) -> str:
-    if ts is None:
-        return "-"
-    s = max(0.0, (now or time.time()) - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{int(s // size)}{unit}"
-    return f"{int(s)}s"
-
-
-def task_line(t: Task, now: float | None = None) -> str:
-    tenant = f"  [{inline(t.tenant)}]" if t.tenant else ""
-    return f"{t.id}  {t.status:<8} p{t.priority:<4} {age(t.created_at, now):>4}  {inline(t.title)}{tenant}"
-
-
-def env_task_and_run(task_id: str | None, run_id: int | None) -> tuple[str, int | None]:
-    """Inside a worker, the task and run come from the environment (HERMES_KANBAN_TASK / HERMES_KANBAN_RUN_ID).
-
-    The environment's run id is used only for the environment's own task, so a worker addressing another task by
-    id does not accidentally present its own fencing token for it.
-    """
-    env_task = os.environ.get("HERMES_KANBAN_TASK") or None
-    task = task_id or env_task
-    if task is None:
-        raise InvalidValue("no task given: pass a task id (or run inside a worker, where HERMES_KANBAN_TASK is set)")
-    if run_id is None and task == env_task:
-        env_run = os.environ.get("HERMES_KANBAN_RUN_ID")
-        if env_run:
-            try:
-                run_id = int(env_run)
-            except ValueError:
-                raise InvalidValue(f"HERMES_KANBAN_RUN_ID={env_run!r} is not a run id (an integer)") from None
-            if not 1 <= run_id < 2**63:
-                raise InvalidValue(f"invalid run id {run_id}: run ids are whole numbers from 1 to {2**63 - 1}")
-    return task, run_id
-
-
-def read_body(body: str | None, body_file: str | None) -> str:
-    if body is not None and body_file is not None:
-        raise InvalidValue("use either --body or --body-file, not both")
-    if body_file is None:
-        return body or ""
-    try:
-        if body_file == "-":
-            return sys.stdin.read()
-        with open(body_file, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidValue(f"cannot read --body-file {body_file}: {exc.__class__.__name__}: {exc}") from None
+def emit(as_json: bool, data: Any, human: Human = None) -> None:
+    render.emit(as_json, data, human)
 
 
 #: every module that registers commands, in `--help` order
@@ -192,7 +110,8 @@ LAZY_COMMANDS = {
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
     "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
     **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
-                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm"), "vocab"),
+                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm", "reopen-review", "schedule"),
+                    "vocab"),
 }
 #: hermes-agent's other names for commands (resolved on lookup; not listed in --help)
 ALIASES = {"ls": "list", "diag": "diagnostics"}

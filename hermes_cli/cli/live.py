@@ -49,9 +49,12 @@ def kanban_notify_subscribe(name: str, kinds: str | None, after: int | None, boa
 
 
 @command("notify-list")
+@click.argument("task_id", required=False)
 @common
-def kanban_notify_list(board: str | None, as_json: bool) -> None:
-    """List subscriptions with their cursor and how many events wait after it.
+def kanban_notify_list(task_id: str | None, board: str | None, as_json: bool) -> None:
+    """List subscriptions with their cursor and how many events wait after it. Subscriptions here are board-wide:
+    with a TASK_ID (hermes-agent's per-task form) the task must exist, and every subscription listed receives its
+    events (those of the kinds it asked for).
 
     Example:
 
@@ -59,6 +62,8 @@ def kanban_notify_list(board: str | None, as_json: bool) -> None:
         hermes kanban notify-list --json
     """
     with open_board(board) as b:
+        if task_id is not None:
+            b.get_task(task_id)  # an unknown task: NotFound, exit 1
         subs = list_subscriptions(b)
     emit(as_json, [s.as_dict() for s in subs],
          lambda: "\n".join(_sub_line(s) for s in subs) or "no subscriptions (see: hermes kanban notify-subscribe)")

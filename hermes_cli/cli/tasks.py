@@ -3,30 +3,24 @@ request-review, approve, request-changes, archive, events, stats."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 
 import click
 
-from hermes_cli.kanban.core.errors import InvalidValue, UsageError
-from hermes_cli.kanban.core.models import STATUS_ORDER, Task, TaskDetail, iso
-from hermes_cli.kanban.core.textsafe import inline, terminal_safe
-from hermes_cli.kanban.core.values import check_priority
+from hermes_cli.kanban.core.errors import UsageError
+from hermes_cli.kanban.core.models import STATUS_ORDER, Task
 from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S
 
-from .common import age, command, common, emit, env_task_and_run, open_board, open_worker_board, read_body, task_line
+from . import hot, render
+from .common import board_slug, command, common, emit, env_task_and_run, open_board, open_worker_board, task_line
 from .greedy import GreedyCommand
-from .reports import report, report_many, report_next
 
-TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 #: run ids are positive 64-bit integers; anything else is a usage error, never a "stale run"
 RUN_ID = click.IntRange(1, 2**63 - 1)
 
 
-def _task_out(t: Task, **extra: object) -> dict[str, object]:
-    return {**t.as_dict(), **extra}
+_task_out = render.task_out
 
 
 @command("create")
@@ -45,14 +39,19 @@ def _task_out(t: Task, **extra: object) -> dict[str, object]:
 @click.option("--created-by", default=None, metavar="NAME", help="Who asked for it (default: $HERMES_PROFILE).")
 @click.option("--skill", "skills", multiple=True, metavar="S", help="A skill for the worker (repeatable; stored).")
 @click.option("--triage", is_flag=True, help="Park it in triage until someone promotes it.")
-@click.option("--initial-status", type=click.Choice(["running", "blocked"]), default=None,
+@click.option("--initial-status", type=click.Choice(hot.INITIAL_STATUSES), default=None,
               help="blocked: create it blocked; running: the usual (ready, or todo while a parent is open).")
+@click.option("--model", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--provider", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--goal", is_flag=True, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--goal-max-turns", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @common
 def kanban_create(
     title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
     max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
-    triage: bool, initial_status: str | None, board: str | None, as_json: bool,
+    triage: bool, initial_status: str | None, model: str | None, provider: str | None, goal: bool,
+    goal_max_turns: str | None, board: str | None, as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -62,17 +61,18 @@ def kanban_create(
         hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
         hermes kanban create "research the market" --assignee researcher --created-by ana --skill web-search
     """
-    text = read_body(body, body_file)
-    prio = check_priority(priority)
-    if created_by is None:
-        created_by = os.environ.get("HERMES_PROFILE") or None
-    with open_board(board) as b:
-        task, created = b.create_task(
-            title, body=text, priority=prio, parents=parents, command=command_, tenant=tenant,
-            idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
-            assignee=assignee, created_by=created_by, skills=skills, triage=triage, initial_status=initial_status,
-        )
-    emit(as_json, _task_out(task, task_id=task.id, created=created), task.id)
+    ignored = [name for name, given in (("--model", model), ("--provider", provider), ("--goal", goal or None),
+                                        ("--goal-max-turns", goal_max_turns)) if given is not None]
+    if ignored:
+        # hermes-agent's agent settings: a worker here is a command, which picks its own model and loop
+        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which chooses "
+                    "its model and when to stop (see: docs/coming-from-hermes-agent.md)")
+    hot.create(
+        board_slug(board), title, body=body, body_file=body_file, priority=priority, parents=parents,
+        command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
+        max_retries=max_retries, review=review, assignee=assignee, created_by=created_by, skills=skills,
+        triage=triage, initial_status=initial_status,
+    ).emit(as_json)
 
 
 class _SortChoice(click.Choice):  # type: ignore[type-arg]
@@ -97,7 +97,7 @@ class _SortChoice(click.Choice):  # type: ignore[type-arg]
 @click.option("--limit", type=int, default=None, metavar="N", help="At most N tasks.")
 @click.option("--all", "--archived", "include_archived", is_flag=True, help="Include archived tasks.")
 @click.option("--assignee", default=None, metavar="PROFILE", help="Only tasks assigned to this profile.")
-@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE.")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to $HERMES_PROFILE (else your login name).")
 @common
 def kanban_list(
     statuses: tuple[str, ...], tenant: str | None, parent: str | None, search: str | None, sort: str,
@@ -112,12 +112,20 @@ def kanban_list(
         hermes kanban list --assignee researcher
     """
     if mine:
-        me = os.environ.get("HERMES_PROFILE") or None
+        # hermes-agent falls back to its active profile; here there is none, so the login name is the fallback
+        source, me = "$HERMES_PROFILE", os.environ.get("HERMES_PROFILE") or None
         if me is None:
-            raise UsageError("list --mine lists the tasks of $HERMES_PROFILE, which is not set; set it to your "
-                             "profile, or use --assignee PROFILE")
+            import getpass
+
+            source = "your login name"
+            try:
+                me = getpass.getuser()  # $LOGNAME, $USER, ..., else the password database's name for this uid
+            except (OSError, KeyError):
+                raise UsageError("list --mine lists the tasks of $HERMES_PROFILE (else of your login name), and "
+                                 "neither is known; set HERMES_PROFILE to your profile, or use --assignee PROFILE"
+                                 ) from None
         if assignee is not None and assignee != me:
-            raise UsageError(f"--mine is {me} ($HERMES_PROFILE) and --assignee is {assignee}: give one of them")
+            raise UsageError(f"--mine is {me} ({source}) and --assignee is {assignee}: give one of them")
         assignee = me
     wanted: list[str] = list(statuses)
     if include_archived and not wanted:
@@ -135,59 +143,6 @@ def _list_line(t: Task, now: float) -> str:
     return task_line(t, now) + (f"  @{t.assignee}" if t.assignee else "")
 
 
-def _render_detail(d: TaskDetail) -> str:
-    t = d.task
-    now = time.time()
-    lines = [
-        f"{t.id}  {inline(t.title)}",
-        f"  status {t.status}   priority {t.priority}   attempts {t.attempts}/{t.max_retries + 1}"
-        + (f"   tenant {inline(t.tenant)}" if t.tenant else "")
-        + ("   review-gated" if t.review_required else ""),
-        f"  created {iso(t.created_at)} ({age(t.created_at, now)} ago)   updated {iso(t.updated_at)}",
-    ]
-    if t.assignee or t.created_by:
-        lines.append(f"  assignee {inline(t.assignee or '-')}"
-                     + (f"   created by {inline(t.created_by)}" if t.created_by else ""))
-    if t.skills:
-        lines.append(f"  skills {inline(', '.join(t.skills))}")
-    if t.command:
-        lines.append(f"  command {inline(t.command)}")
-    if t.max_runtime_s:
-        lines.append(f"  max runtime {t.max_runtime_s:g}s")
-    if t.current_run_id:
-        lines.append(f"  current run {t.current_run_id}, lease until {iso(t.lease_expires_at)}")
-    if t.retry_at and t.retry_at > now:
-        lines.append(f"  retry after {iso(t.retry_at)}")
-    if t.summary:
-        lines.append(f"  summary: {inline(t.summary)}")
-    if t.result is not None and t.result != t.summary:
-        lines.append(f"  result: {inline(t.result)}")
-    if t.block_kind and t.status in ("blocked", "todo"):
-        lines.append(f"  blocked as {t.block_kind}")
-    if t.body:
-        lines += ["", *("  " + terminal_safe(ln) for ln in t.body.splitlines())]
-    for label, items in (("parents", d.parents), ("children", d.children)):
-        if items:
-            lines += ["", f"{label}:"] + [f"  {p.id}  {p.status:<8} {inline(p.title)}" for p in items]
-    if d.runs:
-        lines += ["", "runs:"]
-        for r in d.runs:
-            end = f"{r.outcome or 'open'}" + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
-            pid = f" pid {r.pid}" if r.pid else ""
-            summary = f"  {inline(r.summary)}" if r.summary else ""
-            lines.append(f"  #{r.id}  {iso(r.started_at)}  {end}{pid}{summary}")
-            if r.result is not None and r.result != r.summary:
-                lines.append(f"        result: {inline(r.result)}")
-            if r.metadata:
-                lines.append(f"        metadata: {inline(json.dumps(r.metadata, ensure_ascii=False, sort_keys=True))}")
-    if d.comments:
-        lines += ["", "comments:"] + [f"  {iso(c.created_at)} {inline(c.author or '-')}: {inline(c.body)}"
-                                      for c in d.comments]
-    if d.events:
-        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {inline(e.kind)}" for e in d.events]
-    return "\n".join(lines)
-
-
 @command("show")
 @click.argument("task_id")
 @click.option("--events", "n_events", type=int, default=20, show_default=True, help="How many recent events.")
@@ -200,11 +155,7 @@ def kanban_show(task_id: str, n_events: int, board: str | None, as_json: bool) -
     \b
         hermes kanban show t_3fa2b1c4d5e6
     """
-    with open_board(board) as b:
-        d = b.detail(task_id, events=max(0, n_events))
-    # `task` and `latest_summary` as well: scripts written for hermes-agent read `.task.status`
-    emit(as_json, {**d.as_dict(), "task": d.task.as_dict(), "latest_summary": d.task.summary},
-         lambda: _render_detail(d))
+    hot.show(board_slug(board), task_id, events=n_events).emit(as_json)
 
 
 @command("comment")
@@ -277,15 +228,7 @@ def kanban_claim(task_id: str | None, ttl: str, worker: str | None, tenant: str 
     \b
         hermes kanban claim t_3fa2b1c4d5e6 --ttl 5m --json
     """
-    from hermes_cli.kanban.core.errors import NotFound
-
-    with open_board(board) as b:
-        claim = b.claim(task_id, worker=worker, ttl=ttl, tenant=tenant)
-    if claim is None:
-        raise NotFound("no ready task to claim (see: hermes kanban list --status ready)")
-    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
-                   "attempt": claim.attempt},
-         f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
+    hot.claim(board_slug(board), task_id, ttl=ttl, worker=worker, tenant=tenant).emit(as_json)
 
 
 @command("heartbeat")
@@ -304,14 +247,7 @@ def kanban_heartbeat(task_id: str | None, run_id: int | None, ttl: str, note: st
         hermes kanban heartbeat t_3fa2b1c4d5e6 --run-id 42
         hermes kanban heartbeat --note "halfway through the logs"
     """
-    task, run = env_task_and_run(task_id, run_id)
-    if run is None:
-        raise InvalidValue(f"heartbeat needs --run-id (or HERMES_KANBAN_RUN_ID) for task {task}")
-    with open_worker_board(board) as b:
-        claim = b.heartbeat(task, run, ttl=ttl, note=note)
-    emit(as_json, {"task_id": claim.task_id, "run_id": claim.run_id, "lease_expires_at": iso(claim.lease_expires_at),
-                   **({"note": note} if note is not None else {})},
-         f"{claim.task_id} run {claim.run_id} lease until {iso(claim.lease_expires_at)}")
+    hot.heartbeat(board_slug(board), task_id, run_id=run_id, ttl=ttl, note=note).emit(as_json)
 
 
 @command("complete")
@@ -342,31 +278,8 @@ def kanban_complete(task_ids: tuple[str, ...], run_id: int | None, summary: str 
         hermes kanban complete --result "3 sources found" --metadata '{"sources": 3}'
         hermes kanban complete t_3fa2b1c4d5e6 --run-id 42 --next --json
     """
-    if not next_ and (ttl is not None or worker is not None or tenant is not None):
-        raise UsageError("--ttl, --worker and --tenant only apply with --next (complete --next claims a task)")
-    if len(task_ids) > 1:
-        if summary is not None or metadata is not None or run_id is not None:
-            raise UsageError("--summary, --metadata and --run-id are per task and cannot be used with several ids; "
-                             "complete the tasks one at a time, or drop them for the bulk close")
-        if next_:
-            raise UsageError("--next completes one task (a worker's own run) and claims the next; "
-                             "complete several tasks without it")
-        report_many("complete", board, list(task_ids), result=result, force=force, as_json=as_json)
-        return
-    task, run = env_task_and_run(task_ids[0] if task_ids else None, run_id)
-    if not next_:
-        report("complete", board, task, run, summary=summary, force=force, as_json=as_json, result=result,
-               metadata=metadata)
-        return
-    if run is None:
-        raise UsageError(f"--next needs --run-id (or HERMES_KANBAN_RUN_ID): it is for a worker completing its own run "
-                         f"of task {task}")
-    if force:
-        raise UsageError("--next cannot be combined with --force: it completes your own run, then claims")
-    if result is not None or metadata is not None:
-        raise UsageError("--next takes --summary only: complete with --result/--metadata first, then claim")
-    report_next(board, task, run, summary=summary, ttl=ttl or f"{DEFAULT_LEASE_S:g}s", worker=worker, tenant=tenant,
-                as_json=as_json)
+    hot.complete(board_slug(board), task_ids, run_id=run_id, summary=summary, result=result, metadata=metadata,
+                 force=force, next_=next_, ttl=ttl, worker=worker, tenant=tenant).emit(as_json)
 
 
 @command("block", cls=GreedyCommand, greedy=("--ids",))
@@ -375,7 +288,7 @@ def kanban_complete(task_ids: tuple[str, ...], run_id: int | None, summary: str 
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--reason", "reason_opt", default=None, help="Why (same as the REASON argument).")
 @click.option("--ids", "more_ids", multiple=True, metavar="ID...", help="More tasks to block with the same reason.")
-@click.option("--kind", type=click.Choice(["dependency", "needs_input", "capability", "transient"]), default=None,
+@click.option("--kind", type=click.Choice(hot.BLOCK_KINDS), default=None,
               help="Why, typed: dependency waits in todo for unfinished parents; the others wait for a person.")
 @click.option("--force", is_flag=True, help="Block a task claimed by someone else's live run.")
 @common
@@ -391,21 +304,8 @@ def kanban_block(task_id: str | None, reason_words: tuple[str, ...], run_id: int
         hermes kanban block t_3fa2b1c4d5e6 "needs an API key"
         hermes kanban block t_3fa2b1c4d5e6 waiting for the data --kind dependency
     """
-    reason: str | None = " ".join(reason_words).strip() or None if reason_words else None
-    if task_id is not None and not TASK_ID_RE.fullmatch(task_id) and os.environ.get("HERMES_KANBAN_TASK"):
-        # a worker's `block "needs an API key"`: every word is the reason
-        reason = " ".join((task_id, *reason_words)).strip() or None
-        task_id = None
-    if reason is not None and reason_opt is not None:
-        raise InvalidValue("give the reason once: as an argument or with --reason, not both")
-    reason = reason if reason is not None else reason_opt
-    task, run = env_task_and_run(task_id, run_id)
-    if more_ids:
-        ids = [task, *more_ids]
-        report_many("block", board, ids, summary=reason, force=force, as_json=as_json, block_kind=kind,
-                    run_ids={task: run} if run is not None else None)
-        return
-    report("block", board, task, run, summary=reason, force=force, as_json=as_json, block_kind=kind)
+    hot.block(board_slug(board), task_id, reason_words, run_id=run_id, reason_opt=reason_opt, more_ids=more_ids,
+              kind=kind, force=force).emit(as_json)
 
 
 @command("unblock")

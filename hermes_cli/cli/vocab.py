@@ -15,7 +15,8 @@ from hermes_cli.kanban.core.models import Event, Run, Task, iso
 from hermes_cli.kanban.core.values import profile_or_none
 from hermes_cli.kanban.domain.board import Board
 
-from .common import command, common, emit, kanban, open_board
+from . import hot, render
+from .common import board_slug, command, common, emit, kanban, open_board
 from .greedy import GreedyCommand
 
 
@@ -179,6 +180,42 @@ def kanban_gc(event_retention_days: float, log_retention_days: float, board: str
     emit(as_json, out, f"gc: {out['events_removed']} event(s), {out['logs_removed']} log file(s) removed")
 
 
+@command("reopen-review")
+@click.argument("task_id")
+@click.option("--reason", default=None, help="Why (kept as a comment).")
+@common
+def kanban_reopen_review(task_id: str, reason: str | None, board: str | None, as_json: bool) -> None:
+    """Send a task in review back to ready (or todo while parents are unfinished), as hermes-agent's reopen-review;
+    the same as request-changes, with the reason optional.
+
+    Example:
+
+    \b
+        hermes kanban reopen-review t_3fa2b1c4d5e6 --reason "needs another pass"
+    """
+    with open_board(board) as b:
+        t = b.request_changes(task_id, reason=reason or "review reopened")
+    emit(as_json, _task_out(t), f"{t.id} {t.status}")
+
+
+@command("schedule", cls=GreedyCommand, greedy=("--ids",))
+@click.argument("task_id")
+@click.argument("reason_words", nargs=-1)
+@click.option("--ids", "more_ids", multiple=True, metavar="ID...", help="More tasks to park with the same reason.")
+@common
+def kanban_schedule(task_id: str, reason_words: tuple[str, ...], more_ids: tuple[str, ...], board: str | None,
+                    as_json: bool) -> None:
+    """Park a task until a person unblocks it (hermes-agent's schedule). There is no separate `scheduled` status
+    here: the task is blocked with the reason, and `unblock` releases it, as it releases a scheduled task upstream.
+
+    Example:
+
+    \b
+        hermes kanban schedule t_3fa2b1c4d5e6 "waiting for the vendor maintenance window"
+    """
+    hot.block(board_slug(board), task_id, reason_words, more_ids=more_ids).emit(as_json)
+
+
 # -- views -------------------------------------------------------------------------------------------------------------
 def _run_line(r: Run, now: float) -> str:
     end = r.ended_at if r.ended_at is not None else now
@@ -225,13 +262,16 @@ def kanban_log(task_id: str, tail_bytes: int | None, board: str | None, as_json:
         hermes kanban log t_3fa2b1c4d5e6 --tail 4000
     """
     with open_board(board) as b:
-        text = b.read_log(task_id, tail_bytes)
+        text = b.read_log(task_id, tail_bytes)  # an unknown task raises NotFound
         path = str(b.paths.logs_dir / f"{task_id}.log")
     if text is None:
-        raise NotFound(f"no log for task {task_id} yet: it has not been started by a dispatcher "
-                       f"(see: hermes kanban runs {task_id})")
+        # a task that never ran has an empty log, as in hermes-agent (scripts tail it right after create)
+        render.warn(f"note: no log for task {task_id} yet: it has not run under a dispatcher "
+                    f"(see: hermes kanban runs {task_id})")
     if as_json:
-        emit(True, {"task_id": task_id, "path": path, "log": text})
+        emit(True, {"task_id": task_id, "path": path, "log": text or "", "exists": text is not None})
+        return
+    if not text:
         return
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
@@ -433,7 +473,7 @@ INSTEAD = {
 def _unsupported(verb: str) -> click.Command:
     @click.pass_context
     def refuse(ctx: click.Context) -> None:
-        raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/hermes-agent.md)")
+        raise Unsupported(f"{verb} is not supported here: {INSTEAD[verb]} (see: docs/coming-from-hermes-agent.md)")
 
     return click.Command(
         verb, callback=refuse, hidden=True,
