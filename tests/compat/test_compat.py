@@ -15,6 +15,8 @@ from .compat import DOCUMENTED_EXCEPTIONS, UNSUPPORTED_TEXT, Outcome, Runner, pa
 
 #: the share of the original's lines (documented exceptions aside) that must work unchanged (issue 11)
 TARGET = 0.9
+#: what works today, as a ratchet: no change may lose a line that works (raise it as lines start working)
+WORKING_NOW = 93
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,13 @@ def test_every_exception_is_a_documented_one(outcomes: list[Outcome]) -> None:
     assert not undocumented, "\n".join(undocumented)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11 is open: 93 of 107 lines work (87%); one-pass `dispatch`, `daemon`, "
+                   "`create --workspace` and `set-model` are missing (see the report). strict: passing fails the "
+                   "suite, so the mark is removed the day the target is met")
 def test_nine_in_ten_of_the_originals_lines_work_unchanged(outcomes: list[Outcome]) -> None:
     s = summarise(outcomes)
     assert s.ratio >= TARGET, report(outcomes)
+
+
+def test_no_line_that_works_stops_working(outcomes: list[Outcome]) -> None:
+    assert len(summarise(outcomes).works) >= WORKING_NOW, report(outcomes)
