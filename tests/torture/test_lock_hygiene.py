@@ -276,6 +276,33 @@ def cli_workload(cli: Cli, tmp_path: Path) -> None:
     cli("notify-list")
     cli("notify-unsubscribe", "hygiene")
 
+    # the hermes-agent vocabulary (issue 11)
+    v = cli.json("create", "cli vocab", "--assignee", "researcher")["id"]
+    cli("assign", v, "writer")
+    cli("assignees")
+    cli("edit", v, "--title", "cli vocab edited")
+    cli("promote", cli.json("create", "cli triage", "--triage")["id"], "--dry-run")
+    claim = cli.json("claim", v)
+    cli("runs", v)
+    cli("log", v)
+    cli("context", v)
+    cli("tail", v, "--timeout", "0.3")
+    cli("watch", "--timeout", "0.3")
+    cli("diagnostics")
+    cli("reclaim", v, "--reason", "hygiene")
+    cli("reassign", v, "researcher")
+    cli("schedule", v, "later")
+    r2 = cli.json("create", "cli review 2", "--review")["id"]
+    cli("request-review", r2)
+    cli("reopen-review", r2, "--reason", "again")
+    cli("gc")
+    cli("boards", "show")
+    cli("boards", "switch", "side")
+    cli("boards", "switch", "default")
+    cli("boards", "rename", "side", "Side board")
+    for verb in ("decompose", "specify", "swarm"):  # not supported here: one line, exit 2, no board file opened
+        assert cli(verb, "x", expect=None)[0] == 2
+
     # health, backups, restore, repair
     cli("backup")
     cli("backups", "list")
