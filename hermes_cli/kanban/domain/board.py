@@ -36,6 +36,7 @@ from ..core.values import (
     check_title,
     parse_duration,
 )
+from ..live import doorbell
 from ..store import tasks as sql
 from ..store.connection import Database, connect
 from ..store.schema import migrate
@@ -57,6 +58,14 @@ def retry_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF
     """Exponential backoff with jitter for the retry after failed attempt number `attempt` (1-based)."""
     raw = min(cap, base * 2 ** max(0, attempt - 1))
     return raw * random.uniform(0.75, 1.25)
+
+
+def ring_doorbell_after_commit(db: Database) -> None:
+    """Install the doorbell ring as `db`'s after-commit hook: every write that inserted an event rings the board's
+    doorbell after its COMMIT (the store itself never imports the notification layer)."""
+    notify_dir = db.paths.notify_dir  # computed once: BoardPaths.notify_dir builds a new Path each call
+    # Through the module attribute at ring time, so a wrapped doorbell.ring (tests/notify/delivery_writer.py) is used.
+    db.on_event_commit(lambda: doorbell.ring(notify_dir))
 
 
 class _NothingToClaim(Exception):
@@ -95,6 +104,7 @@ class Board:
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
         db = connect(paths, create=create, vfs=vfs)
+        ring_doorbell_after_commit(db)
         try:
             migrate(db)
         except BaseException:

@@ -34,7 +34,6 @@ from ..core.errors import (
     WriteInterrupted,
 )
 from ..core.paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
-from ..live import doorbell
 from .write_queue import WriteQueue
 
 T = TypeVar("T")
@@ -277,18 +276,17 @@ class Database:
         self._damaged = refused
         #: this connection created the board's database file (a new board)
         self.created = False
-        #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
-        self._after_commit: list[Callable[[], None]] = []
-        #: set when the current write transaction inserted an event: its commit rings the board's doorbell
-        self._ring = False
+        #: run after every COMMIT of a write that inserted an event (Board.open installs the doorbell ring here:
+        #: the store never imports the notification layer)
+        self._event_hooks: list[Callable[[], object]] = []
+        #: set when the current write transaction inserted an event: its COMMIT runs the event hooks
+        self._wrote_event = False
         self._in_write = False
         #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
         self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
         #: the flock queue writers wait in (store/write_queue.py), made on the first write
         self._write_queue: WriteQueue | None = None
-        #: computed once: every commit that wrote an event rings it (BoardPaths.notify_dir builds a new Path each call)
-        self._notify_dir = paths.notify_dir
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
         #: when set and true, waiting for the write lock stops at once (set_stop_check)
@@ -385,13 +383,14 @@ class Database:
         return WriteInterrupted(f"board database {self.paths.db} is locked by another writer; not waiting for it "
                                 "(stopping)")
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        if fn not in self._after_commit:
-            self._after_commit.append(fn)
+    def on_event_commit(self, hook: Callable[[], object]) -> None:
+        """Run `hook()` after the COMMIT of every write transaction that inserted an event: after COMMIT, never
+        inside it, and never for a write that rolled back. `hook` must not raise (doorbell.ring never does)."""
+        self._event_hooks.append(hook)
 
-    def ring_after_commit(self) -> None:
-        """Ring the doorbell once the current write commits (store.tasks.add_event calls this for every event)."""
-        self._ring = True
+    def note_event(self) -> None:
+        """The current write inserted an event (store.tasks.add_event calls this): its COMMIT runs the hooks."""
+        self._wrote_event = True
 
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
@@ -404,8 +403,7 @@ class Database:
         delay = 0.002
         queue = self._queue()
         for attempt in range(BUSY_ATTEMPTS):
-            self._after_commit.clear()
-            self._ring = False
+            self._wrote_event = False
             retry = False
             try:
                 queue.enter(self._stopping)  # wait our turn in the kernel, not by polling (store/write_queue.py)
@@ -443,12 +441,10 @@ class Database:
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
-            callbacks, self._after_commit = self._after_commit, []
-            if self._ring:
-                self._ring = False
-                doorbell.ring(self._notify_dir)  # after COMMIT, never inside it; ring() never raises
-            for cb in callbacks:
-                cb()
+            if self._wrote_event:
+                self._wrote_event = False
+                for hook in self._event_hooks:
+                    hook()  # after COMMIT, never inside it (Board.open installs the doorbell ring)
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
 

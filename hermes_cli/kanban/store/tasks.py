@@ -30,7 +30,7 @@ _PAYLOAD = json.JSONEncoder(separators=(",", ":"), default=str)
 def add_event(
     db: Database, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
 ) -> None:
-    db.ring_after_commit()
+    db.note_event()
     db.execute(
         "INSERT INTO events(task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (task_id, run_id, kind, _PAYLOAD.encode(payload), now),
