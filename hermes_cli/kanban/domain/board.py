@@ -38,7 +38,8 @@ from ..core.values import (
 )
 from ..live import doorbell
 from ..store import tasks as sql
-from ..store.connection import Database, connect
+from ..store.connection import Database
+from ..store.opening import connect
 from ..store.schema import migrate
 
 T = TypeVar("T")

@@ -20,7 +20,8 @@ from ..core.models import iso
 from ..core.paths import BoardPaths
 from ..store import dispatch as dispatch_sql
 from ..store import health as store_health
-from ..store.connection import UNSAFE_FS, Database, connect, filesystem_type, sqlite_version, version_ok
+from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
+from ..store.opening import connect
 from . import spool
 
 if TYPE_CHECKING:

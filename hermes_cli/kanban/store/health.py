@@ -53,7 +53,7 @@ class CheckFailed(Exception):
         self.problems = problems
 
 
-def _int_value(conn: apsw.Connection, sql: str) -> int:
+def int_value(conn: apsw.Connection, sql: str) -> int:
     """First column of the first row as an int, for queries SQLite answers with an integer (PRAGMA page_size,
     page_count, user_version; count(*); coalesce(max(id), 0)). A NULL raises TypeError, as int(None) would."""
     value = conn.execute(sql).fetchall()[0][0]
@@ -223,7 +223,7 @@ def verify_on_open(conn: apsw.Connection, paths: BoardPaths) -> None:
     """quick_check the board once per file state (persisted across processes), or always when the header looks
     wrong (size not a whole number of pages). Raises CorruptBoard (after a quarantine copy) when it fails."""
     key = db_key(paths.db)
-    page_size = _int_value(conn, "PRAGMA page_size")
+    page_size = int_value(conn, "PRAGMA page_size")
     suspicious = key is None or page_size <= 0 or key[2] % page_size != 0
     try:
         problems = quick_check_cached(conn, paths, trust_cache=not suspicious)
@@ -286,7 +286,7 @@ def probe(paths: BoardPaths, *, check: bool = True, vfs: str | None = None) -> P
             return Probe(conn, [str(exc)], error=exc)
         problems: list[str] = []
         if check:
-            page_size = _int_value(conn, "PRAGMA page_size")
+            page_size = int_value(conn, "PRAGMA page_size")
             suspicious = key is None or page_size <= 0 or key[2] % page_size != 0
             problems = quick_check_cached(conn, paths, trust_cache=not suspicious)
         if not has_wal and (wal.exists() or db_key(paths.db) != key):
@@ -541,7 +541,7 @@ def backup_into(src: apsw.Connection, dest: Path, progress: Callable[[int, int],
                         restarts += 1
                     last_remaining = remaining
                     progress(total - remaining, total)
-        return _int_value(out, "PRAGMA page_count")
+        return int_value(out, "PRAGMA page_count")
     finally:
         out.close()
 
@@ -571,9 +571,9 @@ def read_backup_summary(path: Path) -> dict[str, Any]:
     try:
         conn.setbusytimeout(5000)
         return {
-            "schema_version": _int_value(conn, "PRAGMA user_version"),
-            "tasks": _int_value(conn, "SELECT count(*) FROM tasks"),
-            "last_event_id": _int_value(conn, "SELECT coalesce(max(id), 0) FROM events"),
+            "schema_version": int_value(conn, "PRAGMA user_version"),
+            "tasks": int_value(conn, "SELECT count(*) FROM tasks"),
+            "last_event_id": int_value(conn, "SELECT coalesce(max(id), 0) FROM events"),
         }
     finally:
         conn.close()
@@ -677,7 +677,7 @@ def raise_file_sequences(path: Path, floor_for: Callable[[dict[str, int]], dict[
     try:
         conn.setbusytimeout(5000)
         conn.execute("PRAGMA synchronous=EXTRA")
-        own = {t: _int_value(conn, _HIGH_WATER_SQL.format(t=t)) for t in ("runs", "events")}
+        own = {t: int_value(conn, _HIGH_WATER_SQL.format(t=t)) for t in ("runs", "events")}
         floor = floor_for(own)
         with conn:  # one transaction
             for table, value in floor.items():
@@ -724,7 +724,7 @@ def salvage_reports(
         note = f"stopped early: {exc}"
     for table in ("runs", "events"):
         try:
-            ids[table] = _int_value(conn, _HIGH_WATER_SQL.format(t=table))
+            ids[table] = int_value(conn, _HIGH_WATER_SQL.format(t=table))
         except apsw.Error as exc:
             note = f"{note}; max({table}.id) unreadable: {exc}"
     return reports, ids, note
