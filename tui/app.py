@@ -35,9 +35,9 @@ from textual.worker import get_current_worker
 from hermes_cli.kanban.core.errors import BoardBusy, BoardReadOnly, HermesError, NotFound
 from hermes_cli.kanban.core.models import STATUS_ORDER, Event, Task, TaskDetail, TaskStatus
 from hermes_cli.kanban.core.paths import list_slugs, resolve
-from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.domain.board import Board
 from hermes_cli.kanban.live.readers import RECHECK_S, TOAST_KINDS, EventReader, missed_summary, subscribe
+from hermes_cli.kanban.views import snapshot as view
 
 from .format import TOAST_BURST, burst_summary, clean, toast
 from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, HelpScreen, NewTask, PromptScreen
