@@ -75,7 +75,7 @@ from ..core.errors import (
 from ..core.models import Claim, Run, RunOutcome, Task, TaskStatus, iso
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..durability import spool
+from ..durability import drain, spool
 from ..live.doorbell import Doorbell
 from ..store import dispatch as dsql
 from ..store import tasks as tsql
@@ -488,7 +488,7 @@ class Dispatcher:
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
         because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
-        spool.drain_if_healthy(self.board, log=self.log)
+        drain.drain_if_healthy(self.board, log=self.log)
 
     def _chores(self) -> None:
         """`_per_tick_maintenance`, never fatal: the chores are best effort (a report left in the spool is applied

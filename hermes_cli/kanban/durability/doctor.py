@@ -22,7 +22,8 @@ from ..store import dispatch as dispatch_sql
 from ..store import health as store_health
 from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
 from ..store.opening import connect
-from . import spool
+from ..store.schema import LATEST, current_version
+from . import backup, spool
 
 if TYPE_CHECKING:
     from ..domain.board import Board
@@ -144,8 +145,6 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
 
 
 def _has_backup(paths: BoardPaths) -> bool:
-    from . import backup
-
     return any(b.verified for b in backup.list_backups(paths))
 
 
@@ -189,8 +188,6 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
                                    restore_next, {"problems": problems}))
                 return out  # the remaining queries would only read garbage
     try:
-        from ..store.schema import LATEST, current_version
-
         ver = current_version(db)
         if ver < LATEST:
             out.append(Finding("schema", INFO, f"schema v{ver}; v{LATEST} is applied on the next write",
@@ -298,8 +295,6 @@ def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
 
 def _backup_checks(paths: BoardPaths, now: float, bo: str, interval: float | None,
                    created_at: float | None) -> list[Finding]:
-    from . import backup
-
     backups = [b for b in backup.list_backups(paths) if b.verified]
     max_age = backup_max_age(interval)
     if not backups:

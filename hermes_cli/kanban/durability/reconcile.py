@@ -64,6 +64,7 @@ from ..core.models import Run, RunOutcome, Task, TaskStatus, iso
 from ..store import health as store_health
 from ..store import tasks as sql
 from ..store.connection import Database
+from . import backup as backups
 from . import spool
 from .spool import SpooledReport
 
@@ -252,8 +253,6 @@ def apply(board: Board, *, backup: bool = True, keep: int | None = None) -> Appl
     todo = [d for d in decisions if d.proposed_action == APPLY]
     if todo:
         if backup:
-            from . import backup as backups
-
             result.backup = backups.create(board, keep=keep, reason="reconcile").path
         problems = store_health.quick_check(board.db.conn)
         if problems:
