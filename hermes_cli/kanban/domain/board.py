@@ -37,6 +37,7 @@ from ..core.values import (
     parse_duration,
 )
 from ..live import doorbell
+from ..store import stats as stats_sql
 from ..store import tasks as sql
 from ..store.connection import Database
 from ..store.opening import connect
@@ -208,18 +209,11 @@ class Board:
         now = time.time()
         with self.db.read():
             counts = sql.count_by_status(self.db)
-            outcomes = {
-                r["outcome"]: r["n"]
-                for r in self.db.rows("SELECT outcome, count(*) AS n FROM runs WHERE outcome IS NOT NULL GROUP BY 1")
-            }
-            oldest_ready = self.db.value("SELECT min(created_at) FROM tasks WHERE status = 'ready'")
-            done_last_hour = self.db.value(
-                "SELECT count(*) FROM tasks WHERE status = 'done' AND completed_at >= ?", (now - 3600,)
-            )
-            open_runs = self.db.value("SELECT count(*) FROM runs WHERE ended_at IS NULL")
-            expired = self.db.value(
-                "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_expires_at < ?", (now,)
-            )
+            outcomes = stats_sql.run_outcome_counts(self.db)
+            oldest_ready = stats_sql.oldest_ready_created_at(self.db)
+            done_last_hour = stats_sql.done_since(self.db, now - 3600)
+            open_runs = stats_sql.open_run_count(self.db)
+            expired = stats_sql.expired_lease_count(self.db, now)
             events = sql.last_event_id(self.db)
             by_assignee: dict[str, dict[str, int]] = {}
             for r in sql.count_by_assignee(self.db):
@@ -638,13 +632,13 @@ class Board:
             expired = sql.expired_running(self.db, now)
             if not expired:
                 return task, self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant)
-            self.db.execute("SAVEPOINT claim_next")
+            self.db.savepoint("claim_next")
             for t in expired:
                 self._reclaim_one(t, now, retry=True)
             claim = self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant)
             if claim is None:
-                self.db.execute("ROLLBACK TO claim_next")
-            self.db.execute("RELEASE claim_next")
+                self.db.rollback_to("claim_next")
+            self.db.release("claim_next")
             return task, claim
 
         return self._write(tx)
@@ -675,6 +669,19 @@ class Board:
             summary = result
         return self._finish_complete(task, closing, now, summary, exit_code=exit_code, forced=force or None,
                                      result=result, metadata=metadata)
+
+    def apply_report(self, task: Task, kind: str, now: float, summary: str | None, *, run_id: int | None,
+                     forced: bool, extra: dict[str, Any]) -> Task:
+        """Apply a spooled `complete` or `block` report exactly as the command would have (durability/reconcile.py,
+        which has decided that it applies): inside the caller's write transaction; the events name the reporting
+        run and carry reconciled=True."""
+        closing = task.current_run_id if task.status == TaskStatus.RUNNING else None
+        if kind == "complete":
+            return self._finish_complete(task, closing, now, summary, event_run_id=run_id, reconciled=True,
+                                         forced=forced or None, result=extra.get("result"),
+                                         metadata=extra.get("metadata"))
+        return self._finish_block(task, closing, now, summary, event_run_id=run_id, reconciled=True,
+                                  kind=extra.get("block_kind"))
 
     # The effects of complete and block, shared with reconcile (a spooled report applies exactly what the command
     # would have done). Callers have validated the transition and hold the write transaction. `closing` is the open

@@ -20,6 +20,7 @@ from ..core.models import iso
 from ..core.paths import BoardPaths
 from ..store import dispatch as dispatch_sql
 from ..store import health as store_health
+from ..store import stats as stats_sql
 from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
 from ..store.opening import connect
 from ..store.schema import LATEST, current_version
@@ -212,7 +213,7 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
 
 def _lease_checks(db: Database, now: float, bo: str, schema: int, settings: DispatchSettings) -> list[Finding]:
     out: list[Finding] = []
-    ready = int(db.value("SELECT count(*) FROM tasks WHERE status = 'ready'") or 0)
+    ready = stats_sql.ready_count(db)
     # Only tasks with a command (or any task, when the board has a default_command) wait for a dispatcher; the
     # others are for pull workers (`hermes kanban claim`), and a board of those needs no dispatcher at all.
     waiting = dispatch_sql.waiting_for_dispatcher(db, any_command=settings.default_command is not None)

@@ -322,6 +322,16 @@ class Database:
         finally:
             self.conn.execute("COMMIT")
 
+    def savepoint(self, name: str) -> None:
+        """A savepoint inside the current write (`rollback_to` undoes what followed it; `release` keeps it)."""
+        self.execute(f"SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.execute(f"ROLLBACK TO {name}")
+
+    def release(self, name: str) -> None:
+        self.execute(f"RELEASE {name}")
+
     # -- writes ------------------------------------------------------------------------------------------------------
     def set_stop_check(self, stop: Callable[[], bool] | None) -> None:
         """While `stop()` is true, a write that finds the board locked gives up at once with WriteInterrupted instead
