@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import apsw
-from filelock import FileLock, Timeout
 
 from ..core.errors import Conflict, CorruptBoard, HermesError, InvalidValue, NotFound
 from ..core.fileio import fsync_file
+from ..core.locks import LockHeld, file_lock
 from ..core.paths import BoardPaths, ensure_private_dir
 from ..domain.board import Board
 from ..store import health as store_health
@@ -134,14 +134,10 @@ def restore(paths: BoardPaths, source: str | os.PathLike[str], *, replay: bool =
         raise InvalidValue(f"{src} has schema v{summary['schema_version']}; this hermes reads v1..v{LATEST}")
     ensure_private_dir(paths.dir)
     try:
-        lock = FileLock(str(paths.dir / ".restore.lock"), mode=0o600, timeout=0)
-        lock.acquire()
-    except Timeout:
+        with file_lock(paths.dir / ".restore.lock", wait=False):
+            return _restore_locked(paths, src, summary, replay)
+    except LockHeld:
         raise Conflict(f"another restore of board {paths.slug} is running; wait for it") from None
-    try:
-        return _restore_locked(paths, src, summary, replay)
-    finally:
-        lock.release()
 
 
 def _restore_locked(paths: BoardPaths, src: Path, summary: dict[str, Any], replay: bool) -> RestoreResult:

@@ -27,6 +27,7 @@ import apsw
 
 from ..core.errors import CorruptBoard, HermesError
 from ..core.fileio import fsync_file, write_json_atomic
+from ..core.locks import file_lock
 from ..core.paths import BoardPaths
 from .connection import Database, fsync_dir, holds_connection, translate
 
@@ -203,9 +204,7 @@ def check_not_empty(paths: BoardPaths) -> None:
             return
     except FileNotFoundError:
         return
-    from filelock import FileLock  # lazily: only the rare 0-byte case needs it
-
-    with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
+    with file_lock(paths.dir / ".init.lock"):
         if os.stat(paths.db).st_size > 0:
             return
     wal = paths.sidecars[0]

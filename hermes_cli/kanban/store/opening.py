@@ -9,6 +9,7 @@ import os
 import apsw
 
 from ..core.errors import HermesError, StorageError
+from ..core.locks import file_lock
 from ..core.paths import BoardPaths, check_db_path, ensure_private_dir
 from . import connection
 from . import health as store_health
@@ -145,9 +146,7 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
     Two processes creating one board at once is harmless: the loser finds the file and opens it instead. WAL is
     only switched on when the file is still empty, so an existing database is never re-initialised.
     """
-    from filelock import FileLock  # lazily: only board creation needs the init lock
-
-    with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
+    with file_lock(paths.dir / ".init.lock"):
         if check_db_path(paths.db, must_exist=False):
             return _open(paths, lock, verify=True, vfs=vfs)
         old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
