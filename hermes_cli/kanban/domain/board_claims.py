@@ -168,7 +168,7 @@ class Claims(BoardCore):
                             retry_at=None)
             self._event("gave_up", now, task.id, task.current_run_id, attempts=task.attempts, last_outcome=str(outcome))
         else:
-            status = "todo" if sql.unfinished_parent_count(self.db, task.id) else "ready"
+            status = self._todo_or_ready(task.id)
             sql.update_task(self.db, task.id, now, status=status, current_run_id=None, lease_expires_at=None,
                             retry_at=retry_at)
         return sql.get_task(self.db, task.id)
@@ -226,7 +226,7 @@ class Claims(BoardCore):
         why = reason or "reclaimed by an operator"
         if run_id is not None:
             sql.close_run(self.db, run_id, str(RunOutcome.RECLAIMED), now, why)
-        status = "todo" if sql.unfinished_parent_count(self.db, task.id) else "ready"
+        status = self._todo_or_ready(task.id)
         sql.update_task(self.db, task.id, now, status=status, current_run_id=None, lease_expires_at=None,
                         retry_at=None, attempts=0)
         self._event("reclaimed", now, task.id, run_id, reason=why, manual=True, status=status)

@@ -84,5 +84,10 @@ class BoardCore:
     ) -> None:
         sql.add_event(self.db, kind, now, task_id, run_id, **payload)
 
+    def _todo_or_ready(self, task_id: str) -> str:
+        """Where a task goes back to when it is free to run again: `todo` while a parent is unfinished, else `ready`
+        (retry, reclaim, unblock, request changes)."""
+        return "todo" if sql.unfinished_parent_count(self.db, task_id) else "ready"
+
     def _task(self, task_id: str) -> Task:
         return sql.get_task(self.db, check_task_id(task_id))

@@ -33,7 +33,7 @@ class Review(Links):
             task = self._task(task_id)
             if task.status != TaskStatus.BLOCKED:
                 raise InvalidTransition(f"cannot unblock task {task.id}: it is {task.status}, not blocked")
-            status = "todo" if sql.unfinished_parent_count(self.db, task.id) else "ready"
+            status = self._todo_or_ready(task.id)
             sql.update_task(self.db, task.id, now, status=status, attempts=0, retry_at=None, block_kind=None)
             self._event("unblocked", now, task.id, status=status, reason=reason)
             return sql.get_task(self.db, task.id)
@@ -65,7 +65,7 @@ class Review(Links):
             task = self._task(task_id)
             if task.status != TaskStatus.REVIEW:
                 raise InvalidTransition(f"cannot request changes on task {task.id}: it is {task.status}, not in review")
-            status = "todo" if sql.unfinished_parent_count(self.db, task.id) else "ready"
+            status = self._todo_or_ready(task.id)
             sql.update_task(self.db, task.id, now, status=status, attempts=0, retry_at=None)
             sql.insert_comment(self.db, task.id, "review", reason, now)
             self._event("changes_requested", now, task.id, reason=reason, status=status)

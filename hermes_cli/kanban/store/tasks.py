@@ -165,8 +165,17 @@ def count_by_status(db: Database, tenant: str | None = None) -> dict[str, int]:
 
 
 # -- dependencies ------------------------------------------------------------------------------------------------------
+def prefixed_columns(prefix: str) -> str:
+    """TASK_COLUMNS qualified by a table alias (`t.id, t.title, ...`) for joins."""
+    return ", ".join(f"{prefix}.{c.strip()}" for c in TASK_COLUMNS.split(","))
+
+
+#: the task columns of a join with `tasks t` (computed once)
+_T_COLUMNS = prefixed_columns("t")
+
+
 def parents(db: Database, task_id: str) -> list[Task]:
-    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    cols = _T_COLUMNS
     return [
         Task.from_row(r)
         for r in db.rows(
@@ -177,7 +186,7 @@ def parents(db: Database, task_id: str) -> list[Task]:
 
 
 def children(db: Database, task_id: str) -> list[Task]:
-    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    cols = _T_COLUMNS
     return [
         Task.from_row(r)
         for r in db.rows(
