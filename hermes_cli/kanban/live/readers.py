@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.errors import InvalidValue, NotFound
-from ..core.models import EVENT_KINDS, Event, _Row
+from ..core.models import EVENT_KINDS, Event, Row
 from ..core.paths import BoardPaths
 from ..store import subscriptions as subs_sql
 from ..store import tasks as tasks_sql
@@ -53,7 +53,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription(_Row):
+class Subscription(Row):
     """A named, persistent cursor on the event log."""
 
     name: str
@@ -72,7 +72,7 @@ class Subscription(_Row):
         )
 
     def as_dict(self) -> dict[str, Any]:
-        out = _Row.as_dict(self)
+        out = Row.as_dict(self)
         out["kinds"] = list(self.kinds) if self.kinds else None
         return out
 
