@@ -14,6 +14,7 @@ from ..core.values import (
     check_profile,
     check_task_id,
 )
+from ..store import dispatch as dispatch_sql
 from ..store import stats as stats_sql
 from ..store import tasks as sql
 from .board_core import (
@@ -197,4 +198,5 @@ class Queries(BoardCore):
         return sql.open_runs(self.db)
 
     def next_retry_at(self) -> float | None:
-        return sql.next_retry_at(self.db)
+        # any task (any_command) and any time: the earliest retry of a ready task (one query, store/dispatch.py)
+        return dispatch_sql.next_retry_at(self.db, any_command=True, after=float("-inf"))

@@ -390,10 +390,6 @@ def expired_running(db: Database, now: float) -> list[Task]:
     ]
 
 
-def next_retry_at(db: Database) -> float | None:
-    return db.value("SELECT min(retry_at) FROM tasks WHERE status = 'ready' AND retry_at IS NOT NULL")
-
-
 # -- comments ----------------------------------------------------------------------------------------------------------
 def insert_comment(db: Database, task_id: str, author: str | None, body: str, now: float) -> Comment:
     db.execute(
