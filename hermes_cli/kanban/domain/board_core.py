@@ -11,9 +11,7 @@ from typing import Any, Self, TypeVar
 
 from ..core.models import Task, iso
 from ..core.paths import BoardPaths
-from ..core.values import (
-    check_task_id,
-)
+from ..core.values import check_task_id
 from ..store import tasks as sql
 from ..store.connection import Database
 

@@ -12,9 +12,7 @@ from ..core.values import (
     check_text,
 )
 from ..store import tasks as sql
-from .board_core import (
-    BoardCore,
-)
+from .board_core import BoardCore
 
 
 class Links(BoardCore):
