@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     from hermes_cli.kanban.core.paths import resolve
     from hermes_cli.kanban.store import health as store_health
-    from hermes_cli.kanban.store.connection import connect
+    from hermes_cli.kanban.store.opening import connect
 
     print(f"{'tasks':>7} {'db MiB':>7} {'quick_check':>12} {'open nochk':>11} {'open hit':>9} {'open miss':>10} "
           f"{'create hit':>11} {'create miss':>12}")

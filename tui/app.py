@@ -21,8 +21,8 @@ from textual.screen import Screen
 
 from hermes_cli.kanban.core.errors import BoardBusy, HermesError
 from hermes_cli.kanban.core.models import Task
-from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import EventReader
+from hermes_cli.kanban.views import snapshot as view
 
 from .format import clean
 from .loader import BoardLoader

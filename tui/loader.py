@@ -18,8 +18,8 @@ from textual.widget import Widget
 from hermes_cli.kanban.core.errors import BoardReadOnly, HermesError
 from hermes_cli.kanban.core.models import STATUS_ORDER, Event, Task, TaskDetail
 from hermes_cli.kanban.core.paths import list_slugs
-from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import TOAST_KINDS, missed_summary, subscribe
+from hermes_cli.kanban.views import snapshot as view
 
 from .session import BoardRef, subscription_for
 

@@ -14,8 +14,8 @@ from textual.worker import get_current_worker
 
 from hermes_cli.kanban.core.errors import BoardBusy, NotFound
 from hermes_cli.kanban.core.models import Event
-from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import RECHECK_S, TOAST_KINDS, EventReader
+from hermes_cli.kanban.views import snapshot as view
 
 from .loader import BoardLoader
 from .session import BoardRef

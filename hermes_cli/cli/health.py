@@ -13,6 +13,7 @@ from hermes_cli.kanban.core.paths import BoardPaths, resolve
 from hermes_cli.kanban.durability import backup as backups
 from hermes_cli.kanban.durability import doctor as health
 from hermes_cli.kanban.durability import reconcile
+from hermes_cli.kanban.durability import restore as restoring
 
 from .common import age, board_slug, command, common, emit, kanban, one_line, open_board
 
@@ -162,7 +163,7 @@ def kanban_restore(backup: str | None, latest: bool, no_replay: bool, board: str
         raise UsageError("give either a BACKUP file or --latest (see: hermes kanban backups list)")
     source = backups.latest(paths).path if latest else backup
     assert source is not None
-    result = backups.restore(paths, source, replay=not no_replay)
+    result = restoring.restore(paths, source, replay=not no_replay)
 
     def human() -> str:
         lines = [f"restored {result.board} from {result.restored_from}"]

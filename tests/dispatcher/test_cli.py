@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from hermes_cli.kanban import Board
+from hermes_cli.kanban.core.locks import file_lock
 from hermes_cli.kanban.core.paths import ensure_private_dir, resolve
 from hermes_cli.kanban.dispatch import lease as lease_api
 from hermes_cli.kanban.store import leases as leases_sql
@@ -139,7 +139,7 @@ def test_an_interrupt_before_the_dispatcher_starts_still_prints_json(reaper: Rea
     the exit is 130 with `error: aborted`, and --json still gets a JSON object on stdout."""
     paths = resolve()
     ensure_private_dir(paths.dir)
-    with FileLock(str(paths.dir / ".init.lock")):
+    with file_lock(paths.dir / ".init.lock"):
         d = reaper.hermes("kanban", "dispatch", "--once", "--json")
         # Python is up and polling for the lock (the only sleep before the board is open): SIGINT is a
         # KeyboardInterrupt there, not the default action that would kill it before any output.

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core import procs
 from hermes_cli.kanban.core.errors import WriteInterrupted
+from hermes_cli.kanban.core.locks import file_lock
 from hermes_cli.kanban.core.paths import ensure_private_dir, resolve
 from hermes_cli.kanban.dispatch import lease as lease_api
 from hermes_cli.kanban.live import doorbell
@@ -234,7 +234,7 @@ def test_an_exit_0_on_an_unwritable_board_is_spooled_and_applied_later(
 def test_a_sigterm_during_start_up_is_a_stop_not_a_silent_death(reaper: Reaper) -> None:
     paths = resolve()
     ensure_private_dir(paths.dir)
-    with FileLock(str(paths.dir / ".init.lock")):
+    with file_lock(paths.dir / ".init.lock"):
         d = reaper.hermes("kanban", "dispatch", "--json")
         wait_for(lambda: Path(f"/proc/{d.pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep"),
                  what="the dispatcher to wait for the init lock")

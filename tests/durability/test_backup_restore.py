@@ -158,7 +158,7 @@ def test_restore_installs_the_raised_run_id_floor_before_anyone_can_open_the_boa
         assert old is not None
     checkpoint_and_close(db)
 
-    from hermes_cli.kanban.durability import backup as backup_mod
+    from hermes_cli.kanban.durability import restore as backup_mod
 
     seen: list[int] = []
     real_forget = backup_mod.store_health.forget_check

@@ -30,7 +30,7 @@ from hermes_cli.kanban.core.errors import InvalidValue
 from hermes_cli.kanban.core.models import RunOutcome, iso
 from hermes_cli.kanban.core.paths import BoardPaths
 from hermes_cli.kanban.durability import backup as backups
-from hermes_cli.kanban.durability import reconcile, spool
+from hermes_cli.kanban.durability import drain, reconcile, spool
 from hermes_cli.kanban.durability.spool import SpooledReport
 
 from .conftest import HOLD_WRITE_LOCK, Result, checkpoint_and_close, hermes, stop
@@ -258,12 +258,12 @@ def test_drain_if_healthy_logs_and_never_raises(paths, monkeypatch, caplog):
     logged: list[str] = []
     with Board.open() as b:
         monkeypatch.setenv("HERMES_KANBAN_BACKUP_KEEP", "many")  # the apply's backup step refuses the setting
-        assert spool.drain_if_healthy(b) == 0  # without a log callback: the module's logger
+        assert drain.drain_if_healthy(b) == 0  # without a log callback: the module's logger
         assert [r.getMessage() for r in caplog.records if "HERMES_KANBAN_BACKUP_KEEP='many'" in r.getMessage()]
-        assert spool.drain_if_healthy(b, log=logged.append) == 0 and logged == []  # same state: not re-logged
+        assert drain.drain_if_healthy(b, log=logged.append) == 0 and logged == []  # same state: not re-logged
         monkeypatch.delenv("HERMES_KANBAN_BACKUP_KEEP")
         spool.spool_report(paths, "block", "t_00000000aaaa", 5, summary="an unrelated report changes the spool")
-        assert spool.drain_if_healthy(b, log=logged.append) == 1
+        assert drain.drain_if_healthy(b, log=logged.append) == 1
         assert b.get_task(tid).status == "done"
     assert sum("is not a valid report" in line for line in logged) == 2
 
@@ -337,7 +337,7 @@ def test_a_backup_name_taken_between_the_check_and_the_link_takes_the_next_name(
         now = time.time()
         taken = set()
         for ms in range(-200, 30_000):
-            name = f"kanban-{backups._stamp(now + ms / 1000)}.db"
+            name = f"kanban-{backups.backup_stamp(now + ms / 1000)}.db"
             if name not in taken:
                 os.symlink(paths.backups_dir / "elsewhere" / name, paths.backups_dir / name)
                 taken.add(name)

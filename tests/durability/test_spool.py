@@ -21,7 +21,7 @@ import pytest
 
 from hermes_cli.kanban import Board, StorageError
 from hermes_cli.kanban.core.paths import BoardPaths
-from hermes_cli.kanban.durability import spool
+from hermes_cli.kanban.durability import drain, spool
 
 from .conftest import HOLD_WRITE_LOCK, checkpoint_and_close, hermes, pages_of, smash_pages, stop
 
@@ -269,11 +269,11 @@ def test_drain_if_healthy(paths):
         t, _ = b.create_task("x")
         c = b.claim(t.id, worker="w")
         assert c is not None
-        assert spool.drain_if_healthy(b) == 0  # empty spool: nothing to do
+        assert drain.drain_if_healthy(b) == 0  # empty spool: nothing to do
         spool.spool_report(paths, "complete", t.id, c.run_id, summary="late but done")
-        assert spool.drain_if_healthy(b) == 1
+        assert drain.drain_if_healthy(b) == 1
         assert b.get_task(t.id).status == "done"
-        assert spool.drain_if_healthy(b) == 0
+        assert drain.drain_if_healthy(b) == 0
 
 
 @pytest.mark.slow

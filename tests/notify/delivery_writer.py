@@ -44,7 +44,7 @@ def timed_ring(notify_dir: Path) -> int:
 
 def main() -> None:
     n, start_file = int(sys.argv[1]), Path(sys.argv[2])
-    doorbell.ring = timed_ring  # store.connection rings through the module attribute after each COMMIT
+    doorbell.ring = timed_ring  # Board.open's after-commit hook rings through the module attribute
     board = Board.open()
     while not start_file.exists():
         time.sleep(0.005)

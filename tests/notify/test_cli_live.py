@@ -192,6 +192,6 @@ def test_tui_refuses_json_and_non_terminals(board: Board) -> None:
 
 def test_the_cli_never_imports_textual() -> None:
     code = ("import sys; from hermes_cli.main import hermes; import hermes_cli.cli.live, "
-            "hermes_cli.kanban.live.readers, hermes_cli.kanban.domain.view; print('textual' in sys.modules)")
+            "hermes_cli.kanban.live.readers, hermes_cli.kanban.views.snapshot; print('textual' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False", p.stderr

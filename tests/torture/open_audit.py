@@ -39,7 +39,7 @@ BOARD_FILE_NAMES = ("kanban.db", "kanban.db-wal", "kanban.db-shm", "kanban.db-jo
 #: "<path inside the product>::<function qualname>" -> why that open is safe (only while no other fd is open
 #: on it)
 REVIEWED_SITES = {
-    "hermes_cli/kanban/durability/backup.py::_BoardLocks.__init__": (
+    "hermes_cli/kanban/durability/restore.py::_BoardLocks.__init__": (
         "restore try-locks SQLite's lock bytes to prove no process uses the board; it holds no connection"
     ),
     "hermes_cli/kanban/store/health.py::_copy_bytes": (

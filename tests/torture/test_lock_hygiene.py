@@ -106,7 +106,7 @@ def test_reviewed_sites_are_flagged_when_the_process_holds_the_file(hermes_home)
     fake = hermes_home / "kanban" / "boards" / "fake" / "kanban.db"  # not SQLite: no real connection is put at risk
     fake.parent.mkdir(parents=True)
     fake.write_bytes(b"x" * 64)
-    site_file = str(Path(PRODUCT_DIRS[0]) / "kanban" / "durability" / "backup.py")
+    site_file = str(Path(PRODUCT_DIRS[0]) / "kanban" / "durability" / "restore.py")
     src = "import os\nclass _BoardLocks:\n    def __init__(self, p):\n        os.close(os.open(p, os.O_RDONLY))"
     ns: dict = {}
     exec(compile(src, site_file, "exec"), ns)
@@ -117,9 +117,9 @@ def test_reviewed_sites_are_flagged_when_the_process_holds_the_file(hermes_home)
             ns["_BoardLocks"](fake)  # now closing its fd would drop the holder's locks: flagged
         finally:
             os.close(held)
-    assert [v.site for v in rec.reviewed] == ["hermes_cli/kanban/durability/backup.py::_BoardLocks.__init__"]
+    assert [v.site for v in rec.reviewed] == ["hermes_cli/kanban/durability/restore.py::_BoardLocks.__init__"]
     assert [(v.site, v.other_fds) for v in rec.violations] == [
-        ("hermes_cli/kanban/durability/backup.py::_BoardLocks.__init__", [held])
+        ("hermes_cli/kanban/durability/restore.py::_BoardLocks.__init__", [held])
     ]
 
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban.domain import view as kview
 from hermes_cli.kanban.live.readers import get_subscription
 from hermes_cli.kanban.store import leases
+from hermes_cli.kanban.views import snapshot as kview
 from tui.screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, HelpScreen, PromptScreen
 from tui.screens.error import BoardErrorScreen
 from tui.widgets.column import TaskColumn

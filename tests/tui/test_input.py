@@ -12,7 +12,7 @@ from textual import events
 from textual.widgets import Input
 
 from hermes_cli.kanban import Board, TaskStatus
-from hermes_cli.kanban.domain.view import Filter
+from hermes_cli.kanban.views.snapshot import Filter
 from tui.screens.dialogs import CreateTaskScreen
 from tui.widgets.column import TaskColumn
 

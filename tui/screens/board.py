@@ -17,10 +17,9 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input
 
 from hermes_cli.kanban.core.models import Task, TaskStatus
-from hermes_cli.kanban.domain import view
 from hermes_cli.kanban.live.readers import TOAST_KINDS
+from hermes_cli.kanban.views import snapshot as view
 
-from ..actions import TaskActions
 from ..format import clean
 from ..loader import BoardLoader
 from ..session import BoardRef
@@ -31,6 +30,7 @@ from ..widgets.columns import BoardColumns
 from ..widgets.detail import DetailPane
 from ..widgets.filter import FilterBar
 from ..widgets.status import StatusLine
+from .actions import TaskActions
 
 #: how often the status line re-reads the dispatcher lease (its refreshes write no events)
 STATUS_EVERY_S = 5.0

@@ -21,7 +21,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from hermes_cli.kanban.core.models import Task
-from hermes_cli.kanban.domain.view import PAGE
+from hermes_cli.kanban.views.snapshot import PAGE
 
 from ..format import card_meta, clean
 

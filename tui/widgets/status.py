@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from hermes_cli.kanban.domain.view import DispatcherInfo, HealthInfo
+from hermes_cli.kanban.views.snapshot import DispatcherInfo, HealthInfo
 
 from ..format import clean
 

@@ -65,7 +65,7 @@ def iso(ts: float | None) -> str | None:
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
-class _Row:
+class Row:
     """from_row/as_dict shared by the values. Fields ending in `_at` are epoch floats rendered as ISO strings."""
 
     @classmethod
@@ -88,7 +88,7 @@ class _Row:
 
 
 @dataclass(frozen=True, slots=True)
-class Task(_Row):
+class Task(Row):
     id: str
     title: str
     body: str
@@ -125,13 +125,13 @@ class Task(_Row):
             object.__setattr__(self, "skills", ())
 
     def as_dict(self) -> dict[str, Any]:
-        out = _Row.as_dict(self)
+        out = Row.as_dict(self)
         out["skills"] = list(self.skills)
         return out
 
 
 @dataclass(frozen=True, slots=True)
-class Run(_Row):
+class Run(Row):
     id: int
     task_id: str
     worker: str | None
@@ -160,7 +160,7 @@ class Run(_Row):
 
 
 @dataclass(frozen=True, slots=True)
-class Claim(_Row):
+class Claim(Row):
     """What a claim hands a worker: the task, its run id (the fencing token) and when the lease runs out."""
 
     task_id: str
@@ -170,7 +170,7 @@ class Claim(_Row):
 
 
 @dataclass(frozen=True, slots=True)
-class Comment(_Row):
+class Comment(Row):
     id: int
     task_id: str
     author: str | None
@@ -179,7 +179,7 @@ class Comment(_Row):
 
 
 @dataclass(frozen=True, slots=True)
-class Event(_Row):
+class Event(Row):
     id: int
     task_id: str | None
     run_id: int | None

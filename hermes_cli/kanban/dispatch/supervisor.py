@@ -48,7 +48,7 @@ from ..core import procs
 from ..core.errors import BoardBusy, HermesError, LeaseHeld, StorageError
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..durability import spool
+from ..durability import drain
 from ..live.doorbell import Doorbell
 from ..store import dispatch as dsql
 from . import lease as leases
@@ -264,7 +264,7 @@ class Dispatcher:
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
         because the board was busy is applied before its worker's exit is judged). The spool drain goes here."""
-        spool.drain_if_healthy(self.board, log=self.log)
+        drain.drain_if_healthy(self.board, log=self.log)
 
     def _maintenance(self, now: float, *, scan: bool) -> None:
         # First the exit statuses the board could not take before: ahead of the spool drain (which would otherwise

@@ -20,8 +20,11 @@ from ..core.models import iso
 from ..core.paths import BoardPaths
 from ..store import dispatch as dispatch_sql
 from ..store import health as store_health
-from ..store.connection import UNSAFE_FS, Database, connect, filesystem_type, sqlite_version, version_ok
-from . import spool
+from ..store import stats as stats_sql
+from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
+from ..store.opening import connect
+from ..store.schema import LATEST, current_version
+from . import backup, spool
 
 if TYPE_CHECKING:
     from ..domain.board import Board
@@ -143,8 +146,6 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
 
 
 def _has_backup(paths: BoardPaths) -> bool:
-    from . import backup
-
     return any(b.verified for b in backup.list_backups(paths))
 
 
@@ -188,8 +189,6 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
                                    restore_next, {"problems": problems}))
                 return out  # the remaining queries would only read garbage
     try:
-        from ..store.schema import LATEST, current_version
-
         ver = current_version(db)
         if ver < LATEST:
             out.append(Finding("schema", INFO, f"schema v{ver}; v{LATEST} is applied on the next write",
@@ -214,7 +213,7 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
 
 def _lease_checks(db: Database, now: float, bo: str, schema: int, settings: DispatchSettings) -> list[Finding]:
     out: list[Finding] = []
-    ready = int(db.value("SELECT count(*) FROM tasks WHERE status = 'ready'") or 0)
+    ready = stats_sql.ready_count(db)
     # Only tasks with a command (or any task, when the board has a default_command) wait for a dispatcher; the
     # others are for pull workers (`hermes kanban claim`), and a board of those needs no dispatcher at all.
     waiting = dispatch_sql.waiting_for_dispatcher(db, any_command=settings.default_command is not None)
@@ -297,8 +296,6 @@ def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
 
 def _backup_checks(paths: BoardPaths, now: float, bo: str, interval: float | None,
                    created_at: float | None) -> list[Finding]:
-    from . import backup
-
     backups = [b for b in backup.list_backups(paths) if b.verified]
     max_age = backup_max_age(interval)
     if not backups:

@@ -64,6 +64,7 @@ from ..core.models import Run, RunOutcome, Task, TaskStatus, iso
 from ..store import health as store_health
 from ..store import tasks as sql
 from ..store.connection import Database
+from . import backup as backups
 from . import spool
 from .spool import SpooledReport
 
@@ -225,18 +226,11 @@ def plan(board: Board) -> tuple[list[Decision], list[dict[str, str]]]:
 
 
 def _apply_one(board: Board, dec: Decision, now: float) -> None:
-    """Make the change `dec` says, with its events: the same Board internals `complete`/`block` use. Runs inside the
+    """Make the change `dec` says, with its events: what `complete`/`block` do (Board.apply_report). Runs inside the
     caller's write transaction."""
     db, r = board.db, dec.report
     task: Task = sql.get_task(db, r.task_id)
-    closing = task.current_run_id if task.status == TaskStatus.RUNNING else None
-    extra = r.extra or {}
-    if r.kind == "complete":
-        board._finish_complete(task, closing, now, r.summary, event_run_id=r.run_id, reconciled=True,
-                               forced=r.force or None, result=extra.get("result"), metadata=extra.get("metadata"))
-    else:
-        board._finish_block(task, closing, now, r.summary, event_run_id=r.run_id, reconciled=True,
-                            kind=extra.get("block_kind"))
+    board.apply_report(task, r.kind, now, r.summary, run_id=r.run_id, forced=r.force, extra=r.extra or {})
     sql.add_event(
         db, "reconciled", now, task.id, r.run_id, report=r.kind, reason=dec.reason, previous=str(task.status),
         late=dec.reason in ("late_report", "manual_report"), file=r.path.name, source=r.source,
@@ -252,8 +246,6 @@ def apply(board: Board, *, backup: bool = True, keep: int | None = None) -> Appl
     todo = [d for d in decisions if d.proposed_action == APPLY]
     if todo:
         if backup:
-            from . import backup as backups
-
             result.backup = backups.create(board, keep=keep, reason="reconcile").path
         problems = store_health.quick_check(board.db.conn)
         if problems:

@@ -31,6 +31,8 @@ import stat
 import threading
 from pathlib import Path
 
+from ..core.paths import ensure_private_dir
+
 RING = b"\x01"
 FIFO_SUFFIX = ".fifo"
 TMP_SUFFIX = ".fifo-tmp"
@@ -154,8 +156,6 @@ class Doorbell:
         self._open()
 
     def _open(self) -> None:
-        from ..core.paths import ensure_private_dir
-
         ensure_private_dir(self.notify_dir)
         stem = f"{os.getpid()}.{self.safe_name}.{os.urandom(4).hex()}"
         tmp = self.notify_dir / f"{stem}{TMP_SUFFIX}"

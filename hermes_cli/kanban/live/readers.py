@@ -22,14 +22,26 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.errors import InvalidValue, NotFound
-from ..core.models import EVENT_KINDS, Event, _Row
-from ..domain.board import Board
+from ..core.models import EVENT_KINDS, Event, Row
+from ..core.paths import BoardPaths
 from ..store import subscriptions as subs_sql
 from ..store import tasks as tasks_sql
+from ..store.connection import Database
 from .doorbell import Doorbell
+
+
+class Board(Protocol):
+    """What the readers need of an open board: its store connection and paths. The domain's Board is one (the
+    live layer sits below the domain, so it names only this much of it)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def paths(self) -> BoardPaths: ...
 
 #: kinds a person wants to hear about: shown as toasts by the TUI
 TOAST_KINDS: tuple[str, ...] = ("completed", "blocked", "gave_up", "crashed", "timed_out")
@@ -41,7 +53,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription(_Row):
+class Subscription(Row):
     """A named, persistent cursor on the event log."""
 
     name: str
@@ -60,7 +72,7 @@ class Subscription(_Row):
         )
 
     def as_dict(self) -> dict[str, Any]:
-        out = _Row.as_dict(self)
+        out = Row.as_dict(self)
         out["kinds"] = list(self.kinds) if self.kinds else None
         return out
 
@@ -206,7 +218,7 @@ class EventReader:
                 if self.kinds is None:
                     self.kinds = sub.kinds
             else:
-                self.cursor = board.last_event_id() if after is None else after
+                self.cursor = tasks_sql.last_event_id(board.db) if after is None else after
                 self.acked = self.cursor
         except BaseException:
             self.doorbell.close()

@@ -29,13 +29,14 @@ from ..core.errors import (
     InvalidValue,
     NotABoard,
     StorageError,
-    UnsafeFilesystem,
-    UnsupportedSQLite,
     WriteInterrupted,
 )
-from ..core.paths import BoardPaths, boards_root, check_db_path, ensure_private_dir
-from ..live import doorbell
+from ..core.paths import BoardPaths, boards_root
+from .environment import UNSAFE_FS, check_filesystem, check_sqlite_version, filesystem_type, sqlite_version, version_ok
 from .write_queue import WriteQueue
+
+#: reached as connection.X too (doctor, benches and tests name them here)
+__all__ = ["UNSAFE_FS", "check_filesystem", "check_sqlite_version", "filesystem_type", "sqlite_version", "version_ok"]
 
 T = TypeVar("T")
 
@@ -66,62 +67,11 @@ QUEUE_TIMEOUT_S = 1.0
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
 BUSY_ATTEMPTS = 8
 SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
-#: filesystems where POSIX locks or shared memory are not reliable (DESIGN.md Health)
-UNSAFE_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "fuseblk", "sshfs", "ceph", "glusterfs", "davfs"}
-
-
-def sqlite_version() -> tuple[int, int, int]:
-    major, minor, patch = (int(p) for p in apsw.sqlite_lib_version().split(".")[:3])
-    return major, minor, patch
-
-
-def version_ok(v: tuple[int, int, int]) -> bool:
-    """3.51.3+ has the WAL-reset fix; 3.50.7 and 3.44.6 are its backports."""
-    return v >= (3, 51, 3) or (v[:2] == (3, 50) and v[2] >= 7) or (v[:2] == (3, 44) and v[2] >= 6)
-
-
-def check_sqlite_version() -> None:
-    v = sqlite_version()
-    if not version_ok(v):
-        raise UnsupportedSQLite(
-            f"SQLite {'.'.join(map(str, v))} has the WAL-reset corruption bug; need >= 3.51.3 "
-            "(or 3.50.7 / 3.44.6) (see: pip install -U apsw)"
-        )
-
-
 def synchronous_mode() -> str:
     mode = os.environ.get("HERMES_KANBAN_SYNCHRONOUS", "full").strip().lower()
     if mode not in SYNCHRONOUS_MODES or mode == "off":
         raise InvalidValue(f"HERMES_KANBAN_SYNCHRONOUS={mode!r} is not one of normal, full, extra")
     return mode
-
-
-def filesystem_type(path: os.PathLike[str] | str) -> str:
-    """The type of the filesystem holding `path`, from /proc/self/mounts (longest matching mount point)."""
-    target = os.path.realpath(path)
-    best, fstype = "", "unknown"
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                mnt = parts[1].replace("\\040", " ")
-                if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, fstype = mnt, parts[2]
-    except OSError:
-        return "unknown"
-    return fstype
-
-
-def check_filesystem(path: os.PathLike[str] | str) -> None:
-    fs = filesystem_type(path)
-    base = fs.split(".")[0]
-    if base in UNSAFE_FS or fs.startswith("fuse."):
-        raise UnsafeFilesystem(
-            f"{path} is on a {fs} filesystem, where SQLite locking is unreliable; "
-            "put boards on a local disk (set HERMES_HOME)"
-        )
 
 
 def fsync_dir(path: os.PathLike[str] | str) -> None:
@@ -227,43 +177,6 @@ def not_a_board(paths: BoardPaths, why: str) -> NotABoard:
     )
 
 
-def check_is_board(paths: BoardPaths, vfs: str | None = None) -> None:
-    """Refuse (NotABoard, exit 4) an existing file outside a known board directory that is not a hermes board: not an
-    SQLite file, or an SQLite database without the board's tables. Looks without writing anything: the header with
-    one read, the tables through `store_health.probe` (read-only, creates no -wal or -shm)."""
-    from . import health as store_health  # lazily: it imports this module
-
-    if known_board_dir(paths) or holds_connection(paths.db):
-        return
-    try:
-        # No connection to this file is held in this process (checked above), so closing this fd drops no lock.
-        fd = os.open(paths.db, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            head = os.read(fd, 100)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StorageError(f"cannot read {paths.db} ({exc.strerror or exc}) (check HERMES_KANBAN_DB)") from None
-    if not head:
-        raise not_a_board(paths, "an empty file")
-    if not head.startswith(SQLITE_MAGIC) or len(head) < 100:
-        raise not_a_board(paths, "not an SQLite database")
-    look = store_health.probe(paths, check=False, vfs=vfs)
-    if look is None:
-        return  # it cannot be read without writing (busy, a -wal without its -shm): the usual open decides
-    try:
-        if look.error is not None:
-            raise not_a_board(paths, f"an SQLite file whose header cannot be read: {look.error}")
-        tables = {str(r[0]) for r in look.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        version = store_health._int_value(look.conn, "PRAGMA user_version")
-    except apsw.Error as exc:
-        raise not_a_board(paths, f"an SQLite database that cannot be read: {exc}") from None
-    finally:
-        look.conn.close()
-    if version < 1 or not BOARD_TABLES <= tables:
-        raise not_a_board(paths, "an SQLite database without the board's tables")
-
-
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
@@ -277,18 +190,17 @@ class Database:
         self._damaged = refused
         #: this connection created the board's database file (a new board)
         self.created = False
-        #: callbacks run once after the current write transaction commits (e.g. ring the doorbell)
-        self._after_commit: list[Callable[[], None]] = []
-        #: set when the current write transaction inserted an event: its commit rings the board's doorbell
-        self._ring = False
+        #: run after every COMMIT of a write that inserted an event (Board.open installs the doorbell ring here:
+        #: the store never imports the notification layer)
+        self._event_hooks: list[Callable[[], object]] = []
+        #: set when the current write transaction inserted an event: its COMMIT runs the event hooks
+        self._wrote_event = False
         self._in_write = False
         #: fd of the shared open-lock taken before SQLite opened any file (connect); closed with the connection
         self._open_lock = open_lock
         self._file_id = _file_id(paths.db)
         #: the flock queue writers wait in (store/write_queue.py), made on the first write
         self._write_queue: WriteQueue | None = None
-        #: computed once: every commit that wrote an event rings it (BoardPaths.notify_dir builds a new Path each call)
-        self._notify_dir = paths.notify_dir
         if self._file_id is not None:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
         #: when set and true, waiting for the write lock stops at once (set_stop_check)
@@ -361,6 +273,16 @@ class Database:
         finally:
             self.conn.execute("COMMIT")
 
+    def savepoint(self, name: str) -> None:
+        """A savepoint inside the current write (`rollback_to` undoes what followed it; `release` keeps it)."""
+        self.execute(f"SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.execute(f"ROLLBACK TO {name}")
+
+    def release(self, name: str) -> None:
+        self.execute(f"RELEASE {name}")
+
     # -- writes ------------------------------------------------------------------------------------------------------
     def set_stop_check(self, stop: Callable[[], bool] | None) -> None:
         """While `stop()` is true, a write that finds the board locked gives up at once with WriteInterrupted instead
@@ -385,13 +307,14 @@ class Database:
         return WriteInterrupted(f"board database {self.paths.db} is locked by another writer; not waiting for it "
                                 "(stopping)")
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        if fn not in self._after_commit:
-            self._after_commit.append(fn)
+    def on_event_commit(self, hook: Callable[[], object]) -> None:
+        """Run `hook()` after the COMMIT of every write transaction that inserted an event: after COMMIT, never
+        inside it, and never for a write that rolled back. `hook` must not raise (doorbell.ring never does)."""
+        self._event_hooks.append(hook)
 
-    def ring_after_commit(self) -> None:
-        """Ring the doorbell once the current write commits (store.tasks.add_event calls this for every event)."""
-        self._ring = True
+    def note_event(self) -> None:
+        """The current write inserted an event (store.tasks.add_event calls this): its COMMIT runs the hooks."""
+        self._wrote_event = True
 
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
@@ -404,8 +327,7 @@ class Database:
         delay = 0.002
         queue = self._queue()
         for attempt in range(BUSY_ATTEMPTS):
-            self._after_commit.clear()
-            self._ring = False
+            self._wrote_event = False
             retry = False
             try:
                 queue.enter(self._stopping)  # wait our turn in the kernel, not by polling (store/write_queue.py)
@@ -443,12 +365,10 @@ class Database:
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
-            callbacks, self._after_commit = self._after_commit, []
-            if self._ring:
-                self._ring = False
-                doorbell.ring(self._notify_dir)  # after COMMIT, never inside it; ring() never raises
-            for cb in callbacks:
-                cb()
+            if self._wrote_event:
+                self._wrote_event = False
+                for hook in self._event_hooks:
+                    hook()  # after COMMIT, never inside it (Board.open installs the doorbell ring)
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
 
@@ -526,121 +446,9 @@ def fair_busy_handler(timeout_ms: int) -> Callable[[int], bool]:
     return handler
 
 
-def _configure(conn: apsw.Connection, synchronous: str) -> None:
+def configure(conn: apsw.Connection, synchronous: str) -> None:
     conn.setbusyhandler(fair_busy_handler(busy_timeout_ms()))
     conn.execute(
         f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; "
         "PRAGMA journal_size_limit=67108864"
     )
-
-
-def connect(
-    paths: BoardPaths, *, create: bool, verify: bool = True, vfs: str | None = None, probe: bool = True
-) -> Database:
-    """Open (and if asked, create) a board database. Never creates anything over an existing file.
-
-    Fail-closed (store/health.py): an empty, not-a-database or check-failing file raises CorruptBoard (exit 4) naming
-    the file and the next command, after one content-addressed quarantine copy; the db, -wal and -shm are left
-    byte-identical. The check runs (when the file state is not already known good) through a connection that cannot
-    write any board file (`store_health.probe`) before any read-write connection exists. `verify=False` (doctor and
-    repair open damaged boards on purpose) returns that read-only connection for a board that fails the check
-    (`Database.refused`); the header is always read. `probe=False` opens read-write straight away (repair, once it
-    has decided to write). `vfs` names a registered SQLite VFS (the power-cut simulation in tests/torture); None is
-    SQLite's default.
-    """
-    check_sqlite_version()
-    synchronous_mode()  # refuse bad settings from the environment before anything is created
-    busy_timeout_ms()
-    if create:
-        ensure_private_dir(paths.dir)
-    else:
-        check_db_path(paths.db, must_exist=True)
-    check_filesystem(paths.dir)
-    if check_db_path(paths.db, must_exist=False):
-        check_is_board(paths, vfs)  # before the open-lock file or anything else is created beside it
-    # The open-lock is taken before SQLite opens any file: while `restore` or `boards rm` hold it exclusively this
-    # waits with nothing open, then opens whatever file is in place by then (never the old db with the new -wal).
-    lock = hold_open_lock(paths)
-    try:
-        if check_db_path(paths.db, must_exist=not create):
-            return _open(paths, lock, verify=verify, vfs=vfs, probe=probe)
-        return _create(paths, lock, vfs=vfs)
-    except BaseException:
-        if lock is not None:
-            os.close(lock)
-        raise
-
-
-def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None, probe: bool = True) -> Database:
-    from . import health as store_health  # lazily: it imports this module
-
-    store_health.check_not_empty(paths)
-    key = store_health.db_key(paths.db)
-    # Skipped when this process already holds a connection to the file (it was checked when that one opened, and a
-    # closed read-only connection's fd would linger in SQLite's pending-close list for as long as that one lives).
-    if probe and not holds_connection(paths.db) and not (key is not None and store_health.cached_ok(paths, key)):
-        look = store_health.probe(paths, vfs=vfs)
-        if look is not None and look.problems:
-            if look.error is not None:  # the header is unreadable: refused even to doctor (as before the probe)
-                raise store_health.fail_closed(paths, look.error, look.conn)
-            if verify:
-                raise store_health.fail_closed(paths, store_health.CheckFailed(look.problems), look.conn)
-            return Database(look.conn, paths, lock, refused=True)
-        if look is not None:
-            look.conn.close()  # passed (and remembered): the read-write open below trusts that check
-    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
-    conn: apsw.Connection | None = None
-    try:
-        conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
-        _configure(conn, synchronous_mode())
-        # Reading the header page proves the file is a database before we trust anything else in it.
-        conn.execute("PRAGMA schema_version").fetchall()
-        if verify:
-            store_health.verify_on_open(conn, paths)
-    except HermesError:
-        if conn is not None:
-            conn.close()
-        raise
-    except apsw.Error as exc:
-        if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
-            raise store_health.fail_closed(paths, exc, conn) from exc
-        if conn is not None:
-            conn.close()
-        raise translate(exc, paths.db) from exc
-    return Database(conn, paths, lock)
-
-
-def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Database:
-    """Create a new board: WAL switched on under synchronous=EXTRA, then the directory fsynced.
-
-    Two processes creating one board at once is harmless: the loser finds the file and opens it instead. WAL is
-    only switched on when the file is still empty, so an existing database is never re-initialised.
-    """
-    from filelock import FileLock  # lazily: only board creation needs the init lock
-
-    with FileLock(str(paths.dir / ".init.lock"), mode=0o600):
-        if check_db_path(paths.db, must_exist=False):
-            return _open(paths, lock, verify=True, vfs=vfs)
-        old_umask = os.umask(0o077)  # SQLite creates the db (and later -wal/-shm) 0600 from this
-        conn: apsw.Connection | None = None
-        try:
-            flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
-            conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
-            conn.setbusyhandler(fair_busy_handler(BUSY_TIMEOUT_MS))
-            conn.execute("PRAGMA synchronous=EXTRA")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            if mode != "wal":
-                raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
-            fsync_dir(paths.dir)
-            _configure(conn, synchronous_mode())
-            db = Database(conn, paths, lock)
-            db.created = True
-        except BaseException as exc:
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, apsw.Error):
-                raise translate(exc, paths.db) from exc
-            raise
-        finally:
-            os.umask(old_umask)
-        return db

@@ -30,7 +30,7 @@ _PAYLOAD = json.JSONEncoder(separators=(",", ":"), default=str)
 def add_event(
     db: Database, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any
 ) -> None:
-    db.ring_after_commit()
+    db.note_event()
     db.execute(
         "INSERT INTO events(task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (task_id, run_id, kind, _PAYLOAD.encode(payload), now),
@@ -165,8 +165,17 @@ def count_by_status(db: Database, tenant: str | None = None) -> dict[str, int]:
 
 
 # -- dependencies ------------------------------------------------------------------------------------------------------
+def prefixed_columns(prefix: str) -> str:
+    """TASK_COLUMNS qualified by a table alias (`t.id, t.title, ...`) for joins."""
+    return ", ".join(f"{prefix}.{c.strip()}" for c in TASK_COLUMNS.split(","))
+
+
+#: the task columns of a join with `tasks t` (computed once)
+_T_COLUMNS = prefixed_columns("t")
+
+
 def parents(db: Database, task_id: str) -> list[Task]:
-    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    cols = _T_COLUMNS
     return [
         Task.from_row(r)
         for r in db.rows(
@@ -177,7 +186,7 @@ def parents(db: Database, task_id: str) -> list[Task]:
 
 
 def children(db: Database, task_id: str) -> list[Task]:
-    cols = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    cols = _T_COLUMNS
     return [
         Task.from_row(r)
         for r in db.rows(
@@ -379,10 +388,6 @@ def expired_running(db: Database, now: float) -> list[Task]:
             (now,),
         )
     ]
-
-
-def next_retry_at(db: Database) -> float | None:
-    return db.value("SELECT min(retry_at) FROM tasks WHERE status = 'ready' AND retry_at IS NOT NULL")
 
 
 # -- comments ----------------------------------------------------------------------------------------------------------

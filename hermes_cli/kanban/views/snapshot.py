@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from ..core.models import Task
 from ..core.textsafe import strip_csi, terminal_safe
 from ..core.values import check_task_id
+from ..domain.board import Board
+from ..durability.doctor import doctor
 from ..store import leases as leases_sql
 from ..store import view as view_sql
-from .board import Board
 
 #: tasks per page of a column
 PAGE = 100
@@ -112,8 +113,6 @@ class HealthInfo:
 def health(board: Board) -> HealthInfo:
     """`hermes_cli.kanban.durability.doctor.doctor` on the board, exactly as `hermes kanban doctor` runs it, so a live
     view shows the verdict the command gives (a real quick_check each time: ~50 ms at 50,000 tasks)."""
-    from ..durability.doctor import doctor  # lazily: only live views need it
-
     report = doctor(board.paths)
     worst = report.worst
     return HealthInfo(report.level, "" if worst is None else f"{worst.check}: {worst.message}", report.verdict)

@@ -10,9 +10,9 @@ from textual.screen import Screen
 
 from hermes_cli.kanban.core.models import Task, TaskStatus
 
-from .format import clean
-from .loader import BoardLoader
-from .screens.dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, NewTask, PromptScreen
+from ..format import clean
+from ..loader import BoardLoader
+from .dialogs import BoardSwitcher, ConfirmScreen, CreateTaskScreen, NewTask, PromptScreen
 
 #: verbs whose result is already announced by a toast from the doorbell
 TOASTED_VERBS = {"complete", "block"}
