@@ -15,6 +15,7 @@ import pytest
 from hermes_cli.kanban import Board, Conflict, InvalidValue, NotFound
 from hermes_cli.kanban.core.paths import BoardPaths
 from hermes_cli.kanban.durability import backup as backups
+from hermes_cli.kanban.durability import restore as restores
 from hermes_cli.kanban.durability import spool
 from hermes_cli.kanban.store.schema import LATEST
 
@@ -40,7 +41,7 @@ def test_a_backup_outside_the_readable_schema_range_is_refused(paths: BoardPaths
     before = paths.db.read_bytes()
     odd = with_user_version(info.path, tmp_path / "odd.db", version)
     with pytest.raises(InvalidValue, match=rf"has schema v{version}; this hermes reads v1..v{LATEST}$"):
-        backups.restore(paths, odd)
+        restores.restore(paths, odd)
     assert paths.db.read_bytes() == before  # refused before anything was touched
 
 
@@ -52,7 +53,7 @@ def test_the_replay_after_a_restore_takes_no_backup_of_its_own(paths: BoardPaths
         info = backups.create(b)
     spool.spool_report(paths, "complete", t.id, c.run_id, summary="done")
     taken = sorted(p.name for p in paths.backups_dir.glob("kanban-*.db"))
-    result = backups.restore(paths, info.path)
+    result = restores.restore(paths, info.path)
     assert result.replay is not None and result.replay["applied"] == 1 and result.replay["backup"] is None
     assert sorted(p.name for p in paths.backups_dir.glob("kanban-*.db")) == taken
     with Board.open() as b:
@@ -69,7 +70,7 @@ def test_a_sqlite_file_that_is_not_a_board_is_refused(paths: BoardPaths, tmp_pat
     finally:
         conn.close()
     with pytest.raises(InvalidValue, match=rf"^{other} is not a hermes board backup \(no such table: tasks\)$"):
-        backups.restore(paths, other)
+        restores.restore(paths, other)
 
 
 def test_run_ids_of_spooled_reports_are_never_handed_out_again_after_a_restore(paths: BoardPaths) -> None:
@@ -85,7 +86,7 @@ def test_run_ids_of_spooled_reports_are_never_handed_out_again_after_a_restore(p
     spool.spool_report(paths, "complete", late.id, c.run_id, summary="reported while the board was down")
     for p in (paths.db, *paths.sidecars):
         p.unlink(missing_ok=True)  # the board is gone: restore has no old board to salvage ids from
-    result = backups.restore(paths, info.path, replay=False)
+    result = restores.restore(paths, info.path, replay=False)
     assert result.id_floor["runs"] >= c.run_id
     with Board.open() as b:
         again, _ = b.create_task("new work")
@@ -111,10 +112,10 @@ def test_restore_refuses_a_lock_holder_it_cannot_see(paths: BoardPaths, tmp_path
         info = backups.create(b)
     alias = tmp_path / "alias.db"
     os.link(paths.db, alias)
-    helper(HOLD_LOCK_VIA_ALIAS, str(alias), str(backups._SHARED_FIRST), str(backups._SHARED_SIZE), ready="locked")
+    helper(HOLD_LOCK_VIA_ALIAS, str(alias), str(restores._SHARED_FIRST), str(restores._SHARED_SIZE), ready="locked")
     before = paths.db.read_bytes()
     with pytest.raises(Conflict, match=rf"another process holds a SQLite lock on {paths.db}; stop every process"):
-        backups.restore(paths, info.path)
+        restores.restore(paths, info.path)
     assert paths.db.read_bytes() == before
 
 
@@ -125,7 +126,7 @@ def test_sidecars_left_without_their_database_are_moved_aside_but_are_no_old_boa
     paths.db.unlink()
     wal = paths.sidecars[0]
     wal.write_bytes(b"left behind")
-    result = backups.restore(paths, info.path, replay=False)
+    result = restores.restore(paths, info.path, replay=False)
     assert result.salvage_note == "no old board"
     assert result.moved_aside is not None and (result.moved_aside / wal.name).read_bytes() == b"left behind"
 
@@ -139,22 +140,21 @@ def test_a_damaged_old_board_is_salvaged_as_far_as_it_reads_and_the_note_says_wh
             b.create_task(f"after the backup {i}", body="x" * 400)  # several pages of tasks
     checkpoint_and_close(paths.db)
     smash_pages(paths.db, pages_of(paths.db, "tasks")[1:])  # the events still read, the tasks stop early
-    result = backups.restore(paths, info.path, replay=False)
+    result = restores.restore(paths, info.path, replay=False)
     assert result.salvage_note.startswith("tasks: stopped early: "), result.salvage_note
 
 
 def test_a_missing_backup_is_not_found(paths: BoardPaths, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=rf"^backup {tmp_path / 'missing.db'} does not exist"):
-        backups.restore(paths, tmp_path / "missing.db")
+        restores.restore(paths, tmp_path / "missing.db")
 
 
 HOLD_RESTORE_LOCK = """
 import sys
-from filelock import FileLock
-lock = FileLock(sys.argv[1], timeout=0)
-lock.acquire()
-print("locked", flush=True)
-sys.stdin.read()
+from hermes_cli.kanban.core.locks import file_lock
+with file_lock(sys.argv[1], wait=False):
+    print("locked", flush=True)
+    sys.stdin.read()
 """
 
 
@@ -165,16 +165,16 @@ def test_a_second_restore_of_the_same_board_waits_for_none(paths: BoardPaths, he
     before = paths.db.read_bytes()
     helper(HOLD_RESTORE_LOCK, str(paths.dir / ".restore.lock"), ready="locked")  # a restore in progress
     with pytest.raises(Conflict, match=r"^another restore of board default is running; wait for it$"):
-        backups.restore(paths, info.path)
+        restores.restore(paths, info.path)
     assert paths.db.read_bytes() == before
 
 
 def test_the_restore_lock_file_is_private(paths: BoardPaths) -> None:
     with Board.open() as b:
         info = backups.create(b)
-    backups.restore(paths, info.path, replay=False)
+    restores.restore(paths, info.path, replay=False)
     lock = paths.dir / ".restore.lock"
-    assert stat.S_IMODE(lock.stat().st_mode) == 0o600  # filelock leaves the file in place for the next restore
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600  # the lock file stays in place for the next restore
 
 
 def test_an_unreadable_old_board_makes_restore_skip_far_past_the_backups_ids(paths: BoardPaths) -> None:
@@ -185,9 +185,9 @@ def test_an_unreadable_old_board_makes_restore_skip_far_past_the_backups_ids(pat
         info = backups.create(b)
     checkpoint_and_close(paths.db)
     paths.db.write_bytes(b"not a database at all" * 500)  # nothing to read the old board's highest ids from
-    result = backups.restore(paths, info.path, replay=False)
+    result = restores.restore(paths, info.path, replay=False)
     assert "max(runs.id) unreadable" in result.salvage_note
-    assert result.id_floor["runs"] >= c.run_id + backups.UNKNOWN_ID_GAP
+    assert result.id_floor["runs"] >= c.run_id + restores.UNKNOWN_ID_GAP
 
 
 def test_a_restore_leaves_no_file_descriptor_open(paths: BoardPaths) -> None:
@@ -195,7 +195,7 @@ def test_a_restore_leaves_no_file_descriptor_open(paths: BoardPaths) -> None:
         b.create_task("x")
         info = backups.create(b)
     before = len(os.listdir("/proc/self/fd"))
-    backups.restore(paths, info.path, replay=False)
+    restores.restore(paths, info.path, replay=False)
     assert len(os.listdir("/proc/self/fd")) == before
 
 
@@ -204,7 +204,7 @@ def test_a_schema_v1_backup_is_restored(paths: BoardPaths, tmp_path: Path) -> No
     v1.write_bytes((Path(__file__).resolve().parent.parent / "fixtures" / "schema_v1.db").read_bytes())
     with Board.open():
         pass
-    result = backups.restore(paths, v1, replay=False)
+    result = restores.restore(paths, v1, replay=False)
     assert result.integrity_check == "ok"
 
 
@@ -221,7 +221,7 @@ def test_a_salvaged_report_that_conflicts_with_a_spooled_one_is_skipped_and_the_
         b.complete(first.id, c1.run_id, summary="on the old board")  # logged after the backup: salvaged
         b.complete(second.id, c2.run_id, summary="on the old board too")
     spool.spool_report(paths, "complete", first.id, c1.run_id, summary="a different report, spooled first")
-    result = backups.restore(paths, info.path, replay=False)
+    result = restores.restore(paths, info.path, replay=False)
     assert result.salvaged == 1  # the second; the first's spooled report wins
     reports, _ = spool.pending(paths)
     assert sorted((r.task_id, r.summary) for r in reports) == sorted(

@@ -22,7 +22,7 @@ import pytest
 
 from hermes_cli.kanban import Board, InvalidValue, StorageError
 from hermes_cli.kanban.core.paths import BoardPaths
-from hermes_cli.kanban.durability import spool
+from hermes_cli.kanban.durability import drain, spool
 
 from .conftest import checkpoint_and_close
 
@@ -255,14 +255,14 @@ def test_a_drain_that_applied_nothing_is_not_repeated_until_something_changes(
         c = b.claim(t.id, worker="w")
         assert c is not None
         spool.spool_report(paths, "complete", t.id, c.run_id + 1000, summary="a stale run")  # a conflict
-        assert spool.drain_if_healthy(b, lines.append) == 0
-        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
         assert len(calls) == 1  # the second tick saw the same spool and board: no second apply
         b.create_task("the board changed")
-        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
         assert len(calls) == 2
         spool.spool_report(paths, "complete", t.id, c.run_id, summary="the current run")
-        assert spool.drain_if_healthy(b, lines.append) == 1
+        assert drain.drain_if_healthy(b, lines.append) == 1
         assert b.get_task(t.id).status == "done"
     assert lines == []  # conflicts are not warnings: they wait for a person
 
@@ -295,7 +295,7 @@ def test_a_drain_leaves_the_spool_alone_on_a_read_only_board(paths: BoardPaths) 
     lines: list[str] = []
     try:
         with Board.open() as b:
-            assert spool.drain_if_healthy(b, lines.append) == 0
+            assert drain.drain_if_healthy(b, lines.append) == 0
             assert b.get_task(task_id).status == "running"
     finally:
         assert _chattr("-i", paths.db)
@@ -313,7 +313,7 @@ def test_a_drain_that_cannot_file_the_report_away_logs_and_never_raises(paths: B
     lines: list[str] = []
     try:
         with Board.open() as b:
-            assert spool.drain_if_healthy(b, lines.append) == 0
+            assert drain.drain_if_healthy(b, lines.append) == 0
     finally:
         assert _chattr("-i", applied)
     assert len(lines) == 1 and lines[0].startswith("warning: the spool of board default was not applied: ")
@@ -328,8 +328,8 @@ def test_a_drain_the_board_refuses_is_logged_once_and_applies_nothing(
     monkeypatch.setenv("HERMES_KANBAN_BACKUP_KEEP", "many")  # the apply's backup step refuses the setting
     lines: list[str] = []
     with Board.open() as b:
-        assert spool.drain_if_healthy(b, lines.append) == 0
-        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
         assert b.get_task(task_id).status == "running"
     assert len(lines) == 1 and "HERMES_KANBAN_BACKUP_KEEP='many'" in lines[0]
     assert lines[0].endswith("(see: hermes kanban reconcile-completions)")
@@ -355,7 +355,7 @@ def test_a_drain_warns_about_each_file_it_set_aside(paths: BoardPaths) -> None:
     bad = write_raw(paths, f"{TASK}.9.json", [])
     lines: list[str] = []
     with Board.open() as b:
-        assert spool.drain_if_healthy(b, lines.append) == 1
+        assert drain.drain_if_healthy(b, lines.append) == 1
         assert b.get_task(task_id).status == "done"
     assert lines == [f"warning: {bad} is not a valid report (not a spool report (not a JSON object)); moved to "
                      f"{paths.spool_dir / spool.INVALID / bad.name}"]
@@ -371,5 +371,5 @@ def test_a_spool_entry_that_cannot_be_opened_says_why(paths: BoardPaths, tmp_pat
 def test_a_drain_of_an_empty_spool_says_nothing(paths: BoardPaths) -> None:
     lines: list[str] = []
     with Board.open() as b:
-        assert spool.drain_if_healthy(b, lines.append) == 0
+        assert drain.drain_if_healthy(b, lines.append) == 0
     assert lines == [] and not paths.spool_dir.exists()

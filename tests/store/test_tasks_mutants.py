@@ -67,7 +67,7 @@ def test_the_claim_queue_skips_tasks_waiting_for_their_retry_and_non_ready_ones(
     board.db.write(lambda: sql.update_task(board.db, due.id, now, retry_at=now - 1))
     assert sql.claimable_task_id(board.db, now) == due.id
     assert sql.claimable_task_id(board.db, now + 61) == waiting.id
-    assert sql.next_retry_at(board.db) == now - 1  # the earliest
+    assert board.next_retry_at() == now - 1  # the earliest
 
 
 def test_only_expired_leases_are_reclaimable(board: Board) -> None:
