@@ -21,8 +21,8 @@ from hermes_cli.kanban.core.paths import (
     set_current_board,
     validate_slug,
 )
-from hermes_cli.kanban.core.values import check_text
 from hermes_cli.kanban.domain.board import Board
+from hermes_cli.kanban.domain.board_editing import check_board_settings
 from hermes_cli.kanban.durability.backup import holders
 
 from ..kanban.store.connection import exclusive_open_lock
@@ -139,8 +139,7 @@ def kanban_boards_create(slug: str, name: str | None, description: str | None, i
     existed = resolve(slug).db.exists()
     given = {k: v for k, v in (("name", name), ("description", description), ("icon", icon), ("color", color),
                                ("default_workdir", default_workdir)) if v is not None}
-    for key, value in given.items():  # checked before the board is created: bad input creates nothing
-        check_text(value, key.replace("_", "-"), limit=4096 if key == "default_workdir" else 500)
+    check_board_settings(given)  # before the board is created: bad input creates nothing
     with Board.open(slug, create=True) as b:
         settings = b.set_settings(**given) if given else b.settings()
         data: dict[str, object] = {"slug": b.slug, "db": str(b.paths.db), "created": not existed}

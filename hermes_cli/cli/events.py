@@ -79,7 +79,7 @@ def _follow(b: Board, *, after: int | None, kinds: list[str] | None, limit: int 
     deadline = None if timeout is None else time.monotonic() + timeout
     printed = 0
     with EventReader(b, name="events-follow", after=after, kinds=kinds, subscription=subscription) as reader, \
-            _graceful_stop(reader) as stopping:
+            graceful_stop(reader) as stopping:
         safe = reader.cursor  # everything up to here has been printed (or skipped by the filter)
         while not stopping() and (limit is None or printed < limit):
             wait = RECHECK_S if deadline is None else min(RECHECK_S, deadline - time.monotonic())
@@ -92,19 +92,25 @@ def _follow(b: Board, *, after: int | None, kinds: list[str] | None, limit: int 
             else:
                 safe = reader.cursor
             if evs:
-                try:
-                    sys.stdout.write("".join(_stream_line(e, as_json) + "\n" for e in evs))
-                    sys.stdout.flush()
-                except BrokenPipeError:
-                    # The reader of our stdout is gone (`| head -3`): a normal end of a stream, not an error.
-                    # The batch is not acknowledged: a subscription re-delivers it to the next follower.
-                    _silence_stdout()
-                    return
+                if not write_batch(evs, as_json):
+                    return  # not acknowledged: a subscription re-delivers the batch to the next follower
                 printed += len(evs)
             # Acknowledge only what is on stdout already: a crash before this line re-delivers the batch.
             if evs or safe - reader.acked >= ACK_EVERY:
                 reader.ack(safe)
         reader.ack(safe)
+
+
+def write_batch(events: list[Event], as_json: bool) -> bool:
+    """Print a batch of followed events; False when the reader of our stdout is gone (`| head -3`): a normal end of
+    a stream, not an error."""
+    try:
+        sys.stdout.write("".join(stream_line(e, as_json) + "\n" for e in events))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return False
+    return True
 
 
 def _silence_stdout() -> None:
@@ -115,7 +121,7 @@ def _silence_stdout() -> None:
 
 
 @contextmanager
-def _graceful_stop(reader: EventReader) -> Iterator[Callable[[], bool]]:
+def graceful_stop(reader: EventReader) -> Iterator[Callable[[], bool]]:
     """SIGINT/SIGTERM finish the batch being printed (and acknowledge it), then stop with exit 0."""
     flag = {"stop": False}
 
@@ -136,7 +142,7 @@ def _graceful_stop(reader: EventReader) -> Iterator[Callable[[], bool]]:
             signal.signal(sig, old)
 
 
-def _stream_line(e: Event, as_json: bool) -> str:
+def stream_line(e: Event, as_json: bool) -> str:
     if as_json:
         return json.dumps(e.as_dict(), separators=(", ", ": "), default=str)
     return _line(e)

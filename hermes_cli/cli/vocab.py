@@ -358,11 +358,11 @@ def _follow_filtered(b: Board, *, keep: Any, kinds: list[str] | None, timeout: f
     """The `events --follow` reader (doorbell-woken), printing only events `keep(event)` accepts."""
     from hermes_cli.kanban.live.readers import RECHECK_S, EventReader
 
-    from .events import _graceful_stop, _silence_stdout, _stream_line
+    from .events import graceful_stop, write_batch  # here: only the followers load the event streaming code
 
     deadline = None if timeout is None else time.monotonic() + timeout
     printed = 0
-    with EventReader(b, name="watch", after=after, kinds=kinds) as reader, _graceful_stop(reader) as stopping:
+    with EventReader(b, name="watch", after=after, kinds=kinds) as reader, graceful_stop(reader) as stopping:
         while not stopping() and (limit is None or printed < limit):
             wait = RECHECK_S if deadline is None else min(RECHECK_S, deadline - time.monotonic())
             if wait <= 0:
@@ -371,11 +371,7 @@ def _follow_filtered(b: Board, *, keep: Any, kinds: list[str] | None, timeout: f
             if limit is not None:
                 evs = evs[: limit - printed]
             if evs:
-                try:
-                    sys.stdout.write("".join(_stream_line(e, as_json) + "\n" for e in evs))
-                    sys.stdout.flush()
-                except BrokenPipeError:
-                    _silence_stdout()
+                if not write_batch(evs, as_json):
                     return
                 printed += len(evs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import InvalidTransition, InvalidValue
@@ -243,11 +243,7 @@ class Editing(BoardCore):
 
     def set_settings(self, **values: str | None) -> dict[str, str | None]:
         """Set board settings (name, description, icon, color, default_workdir); None clears one."""
-        for k, v in values.items():
-            if k not in BOARD_SETTINGS:
-                raise InvalidValue(f"unknown board setting {k!r}: use one of {', '.join(BOARD_SETTINGS)}")
-            if v is not None:
-                check_text(v, k.replace("_", "-"), limit=4096 if k == "default_workdir" else 500)
+        check_board_settings(values)
 
         def tx(now: float) -> None:
             changed = {}
@@ -260,3 +256,13 @@ class Editing(BoardCore):
 
         self._write(tx)
         return self.settings()
+
+
+def check_board_settings(values: Mapping[str, str | None]) -> None:
+    """Refuse an unknown setting or a bad value (None clears one). `boards create` checks before it creates the
+    board, so bad input creates nothing."""
+    for k, v in values.items():
+        if k not in BOARD_SETTINGS:
+            raise InvalidValue(f"unknown board setting {k!r}: use one of {', '.join(BOARD_SETTINGS)}")
+        if v is not None:
+            check_text(v, k.replace("_", "-"), limit=4096 if k == "default_workdir" else 500)
