@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import apsw
+import psycopg
+
+from hermes_cli.kanban.store.pg.database import schema_name
+
+
+def dump_pg_board(url: str, slug: str) -> dict[str, Any]:
+    """Every row of every table of a PostgreSQL board and its columns. Not the identity sequences' positions: a
+    PostgreSQL sequence is not transactional, so a rolled-back change may leave a gap in the ids (never a reuse)."""
+    schema = schema_name(slug)
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))]
+        out: dict[str, Any] = {t: sorted(conn.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall(), key=repr)
+                               for t in tables}
+        out["__columns__"] = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+            "ORDER BY 1, 2", (schema,)).fetchall()
+        return out
 
 
 def dump_board(db_path: Path | str) -> dict[str, Any]:
     """Every row of every table (sqlite_sequence included), the schema and the user_version, read through a
-    separate read-only connection."""
+    separate read-only connection. With HERMES_KANBAN_URL set (a PostgreSQL board), the same from the board's
+    schema, named by the board directory `db_path` is in."""
+    if os.environ.get("HERMES_KANBAN_URL"):
+        return dump_pg_board(os.environ["HERMES_KANBAN_URL"], Path(db_path).parent.name)
     conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from . import pgserver
+
 
 @pytest.fixture(autouse=True)
 def hermes_home(tmp_path, monkeypatch):
@@ -11,6 +13,34 @@ def hermes_home(tmp_path, monkeypatch):
     home = tmp_path / "hermes-home"
     monkeypatch.setenv("HERMES_HOME", str(home))
     for var in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_TASK", "HERMES_KANBAN_RUN_ID",
-                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_SYNCHRONOUS", "HERMES_PROFILE"):
+                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_SYNCHRONOUS", "HERMES_PROFILE", "HERMES_KANBAN_URL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+def pytest_sessionfinish(session, exitstatus):
+    pgserver.stop()
+
+
+@pytest.fixture
+def pg_url(monkeypatch) -> str:
+    """Every board of this test lives in a fresh PostgreSQL database (HERMES_KANBAN_URL)."""
+    url = pgserver.fresh_database()
+    monkeypatch.setenv("HERMES_KANBAN_URL", url)
+    return url
+
+
+def pytest_generate_tests(metafunc):
+    """A test that uses `engine` (or a fixture that does) runs on both engines, unless marked `sqlite_only` (a test
+    of SQLite itself: pragmas, its lock, APSW's errors)."""
+    if "engine" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("engine", ["sqlite"] if only else ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def engine(request) -> str:
+    """The engine of the boards this test opens: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        request.getfixturevalue("pg_url")
+    return str(request.param)

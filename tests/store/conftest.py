@@ -21,7 +21,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
-def board() -> Iterator[Board]:
+def board(engine: str) -> Iterator[Board]:
+    """An open board, on each engine in turn (the store contract holds on both)."""
     b = Board.open()
     yield b
     b.close()

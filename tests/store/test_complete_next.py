@@ -51,6 +51,7 @@ def test_completes_and_returns_a_proper_claim_of_the_next_ready_task(board: Boar
     assert board.complete(second.id, nxt.run_id).status == TaskStatus.DONE
 
 
+@pytest.mark.sqlite_only  # APSW's statement trace; on PostgreSQL the same Database.write runs it (one BEGIN)
 def test_one_transaction_one_commit(board: Board) -> None:
     a, _ = board.create_task("a")
     board.create_task("b")

@@ -19,6 +19,11 @@ from hermes_cli.kanban.store.schema import LATEST
 from .conftest import dump_board
 
 
+#: this module tests the SQLite connection itself (pragmas, busy handling, the open-lock)
+pytestmark = pytest.mark.sqlite_only
+
+
+
 def mode(path: Path | str) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 

@@ -255,7 +255,8 @@ def test_delete_only_archived_tasks_keeping_their_events(board: Board, make_task
     assert board.db.value("SELECT count(*) FROM links WHERE parent_id = ?", (a.id,)) == 0
     assert [e.kind for e in board.events(task_id=a.id)][-1] == "deleted"
     assert board.get_task(child.id).status == "ready"
-    assert board.db.rows("PRAGMA foreign_key_check") == []
+    if board.db.engine == "sqlite":  # PostgreSQL checks every reference as it is written
+        assert board.db.rows("PRAGMA foreign_key_check") == []
 
 
 def test_archive_many_is_all_or_none(board: Board, make_task: MakeTask) -> None:

@@ -143,3 +143,9 @@ class BoardMissing(StorageError):
     """A worker's board database does not exist (removed or moved); a worker-facing command never creates one."""
 
     code = "board_missing"
+
+
+class BoardUnreachable(StorageError):
+    """The board's PostgreSQL server cannot be reached (down, partitioned, or it dropped our connection)."""
+
+    code = "unreachable"

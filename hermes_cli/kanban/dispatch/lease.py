@@ -70,7 +70,7 @@ class DispatcherLease:
 
 def _write(board: Board, fn: Callable[[float], T]) -> T:
     """One write transaction; the events it writes ring the doorbell after COMMIT (store.tasks.add_event)."""
-    return board.db.write(lambda: fn(time.time()))
+    return board.db.write(lambda: fn(board.db.clock()))
 
 
 def read_lease(board: Board) -> DispatcherLease | None:

@@ -17,7 +17,7 @@ from ..core.errors import NotFound
 from ..core.paths import DEFAULT_BOARD, current_board, resolve
 from ..live import doorbell
 from ..store.connection import Database
-from ..store.opening import connect
+from ..store.engine import board_exists, open_database
 from ..store.schema import migrate
 from .board_core import (
     BACKOFF_BASE_S,
@@ -65,16 +65,17 @@ class Board(Queries, Editing, Finishing, Review):
             # A slug from HERMES_KANBAN_BOARD must exist like one from --board: a typo never makes a new board.
             pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
             create = pinned or paths.slug == DEFAULT_BOARD
-        if not create and not paths.db.exists():
+        if not create and board_exists(paths) is False:
             if board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD") \
                     and current_board() == paths.slug:
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        db = connect(paths, create=create, vfs=vfs)
+        db = open_database(paths, create=create, vfs=vfs)
         ring_doorbell_after_commit(db)
         try:
-            migrate(db)
+            if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
+                migrate(db)
         except BaseException:
             db.close()
             raise

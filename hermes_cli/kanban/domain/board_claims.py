@@ -3,8 +3,6 @@ Board (domain/board.py)."""
 
 from __future__ import annotations
 
-import time
-
 from ..core.errors import AlreadyClaimed, InvalidTransition, NotFound, StaleRun
 from ..core.models import Claim, RunOutcome, Task, TaskStatus
 from ..core.values import (
@@ -133,7 +131,7 @@ class Claims(BoardCore):
             return Claim(task_id=task.id, run_id=run_id, lease_expires_at=expires, attempt=task.attempts)
 
         # A heartbeat extends a lease; it is not a state change, so it writes no event and rings no doorbell.
-        return self.db.write(lambda: tx(time.time()))
+        return self.db.write(lambda: tx(self.db.clock()))
 
     def set_run_process(self, run_id: int, pid: int, pid_create_time: float | None) -> None:
         """Record the worker process of a run (pid with its start time: a pid alone is never trusted)."""

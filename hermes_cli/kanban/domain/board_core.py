@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
@@ -75,7 +74,7 @@ class BoardCore:
 
     def _write(self, fn: Callable[[float], T]) -> T:
         """Run `fn(now)` in one write transaction. Every event it writes rings the doorbell after COMMIT."""
-        return self.db.write(lambda: fn(time.time()))
+        return self.db.write(lambda: fn(self.db.clock()))
 
     def _event(
         self, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -210,7 +209,7 @@ class Editing(BoardCore):
                                                                             log_retention_days)):
             if isinstance(days, bool) or not 0 <= days <= 36500:
                 raise InvalidValue(f"invalid --{name} {days!r}: use a number of days from 0 to 36500")
-        now = time.time()
+        now = self.db.clock()
 
         def tx(now_: float) -> tuple[int, int | None]:
             cursor = sql.min_subscription_cursor(self.db)

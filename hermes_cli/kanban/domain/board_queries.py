@@ -86,7 +86,7 @@ class Queries(BoardCore):
         return sql.count_by_status(self.db, tenant)
 
     def stats(self) -> dict[str, Any]:
-        now = time.time()
+        now = self.db.clock()
         with self.db.read():
             counts = sql.count_by_status(self.db)
             outcomes = stats_sql.run_outcome_counts(self.db)

@@ -180,6 +180,8 @@ def not_a_board(paths: BoardPaths, why: str) -> NotABoard:
 class Database:
     """One APSW connection to one board, with transaction helpers. Not shared between threads."""
 
+    engine = "sqlite"
+
     def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None, *,
                  refused: bool = False) -> None:
         self.conn = conn
@@ -260,6 +262,19 @@ class Database:
             raise self._translate(exc) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             raise unstorable(exc, params) from None
+
+    def changes(self) -> int:
+        """Rows changed by the last INSERT/UPDATE/DELETE."""
+        return int(self.conn.changes())
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.conn.in_transaction)
+
+    def clock(self) -> float:
+        """Seconds since the epoch by the clock leases are measured by: this host's, for a board on this host
+        (a PostgreSQL board uses the server's, store/pg/database.py)."""
+        return time.time()
 
     @contextmanager
     def read(self) -> Iterator[None]:

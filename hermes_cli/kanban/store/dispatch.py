@@ -10,7 +10,7 @@ from .tasks import CLAIM_ORDER
 
 #: a task the dispatcher can start: ready, its retry (if any) due, and a command of its own unless the board has a
 #: default command. Tasks with no command at all are left to pull workers (`hermes kanban claim`).
-_DISPATCHABLE = "status = 'ready' AND (command IS NOT NULL OR ?)"
+_DISPATCHABLE = "status = 'ready' AND (command IS NOT NULL OR ? = 1)"
 
 
 def dispatchable(db: Database, now: float, *, any_command: bool, limit: int) -> list[str]:

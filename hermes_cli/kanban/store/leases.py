@@ -45,10 +45,10 @@ def put(db: Database, *, host: str, pid: int, pid_create_time: float | None, epo
 def refresh(db: Database, epoch: int, now: float) -> bool:
     """Move `refreshed_at` forward, only while `epoch` still holds the lease. Returns whether it did."""
     db.execute("UPDATE dispatcher_lease SET refreshed_at = ? WHERE id = 1 AND epoch = ?", (now, epoch))
-    return db.conn.changes() == 1
+    return db.changes() == 1
 
 
 def delete(db: Database, epoch: int) -> bool:
     """Remove the lease, only if `epoch` holds it. Returns whether a row was removed."""
     db.execute("DELETE FROM dispatcher_lease WHERE id = 1 AND epoch = ?", (epoch,))
-    return db.conn.changes() == 1
+    return db.changes() == 1

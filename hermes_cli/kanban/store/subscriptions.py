@@ -20,7 +20,7 @@ SUB_COLUMNS = "name, cursor, kinds, created_at, updated_at"
 @contextmanager
 def _snapshot(db: Database) -> Iterator[None]:
     """A read snapshot, or the caller's transaction if one is open already (Database.read does not nest)."""
-    if db.conn.in_transaction:
+    if db.in_transaction:
         yield
         return
     with db.read():
@@ -65,7 +65,8 @@ def set_kinds(db: Database, name: str, kinds: Sequence[str] | None, now: float) 
 def advance(db: Database, name: str, cursor: int, now: float) -> int | None:
     """Move the cursor forward to `cursor` (never back). Returns the stored cursor, or None if the name is gone."""
     db.execute(
-        "UPDATE subscriptions SET cursor = max(cursor, ?), updated_at = ? WHERE name = ?", (cursor, now, name)
+        "UPDATE subscriptions SET cursor = CASE WHEN cursor > ? THEN cursor ELSE ? END, updated_at = ? WHERE name = ?",
+        (cursor, cursor, now, name),
     )
     value = db.value("SELECT cursor FROM subscriptions WHERE name = ?", (name,))
     return None if value is None else int(value)

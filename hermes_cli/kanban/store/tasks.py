@@ -150,7 +150,7 @@ EXTRA_SORTS = {
     "status": "CASE status WHEN 'triage' THEN 0 WHEN 'todo' THEN 1 WHEN 'ready' THEN 2 WHEN 'running' THEN 3 "
               "WHEN 'review' THEN 4 WHEN 'blocked' THEN 5 WHEN 'done' THEN 6 ELSE 7 END, priority DESC",
     "assignee": "assignee IS NULL, assignee, priority DESC",
-    "title": "title COLLATE NOCASE",
+    "title": "lower(title)",
 }
 
 
@@ -266,12 +266,11 @@ def insert_run(
     pid: int | None,
     pid_create_time: float | None,
 ) -> int:
-    db.execute(
+    return int(db.value(
         "INSERT INTO runs(task_id, worker, host, pid, pid_create_time, started_at, heartbeat_at, lease_expires_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (task_id, worker, host, pid, pid_create_time, now, now, lease_expires_at),
-    )
-    return int(db.conn.last_insert_rowid())
+    ))
 
 
 def get_run(db: Database, run_id: int) -> Run | None:
@@ -392,10 +391,11 @@ def expired_running(db: Database, now: float) -> list[Task]:
 
 # -- comments ----------------------------------------------------------------------------------------------------------
 def insert_comment(db: Database, task_id: str, author: str | None, body: str, now: float) -> Comment:
-    db.execute(
-        "INSERT INTO comments(task_id, author, body, created_at) VALUES (?, ?, ?, ?)", (task_id, author, body, now)
+    comment_id = db.value(
+        "INSERT INTO comments(task_id, author, body, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        (task_id, author, body, now),
     )
-    return Comment(int(db.conn.last_insert_rowid()), task_id, author, body, now)
+    return Comment(int(comment_id), task_id, author, body, now)
 
 
 def comments_for(db: Database, task_id: str) -> list[Comment]:
