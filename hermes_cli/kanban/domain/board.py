@@ -12,6 +12,7 @@ else raises StaleRun (exit 3) and changes nothing.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from ..core.errors import NotFound
 from ..core.paths import DEFAULT_BOARD, current_board, resolve
@@ -71,11 +72,15 @@ class Board(Queries, Editing, Finishing, Review):
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        db = open_database(paths, create=create, vfs=vfs)
+        opened = open_database(paths, create=create, vfs=vfs)
+        # A PostgreSQL board's PgDatabase has Database's interface (store/pg/database.py; the store contract suite
+        # runs on both engines), so the domain is typed against Database alone; code that needs SQLite itself
+        # (backup pages, integrity checks) checks `db.engine` first.
+        db = cast(Database, opened)
         ring_doorbell_after_commit(db)
         try:
-            if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
-                migrate(db)
+            if isinstance(opened, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
+                migrate(opened)
         except BaseException:
             db.close()
             raise
