@@ -18,7 +18,8 @@ SIZE = (160, 48)
 
 
 @pytest.fixture
-def board(hermes_home: Path) -> Iterator[Board]:
+def board(hermes_home: Path, engine: str) -> Iterator[Board]:
+    """The board the app opens, on each engine in turn (the TUI reads both through the same Board API)."""
     b = Board.open()
     yield b
     b.close()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.live.readers import get_subscription
 from hermes_cli.kanban.store import leases
@@ -309,6 +311,7 @@ async def test_a_corrupt_board_shows_an_error_screen(hermes_home: Path) -> None:
     assert db.read_bytes() == before  # the TUI changed nothing
 
 
+@pytest.mark.sqlite_only  # damages the SQLite file's pages underneath the app
 async def test_damage_found_while_running_shows_the_error_screen(seeded: dict[str, str], board: Board) -> None:
     """The board opens, then its pages are damaged underneath (a later query fails): error screen, no crash."""
     app = RecordingApp()

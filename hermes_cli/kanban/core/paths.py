@@ -161,7 +161,14 @@ def list_slugs() -> list[str]:
         return []
     except OSError as exc:  # not a directory, permission denied: "no boards" would be a lie
         raise StorageError(f"cannot list boards in {root}: {exc.strerror} (check HERMES_HOME)") from None
-    return sorted(p.name for p in entries if SLUG_RE.match(p.name) and (p / DB_NAME).exists())
+    # A board is a directory with its SQLite file, or one whose board lives in PostgreSQL (postgres.url, or every
+    # board of this host when HERMES_KANBAN_URL is set: its directory is made the first time the board is opened).
+    in_postgres = bool(os.environ.get("HERMES_KANBAN_URL", "").strip())
+    return sorted(
+        p.name for p in entries
+        if SLUG_RE.match(p.name) and ((p / DB_NAME).exists() or (p / "postgres.url").exists()
+                                      or (in_postgres and p.is_dir()))
+    )
 
 
 def ensure_private_dir(path: Path) -> None:
