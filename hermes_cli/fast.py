@@ -105,12 +105,13 @@ def _parse(words: list[str], options: dict[str, Kind]) -> tuple[list[str], dict[
 def run_verb(verb: str, board: str | None, args: list[str], opts: dict[str, Any]) -> Any:
     """Call the verb's function in cli/hot.py (what the click command calls) and return its render.Out."""
     from hermes_cli.kanban.core.paths import resolve
+    from hermes_cli.kanban.store.engine import board_exists
 
     from .cli import hot
 
     o = opts.get
     slug = o("--board", board)  # the command's --board wins over the group's, as cli/common.py board_slug()
-    if not resolve(slug).db.exists():
+    if board_exists(resolve(slug)) is False:  # None: a PostgreSQL board, which the server knows about
         raise _Fallback  # creating a board (or saying there is none) is the click CLI's, once
     first = args[0] if args else None
     if verb == "create":

@@ -128,3 +128,22 @@ def test_concurrent_claimers_on_one_board_take_every_task_exactly_once(pg_url: s
     with Board.open() as board:
         assert board.counts()["done"] == 120
         assert board.db.value("SELECT count(*) FROM runs") == 120, "a task was claimed by two runs"
+
+
+FAST = r"""
+import sys
+from hermes_cli.fast import run
+code = run(["kanban", "create", "from the fast path", "--json"])
+print(code, "click" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_the_hot_verbs_take_the_fast_path_on_a_postgres_board(pg_url: str) -> None:
+    """A PostgreSQL board has no local file: the fast path must not take that for a missing board and fall back."""
+    with Board.open():
+        pass
+    p = subprocess.run([sys.executable, "-c", FAST], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "0 False", p.stderr
+    with Board.open() as board:
+        assert [t.title for t in board.list_tasks()] == ["from the fast path"]
