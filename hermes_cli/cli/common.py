@@ -108,7 +108,7 @@ LAZY_COMMANDS = {
     "init": "boards", "boards": "boards", "events": "events",
     "notify-subscribe": "live", "notify-list": "live", "notify-unsubscribe": "live", "tui": "live",
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
-    "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
+    "reconcile-completions": "health", "dispatch": "dispatch", "daemon": "dispatch", "demo": "dispatch",
     **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
                      "diagnostics", "tail", "watch", "specify", "decompose", "swarm", "reopen-review", "schedule"),
                     "vocab"),

@@ -18,12 +18,12 @@ from ..core.errors import BoardBusy, HermesError
 from ..core.models import Claim, RunOutcome, Task
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..store import dispatch as dsql
 from ..store import tasks as tsql
 from . import lease as leases
 from . import spawn
 from .reaping import Reaper
 from .result import DispatchResult
+from .selection import Selection
 from .workers import Crew, Worker
 
 
@@ -31,7 +31,8 @@ class Launcher:
     """Claims ready tasks for this dispatcher and starts their workers under the crew's supervision."""
 
     def __init__(self, board: Board, settings: DispatchSettings, result: DispatchResult, crew: Crew, reaper: Reaper,
-                 *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None]) -> None:
+                 *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None],
+                 record_started: bool = False) -> None:
         self.board = board
         self.s = settings
         self.result = result
@@ -40,15 +41,20 @@ class Launcher:
         self.env = env
         self.worker_name = worker_name
         self.log = log
-        #: a default command makes every ready task dispatchable, not only those with a command of their own
-        self.any_command = settings.default_command is not None
+        #: list each started worker in result.started (one pass: what `dispatch --json` prints)
+        self.record_started = record_started
+        #: which ready tasks can be started, and with which command (shared with `dispatch --dry-run`)
+        self.selection = Selection(settings)
 
-    def fill(self, epoch: int) -> None:
-        """Start workers for ready tasks while fewer than max_spawn run; `epoch` is the lease the claims are fenced
-        by."""
-        for _ in range(max(0, self.s.max_spawn - len(self.crew.workers))):
+    def fill(self, epoch: int, *, limit: int | None = None) -> None:
+        """Start workers for ready tasks while fewer than max_spawn run, at most `limit` of them (None: no limit);
+        `epoch` is the lease the claims are fenced by."""
+        budget = max(0, self.s.max_spawn - len(self.crew.workers))
+        if limit is not None:
+            budget = min(budget, limit)
+        for _ in range(budget):
             # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
-            if not dsql.dispatchable(self.board.db, time.time(), any_command=self.any_command, limit=1):
+            if not self.selection.dispatchable(self.board.db, time.time(), limit=1):
                 return
             got = self._claim_next(epoch)
             if got is None:
@@ -60,7 +66,7 @@ class Launcher:
 
         def tx() -> tuple[Claim, Task] | None:
             leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
-            ids = dsql.dispatchable(board.db, time.time(), any_command=self.any_command, limit=1)
+            ids = self.selection.dispatchable(board.db, time.time(), limit=1)
             if not ids:
                 return None
             claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
@@ -70,8 +76,8 @@ class Launcher:
         return board.db.write(tx)
 
     def _spawn(self, claim: Claim, task: Task) -> None:
-        command = task.command or self.s.default_command
-        assert command is not None  # dispatchable() only returns tasks with a command unless there is a default
+        command = self.selection.command_for(task)
+        assert command is not None  # dispatchable() only returns tasks that have a command
         try:
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
@@ -98,6 +104,10 @@ class Launcher:
         )
         self.crew.supervise(w)
         self.result.counts["spawned"] += 1
+        if self.record_started:
+            self.result.started.append({"task_id": task.id, "run_id": claim.run_id, "pid": pid,
+                                        "attempt": claim.attempt, "assignee": task.assignee,
+                                        "argv": list(started.argv), "workspace": str(started.workspace)})
         self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}: {shlex.join(started.argv)}")
         try:
             self.board.set_run_process(claim.run_id, pid, w.create_time)
