@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError
+from ..core.errors import BoardBusy, HermesError, NotFound
 from ..core.models import Claim, RunOutcome, Task
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
@@ -61,6 +61,22 @@ class Launcher:
                 return
             self._spawn(*got)
 
+    def note_unstartable(self) -> None:
+        """Ready tasks whose assignee has no profile command are never started with another command: each gets one
+        `skipped_nonspawnable` event saying why (Board.note_not_startable writes it once), and stays ready for pull
+        workers. A pass lists them all in `skipped_nonspawnable`; a daemon those it noted."""
+        config = str(self.board.paths.config_file)
+        for task_id, assignee in self.selection.unstartable(self.board.db):
+            reason = self.selection.skip_reason(assignee, config)
+            try:
+                written = self.board.note_not_startable(task_id, assignee, reason)
+            except NotFound:
+                continue  # deleted since the read: nothing to say about it
+            if written:
+                self.log(f"{task_id}: not started: {reason}")
+            if written or self.record_started:
+                self.result.skipped_nonspawnable.append({"task_id": task_id, "assignee": assignee, "reason": reason})
+
     def _claim_next(self, epoch: int) -> tuple[Claim, Task] | None:
         board = self.board
 
@@ -82,7 +98,7 @@ class Launcher:
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
-                backups=self.s.log_backups,
+                backups=self.s.log_backups, profile=task.assignee,
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
             # No such program, not executable, a bad command line, an argument Popen refuses (ValueError: a NUL

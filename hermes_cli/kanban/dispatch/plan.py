@@ -39,6 +39,8 @@ def plan_pass(board: Board, settings: DispatchSettings, *, limit: int | None) ->
             budget = min(budget, limit)
         ids = selection.dispatchable(board.db, now, limit=budget) if budget else []
         start = [board.get_task(i) for i in ids]
+        unstartable = selection.unstartable(board.db)
+    config = str(board.paths.config_file)
     return {
         "board": board.slug,
         "dry_run": True,
@@ -52,6 +54,8 @@ def plan_pass(board: Board, settings: DispatchSettings, *, limit: int | None) ->
             {"task_id": t.id, "title": t.title, "assignee": t.assignee, "priority": t.priority,
              "attempt": t.attempts + 1, "command": selection.command_for(t)} for t in start],
         "would_reclaim": [] if held else [{"task_id": t.id, "run_id": t.current_run_id} for t in reclaim],
+        "would_skip": [] if held else [{"task_id": i, "assignee": a, "reason": selection.skip_reason(a, config)}
+                                       for i, a in unstartable],
     }
 
 
@@ -64,4 +68,5 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
              "nothing was changed"]
     lines += [f"would start: {w['task_id']} {w['title']!r} -> {w['command']}" for w in plan["would_start"]]
     lines += [f"would reclaim: {r['task_id']} run {r['run_id']} (lease expired)" for r in plan["would_reclaim"]]
+    lines += [f"would skip: {k['task_id']}: {k['reason']}" for k in plan["would_skip"]]
     return lines

@@ -40,6 +40,8 @@ class DispatchResult:
     left_running: list[dict[str, Any]] = field(default_factory=list)
     #: the workers started by a one pass (`dispatch`), with what they run and where
     started: list[dict[str, Any]] = field(default_factory=list)
+    #: ready tasks not started because their assignee has no profile command (`task_id`, `assignee`, `reason`)
+    skipped_nonspawnable: list[dict[str, Any]] = field(default_factory=list)
     error: HermesError | None = None
 
     @property
@@ -68,6 +70,7 @@ class DispatchResult:
             **{k: self.counts.get(k, 0) for k in keys},
             "left_running": self.left_running,
             "started": self.started,
+            "skipped_nonspawnable": self.skipped_nonspawnable,
             "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
         }
 
@@ -97,6 +100,8 @@ class DispatchResult:
         if self.reason == StopReason.PASS:
             for w in self.started:
                 lines.append(f"started: {w['task_id']} run {w['run_id']} pid {w['pid']} in {w['workspace']}")
+            for k in self.skipped_nonspawnable:
+                lines.append(f"not started: {k['task_id']} (assignee {k['assignee']} has no worker command)")
             return lines
         for w in self.left_running:
             lines.append(f"left running: {w['task_id']} run {w['run_id']} pid {w['pid']} (the next dispatcher "

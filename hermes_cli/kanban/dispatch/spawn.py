@@ -2,7 +2,8 @@
 
 - argv: `shlex.split` of the task's command (or the board default), then `{task_id}`, `{run_id}`, `{board}`,
   `{workspace}` and `{title}` substituted inside single arguments. Never a shell: task text cannot become code.
-- environment: the dispatcher's, plus HERMES_KANBAN_DB, _BOARD, _TASK, _RUN_ID and _WORKSPACE.
+- environment: the dispatcher's, plus HERMES_KANBAN_DB, _BOARD, _TASK, _RUN_ID and _WORKSPACE, and HERMES_PROFILE
+  (the task's assignee) when the task has one.
 - a new session (its own process group, so a timeout can kill the whole group, and a Ctrl-C in the dispatcher's
   terminal does not reach it), stdin from /dev/null, stdout+stderr appended to `<board>/logs/<task>.log` (rotated
   at spawn time), cwd a per-task workspace directory kept across retries.
@@ -42,8 +43,11 @@ def build_argv(command: str, values: Mapping[str, str]) -> list[str]:
 
 
 def worker_env(base: Mapping[str, str], *, db: Path, board: str, task_id: str, run_id: int,
-               workspace: Path) -> dict[str, str]:
+               workspace: Path, profile: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in CONTRACT_ENV}
+    if profile is not None:
+        # the task's assignee, as hermes-agent sets it: `list --mine` and `create` (created_by) inside the worker
+        env["HERMES_PROFILE"] = profile
     env.update(
         HERMES_KANBAN_DB=str(db),
         HERMES_KANBAN_BOARD=board,
@@ -123,14 +127,15 @@ class Started:
 
 
 def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: str, attempt: int,
-          env_base: Mapping[str, str], max_bytes: int, backups: int) -> Started:
+          env_base: Mapping[str, str], max_bytes: int, backups: int, profile: str | None = None) -> Started:
     """Start the worker for one run. Raises InvalidValue (bad command), OSError (exec failed, no such program, no
     permission) or ValueError (an argument Popen refuses: a NUL byte, text the filesystem encoding cannot hold); the
     caller records those as a failed attempt."""
     workspace = workspace_for(paths, task_id)
     argv = build_argv(command, {"task_id": task_id, "run_id": str(run_id), "board": paths.slug,
                                 "workspace": str(workspace), "title": title})
-    env = worker_env(env_base, db=paths.db, board=paths.slug, task_id=task_id, run_id=run_id, workspace=workspace)
+    env = worker_env(env_base, db=paths.db, board=paths.slug, task_id=task_id, run_id=run_id, workspace=workspace,
+                     profile=profile)
     log = log_path(paths, task_id)
     fd = open_log(log, max_bytes=max_bytes, backups=backups)
     try:

@@ -294,6 +294,7 @@ class Dispatcher:
             # Before reclaiming: a worker that provably still runs is adopted (and its lease extended) rather than
             # reclaimed just because its dispatcher was away for longer than its lease.
             self._scan_runs()
+            self.launcher.note_unstartable()
         expiry = dsql.earliest_lease_expiry(self.board.db)
         if expiry is not None and expiry < now:
             self.crew.reclaim_expired()
