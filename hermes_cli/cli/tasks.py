@@ -41,6 +41,10 @@ _task_out = render.task_out
 @click.option("--triage", is_flag=True, help="Park it in triage until someone promotes it.")
 @click.option("--initial-status", type=click.Choice(hot.INITIAL_STATUSES), default=None,
               help="blocked: create it blocked; running: the usual (ready, or todo while a parent is open).")
+@click.option("--workspace", default=None, metavar="WS",
+              help="Where the worker runs: scratch, worktree, worktree:PATH or dir:PATH (default: the board's "
+                   "default workdir, else scratch).")
+@click.option("--branch", default=None, metavar="B", help="With --workspace worktree: the branch (default wt/<id>).")
 @click.option("--model", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @click.option("--provider", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @click.option("--goal", is_flag=True, hidden=True, help="hermes-agent's; not used here (a note says so).")
@@ -50,8 +54,8 @@ def kanban_create(
     title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
     max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
-    triage: bool, initial_status: str | None, model: str | None, provider: str | None, goal: bool,
-    goal_max_turns: str | None, board: str | None, as_json: bool,
+    triage: bool, initial_status: str | None, workspace: str | None, branch: str | None, model: str | None,
+    provider: str | None, goal: bool, goal_max_turns: str | None, board: str | None, as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -60,6 +64,7 @@ def kanban_create(
     \b
         hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
         hermes kanban create "research the market" --assignee researcher --created-by ana --skill web-search
+        hermes kanban create "fix CI" --assignee coder --workspace worktree --branch wt/ci-fix
     """
     ignored = [name for name, given in (("--model", model), ("--provider", provider), ("--goal", goal or None),
                                         ("--goal-max-turns", goal_max_turns)) if given is not None]
@@ -71,7 +76,7 @@ def kanban_create(
         board_slug(board), title, body=body, body_file=body_file, priority=priority, parents=parents,
         command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
         max_retries=max_retries, review=review, assignee=assignee, created_by=created_by, skills=skills,
-        triage=triage, initial_status=initial_status,
+        triage=triage, initial_status=initial_status, workspace=workspace, branch=branch,
     ).emit(as_json)
 
 

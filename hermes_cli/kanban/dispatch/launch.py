@@ -20,7 +20,7 @@ from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..store import tasks as tsql
 from . import lease as leases
-from . import spawn
+from . import spawn, workspaces
 from .reaping import Reaper
 from .result import DispatchResult
 from .selection import Selection
@@ -95,13 +95,15 @@ class Launcher:
         command = self.selection.command_for(task)
         assert command is not None  # dispatchable() only returns tasks that have a command
         try:
+            where = workspaces.prepare(self.board.paths, task, self.board.settings().get("default_workdir"))
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
-                backups=self.s.log_backups, profile=task.assignee,
+                backups=self.s.log_backups, profile=task.assignee, workspace=where.path, branch=where.branch,
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
-            # No such program, not executable, a bad command line, an argument Popen refuses (ValueError: a NUL
+            # No such program, not executable, a bad command line, a workspace that cannot be made (workspaces.py),
+            # an argument Popen refuses (ValueError: a NUL
             # byte from a board written before `create` refused them, or from a default command), a symlink where
             # the workspace or log should be: the attempt fails like a crash, so the run is closed and retries
             # (with backoff) and max_retries bound a spawn loop; the dispatcher never dies over one task.

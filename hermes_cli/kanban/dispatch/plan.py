@@ -15,6 +15,7 @@ from ..core import procs
 from ..core.models import iso
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
+from ..domain.workspaces import where
 from ..store import tasks as tsql
 from . import lease as leases
 from .selection import Selection
@@ -24,6 +25,7 @@ def plan_pass(board: Board, settings: DispatchSettings, *, limit: int | None) ->
     """The preview of one pass (see the module docstring), as the JSON `dispatch --dry-run --json` prints."""
     now = time.time()
     selection = Selection(settings)
+    workdir = board.settings().get("default_workdir")  # its own read: before the snapshot below
     with board.db.read():
         holder = leases.read_lease(board)
         held = holder is not None and not holder.is_mine() and leases.keeps_others_out(holder,
@@ -52,7 +54,8 @@ def plan_pass(board: Board, settings: DispatchSettings, *, limit: int | None) ->
         "max_spawn": settings.max_spawn,
         "would_start": [] if held else [
             {"task_id": t.id, "title": t.title, "assignee": t.assignee, "priority": t.priority,
-             "attempt": t.attempts + 1, "command": selection.command_for(t)} for t in start],
+             "attempt": t.attempts + 1, "command": selection.command_for(t),
+             "workspace": str(where(board.paths, t, workdir).path)} for t in start],
         "would_reclaim": [] if held else [{"task_id": t.id, "run_id": t.current_run_id} for t in reclaim],
         "would_skip": [] if held else [{"task_id": i, "assignee": a, "reason": selection.skip_reason(a, config)}
                                        for i, a in unstartable],
@@ -66,7 +69,8 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     lines = [f"dispatch {plan['board']} --dry-run: would start {len(plan['would_start'])}, would reclaim "
              f"{len(plan['would_reclaim'])} ({plan['running_here']} of max {plan['max_spawn']} running here); "
              "nothing was changed"]
-    lines += [f"would start: {w['task_id']} {w['title']!r} -> {w['command']}" for w in plan["would_start"]]
+    lines += [f"would start: {w['task_id']} {w['title']!r} -> {w['command']} (in {w['workspace']})"
+              for w in plan["would_start"]]
     lines += [f"would reclaim: {r['task_id']} run {r['run_id']} (lease expired)" for r in plan["would_reclaim"]]
     lines += [f"would skip: {k['task_id']}: {k['reason']}" for k in plan["would_skip"]]
     return lines

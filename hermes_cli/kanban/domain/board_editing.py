@@ -14,6 +14,7 @@ from ..core.models import Comment, RunOutcome, Task, TaskStatus
 from ..core.values import (
     INITIAL_STATUSES,
     check_body,
+    check_branch,
     check_command,
     check_metadata,
     check_priority,
@@ -23,6 +24,7 @@ from ..core.values import (
     check_task_id,
     check_text,
     check_title,
+    check_workspace,
     parse_duration,
 )
 from ..store import tasks as sql
@@ -55,13 +57,17 @@ class Editing(BoardCore):
         skills: Sequence[str] = (),
         triage: bool = False,
         initial_status: str | None = None,
+        workspace: str | None = None,
+        branch: str | None = None,
     ) -> tuple[Task, bool]:
         """Create a task. Returns (task, created); with an idempotency key already in use, the existing task and
         False.
 
         `assignee` is the profile that works on it; `created_by` and `skills` are stored for people and workers.
         `triage` parks it in `triage` (until `promote`); `initial_status="blocked"` creates it blocked (hermes-agent's
-        `--initial-status blocked`); "running" means the usual: ready, or todo while a parent is unfinished."""
+        `--initial-status blocked`); "running" means the usual: ready, or todo while a parent is unfinished.
+        `workspace` is where its worker runs (core.values.check_workspace; None: the board's default workdir, else a
+        scratch directory); `branch` names a worktree workspace's branch."""
         title = check_title(title)
         body = check_body(body or "")
         priority = check_priority(priority)
@@ -78,6 +84,10 @@ class Editing(BoardCore):
             raise InvalidValue(f"invalid initial status {initial_status!r}: use one of {', '.join(INITIAL_STATUSES)}")
         if triage and initial_status == "blocked":
             raise InvalidValue("use either --triage or --initial-status blocked, not both")
+        workspace = check_workspace(workspace)
+        branch = check_branch(branch)
+        if branch is not None and not (workspace or "").startswith("worktree"):
+            raise InvalidValue(f"--branch {branch} needs --workspace worktree (a branch is made only for a worktree)")
 
         def tx(now: float) -> tuple[Task, bool]:
             if idempotency_key is not None:
@@ -109,6 +119,7 @@ class Editing(BoardCore):
                     "created_at": now, "updated_at": now, "assignee": assignee, "created_by": created_by,
                     "skills": json.dumps(skill_list) if skill_list else None,
                     "block_kind": "needs_input" if status == TaskStatus.BLOCKED else None,
+                    "workspace": workspace, "branch": branch,
                 },
             )
             for p in parent_tasks:
