@@ -100,6 +100,7 @@ class Launcher:
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
                 backups=self.s.log_backups, profile=task.assignee, workspace=where.path, branch=where.branch,
+                model=self.board.model_override(task.id),
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
             # No such program, not executable, a bad command line, a workspace that cannot be made (workspaces.py),

@@ -28,7 +28,7 @@ from ..core.paths import BoardPaths, ensure_private_dir
 
 PLACEHOLDER_RE = re.compile(r"\{(task_id|run_id|board|workspace|title)\}")
 CONTRACT_ENV = ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_TASK", "HERMES_KANBAN_RUN_ID",
-                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_BRANCH")
+                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_BRANCH", "HERMES_KANBAN_MODEL", "HERMES_KANBAN_PROVIDER")
 
 
 def build_argv(command: str, values: Mapping[str, str]) -> list[str]:
@@ -44,8 +44,13 @@ def build_argv(command: str, values: Mapping[str, str]) -> list[str]:
 
 
 def worker_env(base: Mapping[str, str], *, db: Path, board: str, task_id: str, run_id: int,
-               workspace: Path, profile: str | None = None, branch: str | None = None) -> dict[str, str]:
+               workspace: Path, profile: str | None = None, branch: str | None = None,
+               model: Mapping[str, str | None] | None = None) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in CONTRACT_ENV}
+    if model is not None:  # the task's model override (set-model): for the worker's command to use
+        env["HERMES_KANBAN_MODEL"] = str(model["model"])
+        if model.get("provider"):
+            env["HERMES_KANBAN_PROVIDER"] = str(model["provider"])
     if branch is not None:
         env["HERMES_KANBAN_BRANCH"] = branch  # a worktree workspace's branch, as hermes-agent sets it
     if profile is not None:
@@ -131,7 +136,8 @@ class Started:
 
 def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: str, attempt: int,
           env_base: Mapping[str, str], max_bytes: int, backups: int, profile: str | None = None,
-          workspace: Path | None = None, branch: str | None = None) -> Started:
+          workspace: Path | None = None, branch: str | None = None,
+          model: Mapping[str, str | None] | None = None) -> Started:
     """Start the worker for one run. Raises InvalidValue (bad command), OSError (exec failed, no such program, no
     permission) or ValueError (an argument Popen refuses: a NUL byte, text the filesystem encoding cannot hold); the
     caller records those as a failed attempt. `workspace` is where it runs (dispatch/workspaces.py made it; None:
@@ -141,7 +147,7 @@ def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: 
     argv = build_argv(command, {"task_id": task_id, "run_id": str(run_id), "board": paths.slug,
                                 "workspace": str(workspace), "title": title})
     env = worker_env(env_base, db=paths.db, board=paths.slug, task_id=task_id, run_id=run_id, workspace=workspace,
-                     profile=profile, branch=branch)
+                     profile=profile, branch=branch, model=model)
     log = log_path(paths, task_id)
     fd = open_log(log, max_bytes=max_bytes, backups=backups)
     try:

@@ -171,6 +171,11 @@ class Queries(BoardCore):
             env["HERMES_KANBAN_BRANCH"] = ws.branch
         if task.assignee is not None:
             env["HERMES_PROFILE"] = task.assignee
+        last = sql.events_after(self.db, 0, task_id=task.id, kinds=["model_override_set"], limit=1, newest_first=True)
+        if last and last[0].payload.get("model") is not None:
+            env["HERMES_KANBAN_MODEL"] = last[0].payload["model"]
+            if last[0].payload.get("provider"):
+                env["HERMES_KANBAN_PROVIDER"] = last[0].payload["provider"]
         return {"task": task.as_dict(), "parents": parents, "comments": [c.as_dict() for c in comments],
                 "environment": env}
 
