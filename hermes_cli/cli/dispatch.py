@@ -134,6 +134,9 @@ def kanban_dispatch(
         hermes kanban dispatch --dry-run
         hermes kanban dispatch --until-idle --max-spawn 8
     """
+    if backup_interval is not None and not (once or until_idle or dry_run):
+        raise UsageError("a one-pass dispatch takes no backups: use hermes kanban daemon --backup-interval DUR, or "
+                         "hermes kanban backup from cron")
     if dry_run:
         _dry_run(once, until_idle, all_boards, timeout, break_lock, max_spawn, failure_limit, max_runtime_default,
                  backup_interval, max_start, board, as_json)

@@ -108,6 +108,8 @@ def test_a_pass_while_a_daemon_holds_the_board_does_nothing(board: Board, reaper
         (["dispatch", "--max", "-1"], 2,
          "error: Invalid value for '--max': -1 is not in the range 0<=x<=1000."),
         (["daemon", "--max-spawn", "2", "--max", "3"], 2, "error: use either --max-spawn or --max, not both"),
+        (["dispatch", "--backup-interval", "15m"], 2, "error: a one-pass dispatch takes no backups: use hermes kanban "
+         "daemon --backup-interval DUR, or hermes kanban backup from cron"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(args: list[str], code: int, error: str) -> None:
