@@ -4,7 +4,7 @@ without it (fallback poll only).
 
     python bench/dispatch_latency.py [--samples 200] [--samples-no-doorbell 40] [--poll 2s] [--json]
 
-A real dispatcher daemon (`hermes kanban dispatch`, its own process) runs on a throwaway board in a temp
+A real dispatcher daemon (`hermes kanban daemon`, its own process) runs on a throwaway board in a temp
 HERMES_HOME; this process creates tasks one at a time (random gaps of 50-150 ms, so creations never phase-lock with
 the poll) whose worker is `true`. For each task:
 
@@ -71,7 +71,7 @@ def measure(home: Path, *, samples: int, doorbell: bool, poll: str) -> dict[str,
             f'[dispatch]\nmax_spawn = 8\npoll_interval = "{poll}"\ndoorbell = {str(doorbell).lower()}\n'
             'backup_interval = "off"\n',  # a backup at start would share the disk with the first samples
             encoding="utf-8")
-        d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", SLUG,
+        d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "daemon", "--board", SLUG,
                               "--quiet", "--json"], env=env, stdout=subprocess.PIPE, text=True)
         try:
             deadline = time.time() + 30

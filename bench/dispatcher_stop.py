@@ -58,7 +58,7 @@ def _wait(pred: Any, timeout: float = 60.0) -> Any:
 
 
 def _start(home: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([HERMES, "kanban", "dispatch", "--quiet", *args], env=_env(home, **env),
+    return subprocess.Popen([HERMES, "kanban", "daemon", "--quiet", *args], env=_env(home, **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -7,7 +7,7 @@
    connection, looping `claim()` -> `complete(run_id)` through the Python API until nothing is ready; all start
    together on a board of `--tasks` ready tasks. Figure: tasks/s over the wall time from "go" to the last exit.
 2. the dispatcher end to end: `--dispatch-tasks` tasks whose worker is `true`, dispatched by a real
-   `hermes kanban dispatch` daemon (max_spawn 8) that spawns a process per task. Figures: tasks/s, and, sampled
+   `hermes kanban daemon` (max_spawn 8) that spawns a process per task. Figures: tasks/s, and, sampled
    every 0.2 s with psutil, the dispatcher's resident memory (RSS) and open file descriptors against the number of
    workers running at that moment. Targets (issue 5): RSS flat and < 80 MB over 10,000 tasks; a handful of fds per
    running worker at most.
@@ -95,7 +95,7 @@ def dispatcher_run(home: Path, tasks: int) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD")}
     with Board.open(slug, create=True) as board:
         board.paths.config_file.write_text('[dispatch]\nmax_spawn = 8\nbackup_interval = "off"\n', encoding="utf-8")
-        d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", slug,
+        d = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "daemon", "--board", slug,
                               "--quiet", "--json"], env=env, stdout=subprocess.PIPE, text=True)
         proc = psutil.Process(d.pid)
         deadline = time.time() + 30

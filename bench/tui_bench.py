@@ -281,7 +281,7 @@ async def _screenshot(svg: Path) -> None:
 def screenshot(svg: Path, png_width: int) -> None:
     rng = random.Random(11)
     seed_busy(rng)
-    dispatcher = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--max-spawn", "6",
+    dispatcher = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "daemon", "--max-spawn", "6",
                                    "--quiet"], env=dict(os.environ), stdout=subprocess.DEVNULL)
     try:
         time.sleep(6)  # workers start, finish, crash and retry

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from hermes_cli.kanban.core.errors import Conflict, HermesError, NotFound, StorageError
+from hermes_cli.kanban.core.errors import Conflict, HermesError, InvalidValue, NotFound, StorageError, UsageError
 from hermes_cli.kanban.core.paths import (
     DEFAULT_BOARD,
     boards_root,
@@ -213,6 +213,46 @@ def kanban_boards_rename(slug: str, name: str, as_json: bool) -> None:
     with Board.open(slug, create=slug == DEFAULT_BOARD) as b:
         settings = b.set_settings(name=name)
     emit(as_json, {"slug": slug, **settings}, f"board {slug} is now named {settings['name']}")
+
+
+@kanban_boards.command(name="set-default-workdir")
+@click.argument("words", nargs=-1, metavar="[SLUG] PATH")
+@click.option("--clear", is_flag=True, help="Remove the board's default workdir (workers run in scratch dirs).")
+@json_option
+def kanban_boards_set_default_workdir(words: tuple[str, ...], clear: bool, as_json: bool) -> None:
+    """Set where the board's tasks run when they name no --workspace (dispatcher workers start there), and the
+    repository a `--workspace worktree` task's git worktree is made from. PATH must be an existing directory; it is
+    kept absolute. With one argument it is the PATH of the board used when none is named (--board, else
+    $HERMES_KANBAN_BOARD, else `boards switch`).
+
+    Example:
+
+    \b
+        hermes kanban boards set-default-workdir ~/src/app
+        hermes kanban boards set-default-workdir research ~/papers
+        hermes kanban boards set-default-workdir research --clear
+    """
+    if clear:
+        if len(words) > 1:
+            raise UsageError("with --clear give at most the board: boards set-default-workdir [SLUG] --clear")
+        slug, path = (words[0] if words else None), None
+    elif len(words) in (1, 2):
+        slug, path = (words[0] if len(words) == 2 else None), words[-1]
+    else:
+        raise UsageError("give the directory: hermes kanban boards set-default-workdir [SLUG] PATH (or --clear)")
+    paths = resolve(validate_slug(slug) if slug is not None else board_slug(None))
+    if paths.slug != DEFAULT_BOARD and not paths.db.exists():
+        raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
+    workdir = None
+    if path is not None:
+        workdir = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isdir(workdir):
+            raise InvalidValue(f"default workdir {workdir} is not an existing directory; create it first "
+                               f"(mkdir -p {workdir})")
+    with Board.open(paths.slug, create=paths.slug == DEFAULT_BOARD) as b:
+        b.set_settings(default_workdir=workdir)
+    emit(as_json, {"slug": paths.slug, "default_workdir": workdir},
+         f"board {paths.slug}: " + (f"default workdir {workdir}" if workdir else "no default workdir"))
 
 
 @kanban_boards.command(name="rm")

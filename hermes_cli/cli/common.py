@@ -108,9 +108,10 @@ LAZY_COMMANDS = {
     "init": "boards", "boards": "boards", "events": "events",
     "notify-subscribe": "live", "notify-list": "live", "notify-unsubscribe": "live", "tui": "live",
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
-    "reconcile-completions": "health", "dispatch": "dispatch", "demo": "dispatch",
+    "reconcile-completions": "health", "dispatch": "dispatch", "daemon": "dispatch", "demo": "dispatch",
     **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
-                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm", "reopen-review", "schedule"),
+                     "diagnostics", "tail", "watch", "specify", "decompose", "swarm", "reopen-review", "schedule",
+                     "set-model"),
                     "vocab"),
 }
 #: hermes-agent's other names for commands (resolved on lookup; not listed in --help)

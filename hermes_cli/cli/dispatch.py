@@ -1,4 +1,4 @@
-"""Dispatcher commands: dispatch, demo."""
+"""Dispatcher commands: dispatch (one pass), daemon (the long-running supervisor), demo."""
 
 from __future__ import annotations
 
@@ -73,48 +73,123 @@ class _StartupSignals:
         raise _StoppedEarly(signum)
 
 
+def _supervisor_options(f):  # type: ignore[no-untyped-def]
+    """The options `dispatch` and `daemon` share (the same dispatcher; they differ in how long it runs)."""
+    for option in reversed((
+        click.option("--once", is_flag=True,
+                     help="Start up to --max-spawn ready tasks, wait for their workers, then exit."),
+        click.option("--until-idle", is_flag=True,
+                     help="Dispatch until nothing is ready, running or waiting for a retry, then exit."),
+        click.option("--max-spawn", type=int, default=None, metavar="N", help="Workers running at once (default 4)."),
+        click.option("--failure-limit", type=int, default=None, metavar="N",
+                     help="Give a task up after N failed attempts, whatever its --max-retries allows."),
+        click.option("--max-runtime-default", default=None, metavar="DUR",
+                     help="Max runtime of tasks created without --max-runtime (default: unlimited)."),
+        click.option("--backup-interval", default=None, metavar="DUR",
+                     help="Take a verified backup whenever the newest is older than this (default 1h; 0 or off: "
+                          "never)."),
+        click.option("--timeout", default=None, metavar="DUR",
+                     help="Stop after this long: no new workers, outcomes flushed, lease released, running workers "
+                          "kept."),
+        click.option("--all-boards", is_flag=True, help="Dispatch every board, each in its own process."),
+        click.option("--board-retry", default=None, metavar="DUR",
+                     help="With --all-boards: restart a board's dispatcher that failed after this long (default "
+                          "30s)."),
+        click.option("--break-lock", is_flag=True, help="First remove the lease of a dead dispatcher (see --max-age)."),
+        click.option("--max-age", default=None, metavar="DUR",
+                     help="With --break-lock: only if its last refresh is older than this (default: the lease "
+                          "grace)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
+    )):
+        f = option(f)
+    return f
+
+
 @command("dispatch")
-@click.option("--once", is_flag=True, help="One pass: start up to --max-spawn ready tasks, wait for them, exit.")
-@click.option("--until-idle", is_flag=True,
-              help="Dispatch until nothing is ready, running or waiting for a retry, then exit.")
-@click.option("--max-spawn", type=int, default=None, metavar="N", help="Workers running at once (default 4).")
-@click.option("--failure-limit", type=int, default=None, metavar="N",
-              help="Give a task up after N failed attempts, whatever its --max-retries allows.")
-@click.option("--max-runtime-default", default=None, metavar="DUR",
-              help="Max runtime of tasks created without --max-runtime (default: unlimited).")
-@click.option("--backup-interval", default=None, metavar="DUR",
-              help="Take a verified backup whenever the newest is older than this (default 1h; 0 or off: never).")
-@click.option("--timeout", default=None, metavar="DUR",
-              help="Stop after this long: no new workers, outcomes flushed, lease released, running workers kept.")
-@click.option("--all-boards", is_flag=True, help="Dispatch every board, each in its own process.")
-@click.option("--board-retry", default=None, metavar="DUR",
-              help="With --all-boards: restart a board's dispatcher that failed after this long (default 30s).")
-@click.option("--break-lock", is_flag=True, help="First remove the lease of a dead dispatcher (see --max-age).")
-@click.option("--max-age", default=None, metavar="DUR",
-              help="With --break-lock: only if its last refresh is older than this (default: the lease grace).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@_supervisor_options
+@click.option("--max", "max_start", type=click.IntRange(0, 1000), default=None, metavar="N",
+              help="Start at most N workers in this pass.")
+@click.option("--dry-run", is_flag=True, help="Say what one pass would start and reclaim; change nothing.")
 @common
 def kanban_dispatch(
     once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None,
     max_runtime_default: str | None, backup_interval: str | None, timeout: str | None, all_boards: bool,
-    board_retry: str | None, break_lock: bool, max_age: str | None, quiet: bool, board: str | None, as_json: bool,
+    board_retry: str | None, break_lock: bool, max_age: str | None, quiet: bool, max_start: int | None,
+    dry_run: bool, board: str | None, as_json: bool,
 ) -> None:
-    """Run the dispatcher: start a worker process for each ready task, supervise it, record its outcome.
+    """One pass of the dispatcher, then return: reclaim expired leases, adopt this host's workers that still run,
+    start a worker for each ready task that can start (up to --max-spawn running, at most --max), and exit 0 with
+    what it started; the workers go on running. For scripts and cron. `hermes kanban daemon` is the long-running
+    supervisor.
 
-    Runs until stopped (SIGINT/SIGTERM/SIGHUP: graceful; a second signal: immediate) unless --once, --until-idle or
-    --timeout say otherwise. While another live dispatcher holds the board, it stands by and takes over when that one
-    stops or dies; with --once or --until-idle it exits 0 with "skipped: lease held by ..." instead.
-    Settings also come from the board's config.toml ([dispatch] table); flags win. While it runs, it keeps the
-    board's newest verified backup younger than --backup-interval (in a thread of its own).
+    With --once it waits for the workers it started; with --until-idle it dispatches until nothing is ready or
+    running. While another live dispatcher holds the board it does nothing and exits 0 with "skipped: lease held
+    by ...". Settings also come from the board's config.toml ([dispatch] table); flags win.
 
     Example:
 
     \b
         hermes kanban create "nightly report" --command "python3 report.py {task_id} {workspace}"
+        hermes kanban dispatch --max 3 --json
+        hermes kanban dispatch --dry-run
         hermes kanban dispatch --until-idle --max-spawn 8
-        hermes kanban dispatch --backup-interval 15m
-        hermes kanban dispatch --all-boards --timeout 10m
     """
+    if backup_interval is not None and not (once or until_idle or dry_run):
+        raise UsageError("a one-pass dispatch takes no backups: use hermes kanban daemon --backup-interval DUR, or "
+                         "hermes kanban backup from cron")
+    if dry_run:
+        _dry_run(once, until_idle, all_boards, timeout, break_lock, max_spawn, failure_limit, max_runtime_default,
+                 backup_interval, max_start, board, as_json)
+        return
+    _dispatch_command(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
+                      all_boards, board_retry, break_lock, max_age, quiet, board, as_json, verb="dispatch",
+                      max_start=max_start)
+
+
+@command("daemon")
+@_supervisor_options
+@click.option("--force", is_flag=True, hidden=True, help="hermes-agent's (its daemon needed it); accepted.")
+@click.option("--interval", default=None, hidden=True, help="hermes-agent's tick interval; not needed here (the "
+              "dispatcher wakes on the doorbell).")
+@click.option("--max", "max_spawn_alias", type=int, default=None, hidden=True, metavar="N",
+              help="hermes-agent's name for --max-spawn.")
+@click.option("--verbose", "-v", is_flag=True, hidden=True, help="hermes-agent's; progress lines are on by default.")
+@common
+def kanban_daemon(
+    once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None,
+    max_runtime_default: str | None, backup_interval: str | None, timeout: str | None, all_boards: bool,
+    board_retry: str | None, break_lock: bool, max_age: str | None, quiet: bool, force: bool, interval: str | None,
+    max_spawn_alias: int | None, verbose: bool, board: str | None, as_json: bool,
+) -> None:
+    """Run the dispatcher until stopped: start a worker process for each ready task, supervise it, record its
+    outcome.
+
+    Runs until stopped (SIGINT/SIGTERM/SIGHUP: graceful; a second signal: immediate) unless --once, --until-idle or
+    --timeout say otherwise. While another live dispatcher holds the board, it stands by and takes over when that one
+    stops or dies. Settings also come from the board's config.toml ([dispatch] table); flags win. While it runs, it
+    keeps the board's newest verified backup younger than --backup-interval (in a thread of its own).
+
+    Example:
+
+    \b
+        hermes kanban daemon
+        hermes kanban daemon --max-spawn 8 --backup-interval 15m
+        hermes kanban daemon --all-boards --timeout 10m
+    """
+    if max_spawn is not None and max_spawn_alias is not None and max_spawn != max_spawn_alias:
+        raise UsageError("use either --max-spawn or --max, not both")
+    if interval is not None:
+        parse_duration(interval, what="--interval")  # checked, then not needed: the daemon wakes on the doorbell
+    _dispatch_command(once, until_idle, max_spawn if max_spawn is not None else max_spawn_alias, failure_limit,
+                      max_runtime_default, backup_interval, timeout, all_boards, board_retry, break_lock, max_age,
+                      quiet, board, as_json, verb="daemon", max_start=None)
+
+
+def _dispatch_command(
+    once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
+    backup_interval: str | None, timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool,
+    max_age: str | None, quiet: bool, board: str | None, as_json: bool, *, verb: str, max_start: int | None,
+) -> None:
     ctx = click.get_current_context()
     early = _StartupSignals()
     early.install()
@@ -122,7 +197,8 @@ def kanban_dispatch(
         # Ctrl-C before the dispatcher has installed its own handlers is a KeyboardInterrupt: main() exits 130 with
         # `error: aborted` (and a JSON error on stdout with --json).
         summary = _run(once, until_idle, max_spawn, failure_limit, max_runtime_default, backup_interval, timeout,
-                       all_boards, board_retry, break_lock, max_age, quiet, board, early)
+                       all_boards, board_retry, break_lock, max_age, quiet, board, early, verb=verb,
+                       max_start=max_start)
     except _StoppedEarly as stop:
         summary = _stopped_early(stop.signum, all_boards, quiet, board)
     finally:
@@ -134,10 +210,28 @@ def kanban_dispatch(
     ctx.exit(summary.exit_code)
 
 
+def _dry_run(once: bool, until_idle: bool, all_boards: bool, timeout: str | None, break_lock: bool,
+             max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
+             backup_interval: str | None, max_start: int | None, board: str | None, as_json: bool) -> None:
+    for name, given in (("--once", once), ("--until-idle", until_idle), ("--all-boards", all_boards),
+                        ("--timeout", timeout is not None), ("--break-lock", break_lock)):
+        if given:
+            raise UsageError(f"--dry-run previews one pass of one board; it does not take {name}")
+    from hermes_cli.kanban.dispatch.plan import plan_lines, plan_pass
+    from hermes_cli.kanban.domain.config import load_settings
+
+    flags = {"max_spawn": max_spawn, "failure_limit": failure_limit, "max_runtime_default": max_runtime_default,
+             "backup_interval": backup_interval}
+    with open_board(board) as b:
+        plan = plan_pass(b, load_settings(b.paths, flags), limit=max_start)
+    emit(as_json, plan, "\n".join(one_line(line) for line in plan_lines(plan)))
+
+
 def _run(
     once: bool, until_idle: bool, max_spawn: int | None, failure_limit: int | None, max_runtime_default: str | None,
     backup_interval: str | None, timeout: str | None, all_boards: bool, board_retry: str | None, break_lock: bool,
-    max_age: str | None, quiet: bool, board: str | None, early: _StartupSignals,
+    max_age: str | None, quiet: bool, board: str | None, early: _StartupSignals, *, verb: str,
+    max_start: int | None,
 ) -> _Summary:
     if once and until_idle:
         raise UsageError("use either --once or --until-idle, not both")
@@ -155,7 +249,7 @@ def _run(
         from hermes_cli.kanban.dispatch.all_boards import run_all_boards
 
         passthrough: list[str] = []  # each board's dispatcher gets the same settings flags
-        for name, value in (("--max-spawn", max_spawn), ("--failure-limit", failure_limit),
+        for name, value in (("--max-spawn", max_spawn), ("--max", max_start), ("--failure-limit", failure_limit),
                             ("--max-runtime-default", max_runtime_default), ("--backup-interval", backup_interval),
                             ("--timeout", timeout),
                             ("--max-age", max_age)):
@@ -166,9 +260,9 @@ def _run(
             if on:
                 passthrough.append(name)
         retry_s = 30.0 if board_retry is None else parse_duration(board_retry, what="--board-retry")
-        daemon = not (once or until_idle)
-        boards = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s,
-                                log=_progress("dispatch --all-boards", quiet))
+        daemon = verb == "daemon" and not (once or until_idle)
+        boards = run_all_boards(passthrough, daemon=daemon, timeout=timeout_s, board_retry=retry_s, verb=verb,
+                                log=_progress(f"{verb} --all-boards", quiet))
         early.hand_over()
         # Each board's own errors are in its entry (and were logged as it stopped): no extra `error:` line.
         return _Summary(boards.as_dict(), boards.lines(), boards.exit_code, None)
@@ -186,7 +280,9 @@ def _run(
                     f"--max-age {max_age} is shorter than the lease refresh interval "
                     f"({settings.refresh_interval:g}s): a live dispatcher would look dead"
                 )
-        dispatcher = Dispatcher(b, settings, once=once, until_idle=until_idle, timeout=timeout_s,
+        one_pass = verb == "dispatch" and not (once or until_idle)
+        dispatcher = Dispatcher(b, settings, once=once, until_idle=until_idle, one_pass=one_pass,
+                                max_start=max_start, timeout=timeout_s,
                                 break_lock_max_age=max_age_s, log=_progress(f"dispatch {b.slug}", quiet),
                                 on_signals=early.hand_over)
         result = dispatcher.run()

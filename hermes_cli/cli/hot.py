@@ -111,7 +111,11 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
            priority: str = "0", parents: Sequence[str] = (), command: str | None = None, tenant: str | None = None,
            idempotency_key: str | None = None, max_runtime: str | None = None, max_retries: int | None = None,
            review: bool = False, assignee: str | None = None, created_by: str | None = None,
-           skills: Sequence[str] = (), triage: bool = False, initial_status: str | None = None) -> Out:
+           skills: Sequence[str] = (), triage: bool = False, initial_status: str | None = None,
+           workspace: str | None = None, branch: str | None = None, model: str | None = None,
+           provider: str | None = None) -> Out:
+    if branch is not None and not (workspace or "").startswith("worktree"):
+        raise UsageError("--branch only applies with --workspace worktree (or worktree:PATH)")
     text = read_body(body, body_file)
     prio = check_priority(priority)
     if created_by is None:
@@ -121,7 +125,7 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
             title, body=text, priority=prio, parents=tuple(parents), command=command, tenant=tenant,
             idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
             assignee=assignee, created_by=created_by, skills=tuple(skills), triage=triage,
-            initial_status=initial_status,
+            initial_status=initial_status, workspace=workspace, branch=branch, model=model, provider=provider,
         )
     return render.created(task, was_created)
 

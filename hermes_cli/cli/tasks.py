@@ -41,8 +41,13 @@ _task_out = render.task_out
 @click.option("--triage", is_flag=True, help="Park it in triage until someone promotes it.")
 @click.option("--initial-status", type=click.Choice(hot.INITIAL_STATUSES), default=None,
               help="blocked: create it blocked; running: the usual (ready, or todo while a parent is open).")
-@click.option("--model", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
-@click.option("--provider", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
+@click.option("--workspace", default=None, metavar="WS",
+              help="Where the worker runs: scratch, worktree, worktree:PATH or dir:PATH (default: the board's "
+                   "default workdir, else scratch).")
+@click.option("--branch", default=None, metavar="B", help="With --workspace worktree: the branch (default wt/<id>).")
+@click.option("--model", default=None, metavar="M",
+              help="A model override for its worker (HERMES_KANBAN_MODEL; see set-model).")
+@click.option("--provider", default=None, metavar="P", help="With --model: its provider (HERMES_KANBAN_PROVIDER).")
 @click.option("--goal", is_flag=True, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @click.option("--goal-max-turns", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @common
@@ -50,8 +55,8 @@ def kanban_create(
     title: str, body: str | None, body_file: str | None, priority: str, parents: tuple[str, ...],
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
     max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
-    triage: bool, initial_status: str | None, model: str | None, provider: str | None, goal: bool,
-    goal_max_turns: str | None, board: str | None, as_json: bool,
+    triage: bool, initial_status: str | None, workspace: str | None, branch: str | None, model: str | None,
+    provider: str | None, goal: bool, goal_max_turns: str | None, board: str | None, as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -60,18 +65,20 @@ def kanban_create(
     \b
         hermes kanban create "summarise logs" --priority 5 --command "python summarise.py {task_id}"
         hermes kanban create "research the market" --assignee researcher --created-by ana --skill web-search
+        hermes kanban create "fix CI" --assignee coder --workspace worktree --branch wt/ci-fix
     """
-    ignored = [name for name, given in (("--model", model), ("--provider", provider), ("--goal", goal or None),
-                                        ("--goal-max-turns", goal_max_turns)) if given is not None]
+    ignored = [name for name, given in (("--goal", goal or None), ("--goal-max-turns", goal_max_turns))
+               if given is not None]
     if ignored:
-        # hermes-agent's agent settings: a worker here is a command, which picks its own model and loop
-        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which chooses "
-                    "its model and when to stop (see: docs/coming-from-hermes-agent.md)")
+        # hermes-agent's agent loop settings: a worker here is a command, which decides when to stop
+        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which decides "
+                    "when to stop (see: docs/coming-from-hermes-agent.md)")
     hot.create(
         board_slug(board), title, body=body, body_file=body_file, priority=priority, parents=parents,
         command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
         max_retries=max_retries, review=review, assignee=assignee, created_by=created_by, skills=skills,
-        triage=triage, initial_status=initial_status,
+        triage=triage, initial_status=initial_status, workspace=workspace, branch=branch, model=model,
+        provider=provider,
     ).emit(as_json)
 
 
@@ -337,19 +344,22 @@ def _emit_tasks(as_json: bool, tasks: list[Task], **extra: object) -> None:
 @click.option("--run-id", type=RUN_ID, default=None, help="Your run (default: $HERMES_KANBAN_RUN_ID in a worker).")
 @click.option("--summary", default=None)
 @click.option("--force", is_flag=True, help="Override someone else's live run.")
+@click.option("--metadata", default=None, metavar="JSON", help="A JSON object kept on the run (as complete keeps it).")
+@click.option("--reviewer", default=None, metavar="PROFILE", help="Who should review it (kept on the event).")
 @common
 def kanban_request_review(task_id: str | None, run_id: int | None, summary: str | None, force: bool,
-                          board: str | None, as_json: bool) -> None:
+                          metadata: str | None, reviewer: str | None, board: str | None, as_json: bool) -> None:
     """Send a task to review.
 
     Example:
 
     \b
         hermes kanban request-review t_3fa2b1c4d5e6 --summary "ready for a look"
+        hermes kanban request-review --summary "tests pass" --metadata '{"tests_run": 3}' --reviewer reviewer
     """
     task, run = env_task_and_run(task_id, run_id)
     with open_worker_board(board) as b:
-        t = b.request_review(task, run, summary=summary, force=force)
+        t = b.request_review(task, run, summary=summary, force=force, metadata=metadata, reviewer=reviewer)
     emit(as_json, _task_out(t), f"{t.id} {t.status}")
 
 

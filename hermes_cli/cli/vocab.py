@@ -1,5 +1,5 @@
-"""The verbs hermes-agent users already type: assign, reassign, reclaim, assignees, promote, edit, runs, log, tail,
-watch, context, diagnostics, gc. Loaded on first use (common.LAZY_COMMANDS)."""
+"""The verbs hermes-agent users already type: assign, reassign, set-model, reclaim, assignees, promote, edit, runs,
+log, tail, watch, context, diagnostics, gc. Loaded on first use (common.LAZY_COMMANDS)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,31 @@ def kanban_reassign(task_id: str, profile: str, reclaim: bool, reason: str | Non
     with open_board(board) as b:
         t = b.reassign(task_id, who, reclaim=reclaim, reason=reason)
     emit(as_json, _task_out(t), f"{t.id} assigned to {t.assignee or '(nobody)'} ({t.status})")
+
+
+@command("set-model")
+@click.argument("task_id")
+@click.argument("model", required=False)
+@click.option("--provider", default=None, metavar="P", help="The model's provider (HERMES_KANBAN_PROVIDER).")
+@common
+def kanban_set_model(task_id: str, model: str | None, provider: str | None, board: str | None,
+                     as_json: bool) -> None:
+    """Set a task's model override (`none`, `-` or `null`, or no MODEL, clears it). Its next worker gets it as
+    HERMES_KANBAN_MODEL (and HERMES_KANBAN_PROVIDER); the worker's command decides what to do with it.
+
+    Example:
+
+    \b
+        hermes kanban set-model t_3fa2b1c4d5e6 claude-opus-4.6 --provider anthropic
+        hermes kanban set-model t_3fa2b1c4d5e6 none
+    """
+    chosen = None if model is None or model.strip().lower() in ("none", "-", "null", "") else model
+    with open_board(board) as b:
+        t, override = b.set_model(task_id, chosen, provider)
+    label = "cleared" if override["model"] is None else (
+        f"{override['provider']}:{override['model']}" if override["provider"] else override["model"])
+    emit(as_json, _task_out(t, model=override["model"], provider=override["provider"]),
+         f"{t.id} model override {label} (its next worker gets it)")
 
 
 @command("reclaim")

@@ -70,8 +70,11 @@ def test_schedule_parks_the_task_until_unblocked(cli: Cli) -> None:
     assert ok(cli("unblock", t)).strip() == f"{t} ready"
 
 
-def test_create_accepts_model_and_goal_with_a_note_saying_they_are_not_used(cli: Cli) -> None:
+def test_create_keeps_the_model_and_notes_that_goal_is_not_used(cli: Cli) -> None:
     r = cli("create", "hard refactor", "--assignee", "coder", "--model", "claude-opus-4.6", "--provider", "anthropic",
             "--goal", "--json")
     assert r.code == 0 and json.loads(r.out)["assignee"] == "coder"
-    assert r.err.count("note: ") == 1 and "--model, --provider, --goal" in r.err and "not used" in r.err
+    assert r.err.count("note: ") == 1 and "note: --goal not used here" in r.err
+    # the model override is kept for the worker (set-model's, since issue 11)
+    env = json.loads(cli("context", json.loads(r.out)["id"], "--json").out)["environment"]
+    assert (env["HERMES_KANBAN_MODEL"], env["HERMES_KANBAN_PROVIDER"]) == ("claude-opus-4.6", "anthropic")

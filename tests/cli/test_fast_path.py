@@ -150,6 +150,8 @@ STEPS: list[tuple[list[str], dict[str, str], str]] = [
     (["kanban", "create", "forced too"], {}, "fast"),
     (["kanban", "claim", "@T15@", "--json"], {}, "fast"),
     (["kanban", "complete", "@T15@", "--force", "--summary", "an operator closed it"], {}, "fast"),
+    (["kanban", "create", "in a worktree", "--workspace", "worktree", "--branch", "wt/x", "--json"], {}, "fast"),
+    (["kanban", "create", "branch alone", "--branch", "wt/x"], {}, "click"),
 ]
 
 

@@ -59,7 +59,7 @@ def test_daemon_restarts_a_failed_board_and_forwards_signals(reaper: Reaper) -> 
     bad_board = Board.open("bad")
     configure(bad_board, max_spawn=0)  # invalid: its dispatcher exits 1 each time it is started
     bad_board.close()
-    d = reaper.hermes("kanban", "dispatch", "--all-boards", "--board-retry", "300ms", "--json")
+    d = reaper.hermes("kanban", "daemon", "--all-boards", "--board-retry", "300ms", "--json")
     wait_for(lambda: d.stderr().count("board bad: config") >= 2, what="the bad board to be retried")
     with Board.open("good") as g:
         task, _ = g.create_task("while the other board fails", command=worker("work", "0.05"))

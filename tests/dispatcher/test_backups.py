@@ -117,7 +117,7 @@ def test_until_idle_takes_one_verified_backup_then_none_while_it_is_young(board:
 
 
 def test_a_short_timeout_takes_verified_backups_and_reports_each(board: Board) -> None:
-    p = hermes("dispatch", "--timeout", "1500ms", "--backup-interval", "1s", "--json")
+    p = hermes("daemon", "--timeout", "1500ms", "--backup-interval", "1s", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     paths = backup_lines(p.stderr)
@@ -275,7 +275,7 @@ def test_an_abandoned_backup_leaves_no_temp_file(board: Board) -> None:
 def test_a_failing_backup_warns_and_the_dispatcher_keeps_dispatching(board: Board, reaper: Reaper) -> None:
     backups = board.paths.backups_dir
     backups.write_text("not a directory\n")
-    d = reaper.hermes("kanban", "dispatch", "--backup-interval", "1s", "--json")
+    d = reaper.hermes("kanban", "daemon", "--backup-interval", "1s", "--json")
     warning = (f"warning: backup failed: {backups} exists and is not a directory (move it aside and retry); "
                "next attempt in 1s")
     wait_for(lambda: sum(warning in line for line in d.stderr().splitlines()) >= 2, what="two failed attempts")

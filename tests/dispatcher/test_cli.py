@@ -116,7 +116,7 @@ STAMPED = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} dispatch default: ")
 
 
 def test_a_lost_lease_is_one_error_line_and_the_summary_is_json(board: Board, reaper: Reaper) -> None:
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     lease = wait_for(lambda: lease_api.read_lease(board), what="the dispatcher's lease")
     # Another holder takes the board; its host name comes from the database, and here it carries a line break.
     board.db.write(lambda: leases_sql.put(board.db, host="evil\nhost", pid=1, pid_create_time=None,

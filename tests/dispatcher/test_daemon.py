@@ -1,4 +1,4 @@
-"""The dispatcher as a daemon (`hermes kanban dispatch` in its own process): woken by the doorbell, by the fallback
+"""The dispatcher as a daemon (`hermes kanban daemon` in its own process): woken by the doorbell, by the fallback
 poll when the doorbell is off, and stopped by signals (graceful, then immediate)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_a_task_created_while_idle_is_dispatched(board: Board, reaper: Reaper, d
     # With the doorbell the poll interval is an hour: only a ring can wake the dispatcher in time. Without it,
     # the fallback poll alone must find the task (a lost ring costs latency, never the task).
     configure(board, poll_interval=poll, doorbell=doorbell)
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: _lease_of(board, d.pid), what="the dispatcher's lease")
     # ready by creation
     task, _ = board.create_task("late", command=worker("work", "0.05"))
@@ -54,7 +54,7 @@ def test_a_task_created_while_idle_is_dispatched(board: Board, reaper: Reaper, d
 
 def test_first_signal_waits_for_workers_second_leaves_them_running(board: Board, reaper: Reaper) -> None:
     slow, _ = board.create_task("slow", command=worker("work", "1.5"))
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: started_run(board, slow.id), what="the worker to start")
     d.popen.send_signal(signal.SIGTERM)
     code, out, err = d.finish()
@@ -64,7 +64,7 @@ def test_first_signal_waits_for_workers_second_leaves_them_running(board: Board,
     assert board.get_task(slow.id).status == TaskStatus.DONE
 
     stuck, _ = board.create_task("stuck", command=worker("hang"))
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     run = wait_for(lambda: started_run(board, stuck.id), what="the stuck worker to start")
     d.popen.send_signal(signal.SIGINT)
     wait_for(lambda: "stopping gracefully" in d.stderr(), what="the graceful stop to begin")

@@ -34,7 +34,7 @@ def test_two_dispatchers_started_at_once_exactly_one_dispatches(board: Board, re
 
 
 def test_a_second_dispatcher_prints_skipped_and_exits_0(board: Board, reaper: Reaper) -> None:
-    d = reaper.hermes("kanban", "dispatch")
+    d = reaper.hermes("kanban", "daemon")
     wait_for(lambda: lease_api.read_lease(board), what="the first dispatcher's lease")
     second = subprocess.run([HERMES, "kanban", "dispatch", "--once"], capture_output=True, text=True, timeout=30)
     assert second.returncode == 0
@@ -47,7 +47,7 @@ def test_break_lock_frees_a_dead_holders_lease_but_never_a_live_one(board: Board
     configure(board, lease_grace="3s", worker_ttl="3s")  # the lease is refreshed every 1 s
     task, _ = board.create_task("after the break", command=worker("work", "0.05"))
     board.block(task.id, reason="not yet")
-    holder = reaper.hermes("kanban", "dispatch", "--json")
+    holder = reaper.hermes("kanban", "daemon", "--json")
     live = wait_for(lambda: lease_api.read_lease(board), what="the holder's lease")
 
     refused = subprocess.run([HERMES, "kanban", "dispatch", "--once", "--break-lock", "--max-age", "1.5s"],
@@ -86,7 +86,7 @@ def test_a_paused_dispatcher_loses_its_lease_and_steps_down(board: Board, reaper
     # A is SIGSTOPped past the grace period; B takes the board over and adopts A's live worker. When A resumes it
     # finds its lease gone: it starts nothing more, leaves the worker to B and exits 3.
     task, _ = board.create_task("long", command=pycmd(REPORT_AFTER, "3"))
-    a = reaper.hermes("kanban", "dispatch", "--json")
+    a = reaper.hermes("kanban", "daemon", "--json")
     run = wait_for(lambda: started_run(board, task.id), what="A's worker to start")
     a.popen.send_signal(signal.SIGSTOP)
     wait_for(lambda: lease_api.read_lease(board).age() > 2.05, what="A's lease to go stale")

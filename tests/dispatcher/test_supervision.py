@@ -138,7 +138,7 @@ note("end")
 def test_dispatcher_sigkilled_under_load_then_restarted(board: Board, reaper: Reaper, tmp_path: Path) -> None:
     configure(board, max_spawn=5, worker_ttl="10s", lease_grace="2s")
     journal = tmp_path / "journal"
-    d1 = reaper.hermes("kanban", "dispatch", "--json")
+    d1 = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: lease_api.read_lease(board), what="the first dispatcher's lease")
     fds_idle = fd_count(d1.pid)
     tasks = [board.create_task(f"job {i}", command=pycmd(JOURNALED, str(journal), "4"), priority=10)[0]
@@ -234,7 +234,7 @@ REPORT_AFTER = ("import subprocess, sys, time; time.sleep(float(sys.argv[1])); s
 def test_timeout_leaves_the_board_consistent_and_resumable(board: Board, reaper: Reaper) -> None:
     configure(board, max_spawn=2)
     tasks = [board.create_task(f"job {i}", command=pycmd(REPORT_AFTER, "2.5"))[0] for i in range(4)]
-    d1 = reaper.hermes("kanban", "dispatch", "--timeout", "1s", "--json")
+    d1 = reaper.hermes("kanban", "daemon", "--timeout", "1s", "--json")
     code, out, err = d1.finish(timeout=30)
     assert code == 0, err
     assert out["reason"] == "timeout" and out["spawned"] == 2 and len(out["left_running"]) == 2

@@ -74,7 +74,7 @@ def test_a_restarted_dispatcher_takes_over_at_once_from_a_killed_one(board: Boar
     # The default 30 s grace: only the holder's death (same host, pid gone) may let the next one in early.
     configure(board, lease_grace="30s", worker_ttl="60s", backup_interval="off")
     task, _ = board.create_task("long", command=worker("hang"))
-    a = reaper.hermes("kanban", "dispatch", "--json")
+    a = reaper.hermes("kanban", "daemon", "--json")
     run = wait_for(lambda: started_run(board, task.id), what="A's worker to start")
     assert _holder_pid(board) == a.pid
     a.popen.send_signal(signal.SIGKILL)
@@ -96,10 +96,10 @@ def test_a_restarted_dispatcher_takes_over_at_once_from_a_killed_one(board: Boar
 
 def test_a_standby_dispatcher_never_steals_and_takes_over_when_the_holder_goes(board: Board, reaper: Reaper) -> None:
     configure(board, lease_grace="30s", worker_ttl="60s", backup_interval="off")
-    a = reaper.hermes("kanban", "dispatch", "--json")
+    a = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: _holder_pid(board) == a.pid, what="A's lease")
     epoch_a = lease_api.read_lease(board).epoch  # type: ignore[union-attr]
-    b = reaper.hermes("kanban", "dispatch", "--json")
+    b = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: "standby" in b.stderr(), what="B to stand by")
     time.sleep(1.5)
     assert b.popen.poll() is None, b.stderr()  # does not exit (a supervisor would restart it in a loop) ...
@@ -115,7 +115,7 @@ def test_a_standby_dispatcher_never_steals_and_takes_over_when_the_holder_goes(b
     wait_for(lambda: _holder_pid(board) == b.pid, timeout=10, what="B to take over A's released lease")
 
     # C stands by behind B; B is killed: C takes over within seconds, not after the 30 s grace
-    c = reaper.hermes("kanban", "dispatch", "--json")
+    c = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: "standby" in c.stderr(), what="C to stand by")
     b.popen.send_signal(signal.SIGKILL)
     b.finish()
@@ -131,7 +131,7 @@ def test_a_standby_dispatcher_never_steals_and_takes_over_when_the_holder_goes(b
 
 def test_a_one_pass_run_still_skips_a_live_holder(board: Board, reaper: Reaper) -> None:
     configure(board, lease_grace="30s", backup_interval="off")
-    a = reaper.hermes("kanban", "dispatch")
+    a = reaper.hermes("kanban", "daemon")
     wait_for(lambda: _holder_pid(board) == a.pid, what="A's lease")
     for flag in ("--once", "--until-idle"):
         p = subprocess.run([str(Path(sys.executable).with_name("hermes")), "kanban", "dispatch", flag],
@@ -150,7 +150,7 @@ def test_an_exit_0_while_another_process_holds_the_write_lock_ends_completed(
     go = tmp_path / "go"
     task, _ = board.create_task("exits 0 under a held lock", command=pycmd(EXIT_WHEN, str(go)))
     # busy budget ~1 s (8 attempts of 100 ms): the lock below is held well past it
-    d = reaper.hermes("kanban", "dispatch", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
+    d = reaper.hermes("kanban", "daemon", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
     run = wait_for(lambda: started_run(board, task.id), what="the worker to start")
     locker = Locker(board, reaper)
     try:
@@ -175,7 +175,7 @@ def test_an_exit_0_kept_through_an_immediate_stop_is_applied_by_the_next_dispatc
     configure(board, worker_ttl="60s", lease_grace="30s", backup_interval="off")
     go = tmp_path / "go"
     task, _ = board.create_task("exits 0, then the dispatcher is stopped", command=pycmd(EXIT_WHEN, str(go)))
-    d = reaper.hermes("kanban", "dispatch", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
+    d = reaper.hermes("kanban", "daemon", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
     run = wait_for(lambda: started_run(board, task.id), what="the worker to start")
     locker = Locker(board, reaper)
     try:
@@ -207,7 +207,7 @@ def test_an_exit_0_on_an_unwritable_board_is_spooled_and_applied_later(
     configure(board, worker_ttl="60s", lease_grace="2s", backup_interval="off")
     go = tmp_path / "go"
     task, _ = board.create_task("exits 0 on an unwritable board", command=pycmd(EXIT_WHEN, str(go)))
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     run = wait_for(lambda: started_run(board, task.id), what="the worker to start")
     files = [board.paths.db, Path(f"{board.paths.db}-wal")]
     # root ignores file modes: the db and its WAL are made immutable, so every write fails (a storage error)
@@ -235,7 +235,7 @@ def test_a_sigterm_during_start_up_is_a_stop_not_a_silent_death(reaper: Reaper) 
     paths = resolve()
     ensure_private_dir(paths.dir)
     with file_lock(paths.dir / ".init.lock"):
-        d = reaper.hermes("kanban", "dispatch", "--json")
+        d = reaper.hermes("kanban", "daemon", "--json")
         wait_for(lambda: Path(f"/proc/{d.pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep"),
                  what="the dispatcher to wait for the init lock")
         d.popen.send_signal(signal.SIGTERM)
@@ -250,7 +250,7 @@ def test_a_second_sigterm_stops_within_a_second_while_the_write_lock_is_held(boa
     configure(board, worker_ttl="60s", lease_grace="30s", backup_interval="off")
     task, _ = board.create_task("stuck", command=worker("hang"))
     # a 1 s busy timeout: the old code sat ~16 s in BEGIN IMMEDIATE retries after the second signal
-    d = reaper.hermes("kanban", "dispatch", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "1000"})
+    d = reaper.hermes("kanban", "daemon", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "1000"})
     run = wait_for(lambda: started_run(board, task.id), what="the worker to start")
     locker = Locker(board, reaper)
     try:
@@ -273,7 +273,7 @@ def test_a_second_sigterm_stops_within_a_second_while_the_write_lock_is_held(boa
 
 def test_sighup_is_a_graceful_stop(board: Board, reaper: Reaper) -> None:
     configure(board, backup_interval="off")
-    d = reaper.hermes("kanban", "dispatch", "--json")
+    d = reaper.hermes("kanban", "daemon", "--json")
     wait_for(lambda: _holder_pid(board) == d.pid, what="the dispatcher's lease")
     d.popen.send_signal(signal.SIGHUP)
     code, out, err = d.finish()
@@ -286,7 +286,7 @@ def test_sighup_is_a_graceful_stop(board: Board, reaper: Reaper) -> None:
 def test_a_wake_with_nothing_ready_takes_no_write_lock(board: Board, reaper: Reaper) -> None:
     configure(board, lease_grace="10s", worker_ttl="10s", backup_interval="off")
     board.create_task("for a pull worker")  # ready, but no command: not the dispatcher's
-    d = reaper.hermes("kanban", "dispatch", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
+    d = reaper.hermes("kanban", "daemon", "--json", env={"HERMES_KANBAN_BUSY_TIMEOUT_MS": "100"})
     wait_for(lambda: _holder_pid(board) == d.pid, what="the dispatcher's lease")
     locker = Locker(board, reaper)
     try:

@@ -165,3 +165,43 @@ def check_report_text(value: str | None, what: str) -> str | None:
     except UnicodeEncodeError:
         raise InvalidValue(f"the {what} is not valid UTF-8 (check the encoding of your input)") from None
     return value
+
+
+#: what `create --workspace` takes (hermes-agent's forms)
+WORKSPACE_FORMS = "scratch, worktree, worktree:PATH or dir:PATH"
+_BRANCH_BAD = re.compile(r"\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|//")
+
+
+def check_workspace(value: str | None) -> str | None:
+    """Where a task's worker runs: `scratch` (a directory of its own under the board), `worktree` (a git worktree of
+    the board's default workdir, on its own branch), `worktree:PATH` (that worktree at PATH) or `dir:PATH` (that
+    directory). Returned as stored: a PATH with `~` expanded and made absolute against the current directory (so the
+    dispatcher, running elsewhere, finds the same place). None stays None (the board's default)."""
+    if value is None:
+        return None
+    v = value.strip()
+    if v in ("scratch", "worktree"):
+        return v
+    for prefix in ("dir:", "worktree:"):
+        if v.startswith(prefix):
+            path = v[len(prefix):].strip()
+            if not path:
+                raise InvalidValue(f"invalid --workspace {value!r}: {prefix} needs a path, e.g. {prefix}~/src/app")
+            if "\x00" in path:
+                raise InvalidValue(f"invalid --workspace: the path contains a NUL byte; use {WORKSPACE_FORMS}")
+            import os.path  # lazily: the hot worker verbs that never name a workspace skip it
+
+            return prefix + os.path.abspath(os.path.expanduser(path))
+    raise InvalidValue(f"invalid --workspace {value!r}: use {WORKSPACE_FORMS}")
+
+
+def check_branch(branch: str | None) -> str | None:
+    """A git branch name for a worktree workspace (`create --branch`): no spaces or control characters, not starting
+    with `-`, none of git's forbidden sequences (`..`, `~^:?*[\\`, `@{`, `//`), not ending with `/`, `.` or `.lock`."""
+    if branch is None:
+        return None
+    b = branch.strip()
+    if not b or b.startswith(("-", "/")) or b.endswith(("/", ".", ".lock")) or _BRANCH_BAD.search(b) or len(b) > 200:
+        raise InvalidValue(f"invalid --branch {branch!r}: use a git branch name such as wt/fix-login (no spaces, "
+                           "not starting with '-')")
+    return b

@@ -102,9 +102,11 @@ def run_all_boards(
     daemon: bool,
     timeout: float | None,
     board_retry: float,
+    verb: str = "dispatch",
     log: Callable[[str], None] | None = None,
 ) -> AllBoardsResult:
-    """Dispatch every board under $HERMES_HOME, each with `hermes kanban dispatch --board SLUG --json *args`."""
+    """Dispatch every board under $HERMES_HOME, each with `hermes kanban VERB --board SLUG --json *args` (VERB:
+    `dispatch`, one pass each, or `daemon`)."""
     say = log or (lambda _m: None)
     result = AllBoardsResult()
     live: dict[str, _Live] = {}
@@ -125,7 +127,7 @@ def run_all_boards(
         wakeups.ring()
 
     def start(slug: str) -> None:
-        argv = [sys.executable, "-m", "hermes_cli.main", "kanban", "dispatch", "--board", slug, "--json", *args]
+        argv = [sys.executable, "-m", "hermes_cli.main", "kanban", verb, "--board", slug, "--json", *args]
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
                                  start_new_session=True)
         lv = _Live(slug, popen)

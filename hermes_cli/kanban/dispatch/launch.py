@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError
+from ..core.errors import BoardBusy, HermesError, NotFound
 from ..core.models import Claim, RunOutcome, Task
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..store import dispatch as dsql
 from ..store import tasks as tsql
 from . import lease as leases
-from . import spawn
+from . import spawn, workspaces
 from .reaping import Reaper
 from .result import DispatchResult
+from .selection import Selection
 from .workers import Crew, Worker
 
 
@@ -31,7 +31,8 @@ class Launcher:
     """Claims ready tasks for this dispatcher and starts their workers under the crew's supervision."""
 
     def __init__(self, board: Board, settings: DispatchSettings, result: DispatchResult, crew: Crew, reaper: Reaper,
-                 *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None]) -> None:
+                 *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None],
+                 record_started: bool = False) -> None:
         self.board = board
         self.s = settings
         self.result = result
@@ -40,27 +41,48 @@ class Launcher:
         self.env = env
         self.worker_name = worker_name
         self.log = log
-        #: a default command makes every ready task dispatchable, not only those with a command of their own
-        self.any_command = settings.default_command is not None
+        #: list each started worker in result.started (one pass: what `dispatch --json` prints)
+        self.record_started = record_started
+        #: which ready tasks can be started, and with which command (shared with `dispatch --dry-run`)
+        self.selection = Selection(settings)
 
-    def fill(self, epoch: int) -> None:
-        """Start workers for ready tasks while fewer than max_spawn run; `epoch` is the lease the claims are fenced
-        by."""
-        for _ in range(max(0, self.s.max_spawn - len(self.crew.workers))):
+    def fill(self, epoch: int, *, limit: int | None = None) -> None:
+        """Start workers for ready tasks while fewer than max_spawn run, at most `limit` of them (None: no limit);
+        `epoch` is the lease the claims are fenced by."""
+        budget = max(0, self.s.max_spawn - len(self.crew.workers))
+        if limit is not None:
+            budget = min(budget, limit)
+        for _ in range(budget):
             # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
-            if not dsql.dispatchable(self.board.db, time.time(), any_command=self.any_command, limit=1):
+            if not self.selection.dispatchable(self.board.db, time.time(), limit=1):
                 return
             got = self._claim_next(epoch)
             if got is None:
                 return
             self._spawn(*got)
 
+    def note_unstartable(self) -> None:
+        """Ready tasks whose assignee has no profile command are never started with another command: each gets one
+        `skipped_nonspawnable` event saying why (Board.note_not_startable writes it once), and stays ready for pull
+        workers. A pass lists them all in `skipped_nonspawnable`; a daemon those it noted."""
+        config = str(self.board.paths.config_file)
+        for task_id, assignee in self.selection.unstartable(self.board.db):
+            reason = self.selection.skip_reason(assignee, config)
+            try:
+                written = self.board.note_not_startable(task_id, assignee, reason)
+            except NotFound:
+                continue  # deleted since the read: nothing to say about it
+            if written:
+                self.log(f"{task_id}: not started: {reason}")
+            if written or self.record_started:
+                self.result.skipped_nonspawnable.append({"task_id": task_id, "assignee": assignee, "reason": reason})
+
     def _claim_next(self, epoch: int) -> tuple[Claim, Task] | None:
         board = self.board
 
         def tx() -> tuple[Claim, Task] | None:
             leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
-            ids = dsql.dispatchable(board.db, time.time(), any_command=self.any_command, limit=1)
+            ids = self.selection.dispatchable(board.db, time.time(), limit=1)
             if not ids:
                 return None
             claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
@@ -70,16 +92,19 @@ class Launcher:
         return board.db.write(tx)
 
     def _spawn(self, claim: Claim, task: Task) -> None:
-        command = task.command or self.s.default_command
-        assert command is not None  # dispatchable() only returns tasks with a command unless there is a default
+        command = self.selection.command_for(task)
+        assert command is not None  # dispatchable() only returns tasks that have a command
         try:
+            where = workspaces.prepare(self.board.paths, task, self.board.settings().get("default_workdir"))
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
-                backups=self.s.log_backups,
+                backups=self.s.log_backups, profile=task.assignee, workspace=where.path, branch=where.branch,
+                model=self.board.model_override(task.id),
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
-            # No such program, not executable, a bad command line, an argument Popen refuses (ValueError: a NUL
+            # No such program, not executable, a bad command line, a workspace that cannot be made (workspaces.py),
+            # an argument Popen refuses (ValueError: a NUL
             # byte from a board written before `create` refused them, or from a default command), a symlink where
             # the workspace or log should be: the attempt fails like a crash, so the run is closed and retries
             # (with backoff) and max_retries bound a spawn loop; the dispatcher never dies over one task.
@@ -98,6 +123,10 @@ class Launcher:
         )
         self.crew.supervise(w)
         self.result.counts["spawned"] += 1
+        if self.record_started:
+            self.result.started.append({"task_id": task.id, "run_id": claim.run_id, "pid": pid,
+                                        "attempt": claim.attempt, "assignee": task.assignee,
+                                        "argv": list(started.argv), "workspace": str(started.workspace)})
         self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}: {shlex.join(started.argv)}")
         try:
             self.board.set_run_process(claim.run_id, pid, w.create_time)

@@ -17,6 +17,7 @@ from .lease import DispatcherLease
 class StopReason(StrEnum):
     IDLE = "idle"  #: --until-idle: nothing ready, running or waiting for a retry
     ONCE = "once"  #: --once: the pass's workers have finished
+    PASS = "pass"  #: one pass (`dispatch`): reclaimed, started what could start, returned (workers left running)
     TIMEOUT = "timeout"  #: --timeout reached
     SIGNAL = "signal"  #: SIGINT/SIGTERM
     LEASE_LOST = "lease_lost"  #: another dispatcher holds the board now
@@ -37,6 +38,10 @@ class DispatchResult:
     stopped_at: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
     left_running: list[dict[str, Any]] = field(default_factory=list)
+    #: the workers started by a one pass (`dispatch`), with what they run and where
+    started: list[dict[str, Any]] = field(default_factory=list)
+    #: ready tasks not started because their assignee has no profile command (`task_id`, `assignee`, `reason`)
+    skipped_nonspawnable: list[dict[str, Any]] = field(default_factory=list)
     error: HermesError | None = None
 
     @property
@@ -64,6 +69,8 @@ class DispatchResult:
             "duration_s": None if self.stopped_at is None else round(self.stopped_at - self.started_at, 3),
             **{k: self.counts.get(k, 0) for k in keys},
             "left_running": self.left_running,
+            "started": self.started,
+            "skipped_nonspawnable": self.skipped_nonspawnable,
             "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
         }
 
@@ -90,6 +97,12 @@ class DispatchResult:
         lines = [f"dispatch {self.board}: stopped ({self.reason}) after {took:.1f}s: " + ", ".join(parts)]
         if self.broke_lock is not None:
             lines.append(f"broke the stale lease of {self.broke_lock.describe()}")
+        if self.reason == StopReason.PASS:
+            for w in self.started:
+                lines.append(f"started: {w['task_id']} run {w['run_id']} pid {w['pid']} in {w['workspace']}")
+            for k in self.skipped_nonspawnable:
+                lines.append(f"not started: {k['task_id']} (assignee {k['assignee']} has no worker command)")
+            return lines
         for w in self.left_running:
             lines.append(f"left running: {w['task_id']} run {w['run_id']} pid {w['pid']} (the next dispatcher "
                          "adopts it; otherwise its lease expires and the task is reclaimed)")

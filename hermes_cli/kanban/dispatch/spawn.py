@@ -2,10 +2,12 @@
 
 - argv: `shlex.split` of the task's command (or the board default), then `{task_id}`, `{run_id}`, `{board}`,
   `{workspace}` and `{title}` substituted inside single arguments. Never a shell: task text cannot become code.
-- environment: the dispatcher's, plus HERMES_KANBAN_DB, _BOARD, _TASK, _RUN_ID and _WORKSPACE.
+- environment: the dispatcher's, plus HERMES_KANBAN_DB, _BOARD, _TASK, _RUN_ID and _WORKSPACE, and HERMES_PROFILE
+  (the task's assignee) when the task has one.
 - a new session (its own process group, so a timeout can kill the whole group, and a Ctrl-C in the dispatcher's
   terminal does not reach it), stdin from /dev/null, stdout+stderr appended to `<board>/logs/<task>.log` (rotated
-  at spawn time), cwd a per-task workspace directory kept across retries.
+  at spawn time), cwd the task's workspace (domain/workspaces.py: its scratch directory, kept across retries, by
+  default).
 - exec'd by subprocess (fork+exec, close_fds): no database connection crosses into the child.
 """
 
@@ -26,7 +28,7 @@ from ..core.paths import BoardPaths, ensure_private_dir
 
 PLACEHOLDER_RE = re.compile(r"\{(task_id|run_id|board|workspace|title)\}")
 CONTRACT_ENV = ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_TASK", "HERMES_KANBAN_RUN_ID",
-                "HERMES_KANBAN_WORKSPACE")
+                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_BRANCH", "HERMES_KANBAN_MODEL", "HERMES_KANBAN_PROVIDER")
 
 
 def build_argv(command: str, values: Mapping[str, str]) -> list[str]:
@@ -42,8 +44,18 @@ def build_argv(command: str, values: Mapping[str, str]) -> list[str]:
 
 
 def worker_env(base: Mapping[str, str], *, db: Path, board: str, task_id: str, run_id: int,
-               workspace: Path) -> dict[str, str]:
+               workspace: Path, profile: str | None = None, branch: str | None = None,
+               model: Mapping[str, str | None] | None = None) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in CONTRACT_ENV}
+    if model is not None:  # the task's model override (set-model): for the worker's command to use
+        env["HERMES_KANBAN_MODEL"] = str(model["model"])
+        if model.get("provider"):
+            env["HERMES_KANBAN_PROVIDER"] = str(model["provider"])
+    if branch is not None:
+        env["HERMES_KANBAN_BRANCH"] = branch  # a worktree workspace's branch, as hermes-agent sets it
+    if profile is not None:
+        # the task's assignee, as hermes-agent sets it: `list --mine` and `create` (created_by) inside the worker
+        env["HERMES_PROFILE"] = profile
     env.update(
         HERMES_KANBAN_DB=str(db),
         HERMES_KANBAN_BOARD=board,
@@ -123,14 +135,19 @@ class Started:
 
 
 def start(paths: BoardPaths, *, command: str, task_id: str, run_id: int, title: str, attempt: int,
-          env_base: Mapping[str, str], max_bytes: int, backups: int) -> Started:
+          env_base: Mapping[str, str], max_bytes: int, backups: int, profile: str | None = None,
+          workspace: Path | None = None, branch: str | None = None,
+          model: Mapping[str, str | None] | None = None) -> Started:
     """Start the worker for one run. Raises InvalidValue (bad command), OSError (exec failed, no such program, no
     permission) or ValueError (an argument Popen refuses: a NUL byte, text the filesystem encoding cannot hold); the
-    caller records those as a failed attempt."""
-    workspace = workspace_for(paths, task_id)
+    caller records those as a failed attempt. `workspace` is where it runs (dispatch/workspaces.py made it; None:
+    the task's scratch directory)."""
+    if workspace is None:
+        workspace = workspace_for(paths, task_id)
     argv = build_argv(command, {"task_id": task_id, "run_id": str(run_id), "board": paths.slug,
                                 "workspace": str(workspace), "title": title})
-    env = worker_env(env_base, db=paths.db, board=paths.slug, task_id=task_id, run_id=run_id, workspace=workspace)
+    env = worker_env(env_base, db=paths.db, board=paths.slug, task_id=task_id, run_id=run_id, workspace=workspace,
+                     profile=profile, branch=branch, model=model)
     log = log_path(paths, task_id)
     fd = open_log(log, max_bytes=max_bytes, backups=backups)
     try:

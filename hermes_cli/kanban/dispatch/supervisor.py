@@ -101,6 +101,8 @@ class Dispatcher:
         *,
         once: bool = False,
         until_idle: bool = False,
+        one_pass: bool = False,
+        max_start: int | None = None,
         timeout: float | None = None,
         break_lock_max_age: float | None = None,
         log: Callable[[str], None] | None = None,
@@ -111,6 +113,10 @@ class Dispatcher:
         self.s = settings
         self.once = once
         self.until_idle = until_idle
+        #: one pass (`hermes kanban dispatch`): reclaim, adopt, start what can start, return; workers are left running
+        self.one_pass = one_pass
+        #: start at most this many workers in a pass (`--max`); None: up to max_spawn running
+        self.max_start = max_start
         self.timeout = timeout
         self.break_lock_max_age = break_lock_max_age
         self._log = log
@@ -129,7 +135,7 @@ class Dispatcher:
         self.adopter = Adopter(board, settings, self.result, self.crew, self.reaper, worker_name=self.worker_name,
                                log=self.log)
         self.launcher = Launcher(board, settings, self.result, self.crew, self.reaper, env=self.env,
-                                 worker_name=self.worker_name, log=self.log)
+                                 worker_name=self.worker_name, log=self.log, record_started=one_pass)
         #: the backup thread (None: backup_interval is off, or not started yet)
         self._backups: AutoBackup | None = None
         self.chores = Chores(self._per_tick_maintenance, log=self.log)
@@ -155,7 +161,8 @@ class Dispatcher:
                 res.broke_lock = leases.break_lock(self.board, max_age=self.break_lock_max_age)
                 if res.broke_lock is not None:
                     self.log(f"broke the stale lease of {res.broke_lock.describe()}")
-            got = Standby(self.board, self.s, res, one_pass=self.once or self.until_idle, deadline=self.deadline,
+            got = Standby(self.board, self.s, res, one_pass=self.once or self.until_idle or self.one_pass,
+                          deadline=self.deadline,
                           signals=self.signals, wakeups=self.wakeups, doorbell=self.doorbell, log=self.log).acquire()
             if got is None:
                 res.stopped_at = time.time()
@@ -171,7 +178,8 @@ class Dispatcher:
                     self.log(f"took over the lease of {previous.describe(lease.acquired_at)}: its process is gone")
             try:
                 self.heartbeat.start(self.epoch)
-                self._start_backups()
+                if not self.one_pass:  # a pass returns at once: no backup thread to wait for (docs/dispatcher.md)
+                    self._start_backups()
                 self._loop()
             except LeaseHeld as exc:
                 res.reason, res.error = StopReason.LEASE_LOST, exc
@@ -239,8 +247,8 @@ class Dispatcher:
                     next_scan = now + self.s.poll_interval
                 spawning = self.signals.count == 0 and not pass_done
                 if spawning:
-                    self.launcher.fill(self.epoch)
-                    pass_done = self.once
+                    self.launcher.fill(self.epoch, limit=self.max_start)
+                    pass_done = self.once or self.one_pass
             except BoardBusy as exc:
                 if self._stop_now():
                     continue  # stopping now (the checks above end the loop): never wait for the lock
@@ -248,6 +256,11 @@ class Dispatcher:
                 self.log(f"warning: {exc.message}")
                 self._wait(min(1.0, self.s.poll_interval))
                 continue
+            if self.one_pass and pass_done:
+                # The pass is done: its workers (and those it adopted) are left running under their leases; the
+                # next pass adopts the live ones again, and their exits are judged then (docs/dispatcher.md).
+                res.reason = StopReason.PASS
+                return
             if self.signals.count >= 1 and not self.workers and not self.reaper.unrecorded:
                 self._note_signals()  # it may have come after the check at the top: still say so
                 res.reason = StopReason.SIGNAL
@@ -281,6 +294,7 @@ class Dispatcher:
             # Before reclaiming: a worker that provably still runs is adopted (and its lease extended) rather than
             # reclaimed just because its dispatcher was away for longer than its lease.
             self._scan_runs()
+            self.launcher.note_unstartable()
         expiry = dsql.earliest_lease_expiry(self.board.db)
         if expiry is not None and expiry < now:
             self.crew.reclaim_expired()
@@ -299,12 +313,12 @@ class Dispatcher:
             return False
         now = time.time()
         db = self.board.db
-        any_command = self.launcher.any_command
-        if dsql.dispatchable(db, now, any_command=any_command, limit=1):
+        selection = self.launcher.selection
+        if selection.dispatchable(db, now, limit=1):
             return False
         if dsql.earliest_lease_expiry(db) is not None:
             return False
-        return dsql.next_retry_at(db, any_command=any_command, after=now) is None
+        return selection.next_retry_at(db, after=now) is None
 
     def _next_wake(self, now: float, *, spawning: bool) -> float:
         until = now + self.s.poll_interval
@@ -312,7 +326,7 @@ class Dispatcher:
             until = min(until, self.deadline)
         db = self.board.db
         if spawning and len(self.workers) < self.s.max_spawn:
-            retry = dsql.next_retry_at(db, any_command=self.launcher.any_command, after=now)
+            retry = self.launcher.selection.next_retry_at(db, after=now)
             if retry is not None:
                 until = min(until, retry)
         expiry = dsql.earliest_lease_expiry(db)

@@ -171,6 +171,28 @@ class Claims(BoardCore):
                             retry_at=retry_at)
         return sql.get_task(self.db, task.id)
 
+    def note_not_startable(self, task_id: str, assignee: str, reason: str) -> bool:
+        """Record that the dispatcher does not start a ready task (event `skipped_nonspawnable`, hermes-agent's name),
+        once: nothing is written while the task's latest event is already that note for the same assignee, so a
+        dispatcher scanning every few seconds (or a pass from cron every minute) does not flood the log. Returns
+        whether the event was written."""
+
+        def noted() -> bool:
+            last = sql.events_after(self.db, 0, task_id=task_id, limit=1, newest_first=True)
+            return bool(last) and last[0].kind == "skipped_nonspawnable" and last[0].payload.get("assignee") == assignee
+
+        if noted():  # a read first: the common case (noted already) never takes the write lock
+            return False
+
+        def tx(now: float) -> bool:
+            task = sql.get_task(self.db, task_id)
+            if task.status != TaskStatus.READY or task.command or task.assignee != assignee or noted():
+                return False  # changed meanwhile: the next scan judges it anew
+            self._event("skipped_nonspawnable", now, task.id, assignee=assignee, reason=reason)
+            return True
+
+        return self._write(tx)
+
     def assign(self, task_id: str, profile: str | None) -> Task:
         """Set (or with None clear) the profile that works on a task. A running task keeps its worker: reassign
         it with `reassign --reclaim`."""

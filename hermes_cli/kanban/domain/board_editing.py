@@ -13,6 +13,7 @@ from ..core.models import Comment, RunOutcome, Task, TaskStatus
 from ..core.values import (
     INITIAL_STATUSES,
     check_body,
+    check_branch,
     check_command,
     check_metadata,
     check_priority,
@@ -22,6 +23,7 @@ from ..core.values import (
     check_task_id,
     check_text,
     check_title,
+    check_workspace,
     parse_duration,
 )
 from ..store import tasks as sql
@@ -54,13 +56,20 @@ class Editing(BoardCore):
         skills: Sequence[str] = (),
         triage: bool = False,
         initial_status: str | None = None,
+        workspace: str | None = None,
+        branch: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
     ) -> tuple[Task, bool]:
         """Create a task. Returns (task, created); with an idempotency key already in use, the existing task and
         False.
 
         `assignee` is the profile that works on it; `created_by` and `skills` are stored for people and workers.
         `triage` parks it in `triage` (until `promote`); `initial_status="blocked"` creates it blocked (hermes-agent's
-        `--initial-status blocked`); "running" means the usual: ready, or todo while a parent is unfinished."""
+        `--initial-status blocked`); "running" means the usual: ready, or todo while a parent is unfinished.
+        `workspace` is where its worker runs (core.values.check_workspace; None: the board's default workdir, else a
+        scratch directory); `branch` names a worktree workspace's branch. `model`/`provider` set its model override
+        (see set_model)."""
         title = check_title(title)
         body = check_body(body or "")
         priority = check_priority(priority)
@@ -77,6 +86,14 @@ class Editing(BoardCore):
             raise InvalidValue(f"invalid initial status {initial_status!r}: use one of {', '.join(INITIAL_STATUSES)}")
         if triage and initial_status == "blocked":
             raise InvalidValue("use either --triage or --initial-status blocked, not both")
+        workspace = check_workspace(workspace)
+        branch = check_branch(branch)
+        if branch is not None and not (workspace or "").startswith("worktree"):
+            raise InvalidValue(f"--branch {branch} needs --workspace worktree (a branch is made only for a worktree)")
+        model = check_text(model, "model")
+        provider = check_text(provider, "provider")
+        if model is None and provider is not None:
+            raise InvalidValue("--provider needs --model: hermes kanban create TITLE --model M --provider P")
 
         def tx(now: float) -> tuple[Task, bool]:
             if idempotency_key is not None:
@@ -108,6 +125,7 @@ class Editing(BoardCore):
                     "created_at": now, "updated_at": now, "assignee": assignee, "created_by": created_by,
                     "skills": json.dumps(skill_list) if skill_list else None,
                     "block_kind": "needs_input" if status == TaskStatus.BLOCKED else None,
+                    "workspace": workspace, "branch": branch,
                 },
             )
             for p in parent_tasks:
@@ -117,9 +135,38 @@ class Editing(BoardCore):
                 "created", now, task_id, title=title, status=str(status), priority=priority,
                 parents=[p.id for p in parent_tasks], tenant=task_tenant, **who,
             )
+            if model is not None:
+                self._event("model_override_set", now, task_id, model=model, provider=provider)
             return sql.get_task(self.db, task_id), True
 
         return self._write(tx)
+
+    def set_model(self, task_id: str, model: str | None, provider: str | None = None) -> tuple[Task, dict[str, Any]]:
+        """hermes-agent's model override of a task (`set-model ID MODEL|none [--provider P]`): kept as a
+        `model_override_set` event (the latest one is the task's override; `model` None clears it) and handed to the
+        task's next worker as HERMES_KANBAN_MODEL / HERMES_KANBAN_PROVIDER. The board does not run a model: the
+        worker's command decides what to do with it. Archived tasks are refused."""
+        model = check_text(model, "model")
+        provider = check_text(provider, "provider")
+        if model is None and provider is not None:
+            raise InvalidValue("--provider needs a model: hermes kanban set-model ID MODEL --provider P")
+
+        def tx(now: float) -> tuple[Task, dict[str, Any]]:
+            task = self._task(task_id)
+            if task.status == TaskStatus.ARCHIVED:
+                raise InvalidValue(f"task {task.id} is archived; its model no longer matters")
+            self._event("model_override_set", now, task.id, model=model, provider=provider)
+            return task, {"model": model, "provider": provider}
+
+        return self._write(tx)
+
+    def model_override(self, task_id: str) -> dict[str, Any] | None:
+        """The task's model override ({model, provider}), None when it has none (never set, or cleared)."""
+        last = sql.events_after(self.db, 0, task_id=check_task_id(task_id), kinds=["model_override_set"], limit=1,
+                                newest_first=True)
+        if not last or last[0].payload.get("model") is None:
+            return None
+        return {"model": last[0].payload.get("model"), "provider": last[0].payload.get("provider")}
 
     def comment(self, task_id: str, body: str, *, author: str | None = None) -> Comment:
         text = (body or "").strip()

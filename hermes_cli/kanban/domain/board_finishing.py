@@ -11,6 +11,7 @@ from ..core.models import Claim, RunOutcome, Task, TaskStatus
 from ..core.values import (
     check_block_kind,
     check_metadata,
+    check_profile,
     check_report_text,
     check_task_id,
     check_text,
@@ -267,8 +268,14 @@ class Finishing(Claims, Links):
         return sql.get_task(self.db, task.id)
 
     def request_review(self, task_id: str, run_id: int | None = None, *, summary: str | None = None,
-                       force: bool = False) -> Task:
+                       force: bool = False, metadata: dict[str, Any] | str | None = None,
+                       reviewer: str | None = None) -> Task:
+        """Send a task to review. `metadata` (a JSON object) is kept on the closing run, as complete keeps it, and
+        on the `review_requested` event; `reviewer` (a profile) is who should review it, kept on the event."""
         check_task_id(task_id)
+        meta = check_metadata(metadata)
+        reviewer = check_profile(reviewer, "reviewer")
+        extra: dict[str, Any] = {k: v for k, v in (("reviewer", reviewer), ("metadata", meta)) if v is not None}
 
         def tx(now: float) -> Task:
             task = self._task(task_id)
@@ -279,7 +286,9 @@ class Finishing(Claims, Links):
                 closing: int | None = run_id
             else:
                 closing = self._closable_without_run(task, force, "request-review")
-            return self._to_review(task, closing, now, summary)
+            if meta is not None and closing is not None:
+                sql.set_run_report(self.db, closing, None, meta)
+            return self._to_review(task, closing, now, summary, **extra)
 
         return self._write(tx)
 

@@ -21,6 +21,7 @@ from .board_core import (
     SORTS,
     BoardCore,
 )
+from .workspaces import where
 
 
 class Queries(BoardCore):
@@ -157,14 +158,24 @@ class Queries(BoardCore):
                     "summary": p.summary, "metadata": run.metadata if run else None,
                 })
             comments = sql.comments_for(self.db, task.id)
+        ws = where(self.paths, task, sql.meta_get(self.db, "default_workdir"))
         env = {
             "HERMES_KANBAN_DB": str(self.paths.db),
             "HERMES_KANBAN_BOARD": self.slug,
             "HERMES_KANBAN_TASK": task.id,
             "HERMES_KANBAN_RUN_ID": str(task.current_run_id) if task.current_run_id else None,
-            # where the dispatcher runs a worker today (spawn.workspace_for); not created by looking
-            "HERMES_KANBAN_WORKSPACE": str(self.paths.workspaces_dir / task.id),
+            # where the dispatcher runs its worker (domain/workspaces.py); not created by looking
+            "HERMES_KANBAN_WORKSPACE": str(ws.path),
         }
+        if ws.kind == "worktree":
+            env["HERMES_KANBAN_BRANCH"] = ws.branch
+        if task.assignee is not None:
+            env["HERMES_PROFILE"] = task.assignee
+        last = sql.events_after(self.db, 0, task_id=task.id, kinds=["model_override_set"], limit=1, newest_first=True)
+        if last and last[0].payload.get("model") is not None:
+            env["HERMES_KANBAN_MODEL"] = last[0].payload["model"]
+            if last[0].payload.get("provider"):
+                env["HERMES_KANBAN_PROVIDER"] = last[0].payload["provider"]
         return {"task": task.as_dict(), "parents": parents, "comments": [c.as_dict() for c in comments],
                 "environment": env}
 

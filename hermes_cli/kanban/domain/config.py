@@ -9,6 +9,9 @@ The config file is `<board dir>/config.toml`; the dispatcher reads its `[dispatc
     default_command = "python3 worker.py {task_id}"   # for tasks created without --command
     backup_interval = "1h"         # keep the newest backup younger than this ("off" or 0: no automatic backups)
 
+    [profiles.researcher]          # what a task assigned to `researcher` runs (when it has no --command)
+    command = "python3 research.py {task_id} {workspace}"
+
 Other tables in the file belong to other parts of hermes and are ignored here.
 """
 
@@ -18,14 +21,16 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..core.errors import InvalidValue
 from ..core.paths import BoardPaths
-from ..core.values import check_command, parse_duration
+from ..core.values import check_command, check_profile, parse_duration
 
 SECTION = "dispatch"
+#: the table of assignee profiles: `[profiles.<name>] command = "..."`
+PROFILES = "profiles"
 _ZERO_RE = re.compile(r"^0+(?:\.0*)?\s*(?:ms|s|m|h|d)?$")
 #: default of `backup_interval` (doctor compares the newest backup's age with it too)
 DEFAULT_BACKUP_INTERVAL_S = 3600.0
@@ -61,6 +66,9 @@ class DispatchSettings:
     doorbell: bool = True
     #: take a verified backup when the newest is older than this (None: no automatic backups; auto_backup.py)
     backup_interval: float | None = DEFAULT_BACKUP_INTERVAL_S
+    #: worker command by assignee profile (`[profiles.<name>] command`), for tasks without --command; an assigned
+    #: task whose profile has none is not started (pull workers may claim it). Not a [dispatch] key, not a flag.
+    profiles: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def refresh_interval(self) -> float:
@@ -136,6 +144,46 @@ def _is_off(value: Any) -> bool:
 
 def read_config(paths: BoardPaths) -> dict[str, Any]:
     """The `[dispatch]` table of the board's config file ({} when there is no file). Refuses a symlink."""
+    return _table(paths, _read_file(paths), SECTION)
+
+
+def _table(paths: BoardPaths, data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise InvalidValue(f"config {paths.config_file}: [{name}] must be a table")
+    return section
+
+
+def read_profiles(paths: BoardPaths, data: dict[str, Any] | None = None) -> dict[str, str]:
+    """The `[profiles.<name>]` tables of the board's config file: {profile: command}. Each table takes one key,
+    `command` (a worker command line, checked like --command); anything else is refused with the file named."""
+    where = f"config {paths.config_file}"
+    out: dict[str, str] = {}
+    for name, table in _table(paths, _read_file(paths) if data is None else data, PROFILES).items():
+        try:
+            profile = check_profile(name, "profile name")
+        except InvalidValue as exc:
+            raise InvalidValue(f"{where}: [{PROFILES}.{name}]: {exc.message}") from None
+        if not isinstance(table, dict):
+            raise InvalidValue(f'{where}: {PROFILES}.{name} must be a table, e.g. [{PROFILES}.{name}] command = "..."')
+        unknown = sorted(set(table) - {"command"})
+        if unknown:
+            raise InvalidValue(f"{where}: unknown setting {PROFILES}.{name}.{unknown[0]} (known: command)")
+        command = table.get("command")
+        if not isinstance(command, str):
+            raise InvalidValue(f'{where}: {PROFILES}.{name}.command must be a string, e.g. command = "python3 '
+                               'worker.py {task_id}"')
+        try:
+            checked = check_command(command)
+        except InvalidValue as exc:
+            raise InvalidValue(f"{where}: {PROFILES}.{name}.command: {exc.message}") from None
+        assert profile is not None and checked is not None  # both were given
+        out[profile] = checked
+    return out
+
+
+def _read_file(paths: BoardPaths) -> dict[str, Any]:
+    """The whole config file ({} when there is none). Refuses a symlink."""
     path = paths.config_file
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -148,17 +196,15 @@ def read_config(paths: BoardPaths) -> dict[str, Any]:
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidValue(f"config {path} is not valid TOML: {exc}") from None
-    section = data.get(SECTION, {})
-    if not isinstance(section, dict):
-        raise InvalidValue(f"config {path}: [{SECTION}] must be a table")
-    return section
+    return data
 
 
 def load_settings(paths: BoardPaths, flags: Mapping[str, Any] | None = None) -> DispatchSettings:
     """Defaults, then the board's config file, then `flags` (entries whose value is None are not given)."""
-    known = {f.name for f in fields(DispatchSettings)}
-    values: dict[str, Any] = {}
-    for name, value in read_config(paths).items():
+    known = {f.name for f in fields(DispatchSettings)} - {"profiles"}
+    data = _read_file(paths)
+    values: dict[str, Any] = {"profiles": read_profiles(paths, data)}
+    for name, value in _table(paths, data, SECTION).items():
         if name not in known:
             raise InvalidValue(
                 f"config {paths.config_file}: unknown setting {SECTION}.{name} (known: {', '.join(sorted(known))})"

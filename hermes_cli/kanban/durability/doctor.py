@@ -18,7 +18,7 @@ import apsw
 from ..core.errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
 from ..core.models import iso
 from ..core.paths import BoardPaths
-from ..store import dispatch as dispatch_sql
+from ..store import dispatch_profiles as profiles_sql
 from ..store import health as store_health
 from ..store import stats as stats_sql
 from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
@@ -214,9 +214,11 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
 def _lease_checks(db: Database, now: float, bo: str, schema: int, settings: DispatchSettings) -> list[Finding]:
     out: list[Finding] = []
     ready = stats_sql.ready_count(db)
-    # Only tasks with a command (or any task, when the board has a default_command) wait for a dispatcher; the
-    # others are for pull workers (`hermes kanban claim`), and a board of those needs no dispatcher at all.
-    waiting = dispatch_sql.waiting_for_dispatcher(db, any_command=settings.default_command is not None)
+    # Only tasks with a command (their own, their assignee's profile command, or, unassigned, the board's
+    # default_command) wait for a dispatcher; the others are for pull workers (`hermes kanban claim`), and a board
+    # of those needs no dispatcher at all.
+    waiting = profiles_sql.waiting_for_dispatcher(db, any_default=settings.default_command is not None,
+                                                  profiles=settings.profiles)
     counts = {"ready": ready, "dispatchable": waiting}
     lease = store_health.dispatcher_lease(db) if schema >= 2 else None
     if lease is None:
