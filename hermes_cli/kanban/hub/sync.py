@@ -112,6 +112,7 @@ class Sync:
         self._refreshed = 0.0
         self._checkpoint_failures = 0
         self._failing_since: float | None = None
+        self._last_error: str | None = None
         self._stop = False
         self._bell: Doorbell | None = None
 
@@ -158,7 +159,7 @@ class Sync:
                     self._recovered()
                     delay = RETRY_FIRST_S
                 except (CheckpointFailing, HubAuthFailed, HubVersionRefused, SyncLeaseLost) as exc:
-                    sync_status.record_error(self.board.paths, self.hub, exc.message, self._checkpoint_failures)
+                    self._record_error(exc.message)
                     raise
                 except (HubError, StorageError) as exc:
                     result.hub_errors += 1
@@ -251,7 +252,8 @@ class Sync:
         if self.token is not None and time.monotonic() - self._refreshed >= lease.REFRESH_S:
             writes.refresh_lease(self.link, self.board_id, self.token)
             self._refreshed = time.monotonic()
-            sync_status.record_ok(self.board.paths, self.hub, self.acked)
+            if self._last_error is None:
+                sync_status.record_ok(self.board.paths, self.hub, self.acked)
 
     def _checkpoint(self, *, force: bool) -> None:
         """Write the local checkpoint (the hub's ack); count consecutive failures and stop after too many."""
@@ -264,14 +266,15 @@ class Sync:
         except StorageError as exc:
             self._checkpoint_failures += 1
             self.log(f"checkpoint write failed ({self._checkpoint_failures}/{CHECKPOINT_FAILURES_MAX}): {exc.message}")
-            sync_status.record_error(self.board.paths, self.hub, f"checkpoint write failed: {exc.message}",
-                                     self._checkpoint_failures)
+            self._record_error(f"checkpoint write failed: {exc.message}")
             if self._checkpoint_failures >= CHECKPOINT_FAILURES_MAX:
                 raise CheckpointFailing(
                     f"sync of board {self.board.slug} to {self.hub} stopped: {self._checkpoint_failures} consecutive "
                     f"checkpoint writes failed ({exc.message}); fix the board (see: hermes kanban doctor), then "
                     "run the sync again: it resumes from the hub's ack") from exc
             return
+        if self._checkpoint_failures and self._failing_since is None:
+            self._last_error = None  # the board takes checkpoints again; the next status write clears the error
         self.local_mark, self._mark_at, self._checkpoint_failures = self.acked, time.monotonic(), 0
 
     def _failing(self, exc: StorageError) -> None:
@@ -279,13 +282,18 @@ class Sync:
             self._failing_since = time.monotonic()
             if self._bell is not None:  # --follow retries: say so once (with --once the error is the exit line)
                 self.log(f"error: {exc.message} (retrying)")
-        sync_status.record_error(self.board.paths, self.hub, exc.message, self._checkpoint_failures)
+        self._record_error(exc.message)
+
+    def _record_error(self, message: str) -> None:
+        self._last_error = message
+        sync_status.record_error(self.board.paths, self.hub, message, self._checkpoint_failures)
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
             self.log(f"hub {self.hub} back after {time.monotonic() - self._failing_since:.1f}s; caught up to event "
                      f"{self.acked}")
             self._failing_since = None
+            self._last_error = None
             sync_status.record_ok(self.board.paths, self.hub, self.acked)
 
     def _finish(self, result: SyncResult, started: float) -> None:
@@ -301,7 +309,7 @@ class Sync:
                 # The lease then expires by the grace (or is taken over at once from this host, our pid being gone).
                 self.log(f"could not release the sync lease: {exc.message}")
             self.token = None
-        if self._failing_since is None and result.status != "skipped":
+        if self._last_error is None and result.status != "skipped":
             sync_status.record_ok(self.board.paths, self.hub, self.acked)
         self.link.close()
         if self._bell is not None:
