@@ -129,7 +129,8 @@ def assert_hub_equals_local(url: str, slug: str | None = None) -> tuple[int, int
     assert len(ids) == len(set(ids)), "duplicate events on the hub"
     missing = sorted({e[0] for e in local_events} - set(ids))
     extra = sorted(set(ids) - {e[0] for e in local_events})
-    assert not missing and not extra, f"hub lacks events {missing[:10]} / has extra {extra[:10]}"
+    lacking = [e for e in local_events if e[0] in missing[:10]]
+    assert not missing and not extra, f"hub lacks events {lacking} / has extra {extra[:10]}"
     assert remote_events == local_events
     assert set(remote_tasks) == set(local_tasks)
     for tid, row in local_tasks.items():

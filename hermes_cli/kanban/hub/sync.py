@@ -166,6 +166,11 @@ class Sync:
                     self._failing(exc)
                     if not follow:
                         raise
+                    if isinstance(exc, HubError):
+                        # Resume from the hub's ack once it is back, never from our memory of it: a hub that
+                        # crashed may have lost its last commits (synchronous_commit=off, a failover), and our
+                        # lease row with them. Starting over re-reads both.
+                        self.token = None
                     self.link.close()
                     self._wait(min(delay, self._remaining(deadline)))
                     delay = min(delay * 2, RETRY_CAP_S)
@@ -224,8 +229,9 @@ class Sync:
         writes.register_board(self.link, self.board_id, self.board.slug, host, schema.LATEST)
         self.acked = writes.acked(self.link, self.board_id)
         self._refreshed = time.monotonic()
-        if self.acked == 0:
-            # A board's first sync: every task, since gc may have removed the events of old finished ones.
+        if self.acked < sync_sql.first_event_id(self.board.db) - 1:
+            # Events this hub never had are gone (gc ran before the board first synced here): their tasks would
+            # never get a snapshot from an event, so every task is sent once.
             chunks, as_of = outbox.all_tasks(self.board, self.batch)
             for chunk in chunks:
                 writes.upsert_tasks(self.link, self.board_id, token, chunk, as_of)

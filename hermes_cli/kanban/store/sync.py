@@ -55,6 +55,11 @@ def gc_floor(db: Database, configured_hub: str | None) -> int | None:
     return min(marks.values()) if marks else None
 
 
+def first_event_id(db: Database) -> int:
+    """The oldest event still in the log (1 on a board gc never trimmed; 1 on an empty one)."""
+    return int(db.value("SELECT coalesce(min(id), 1) FROM events"))
+
+
 def backlog(db: Database, after: int) -> tuple[int, float | None]:
     """(events after `after`, created_at of the oldest of them)."""
     found = db.first("SELECT count(*), min(created_at) FROM events WHERE id > ?", (after,))

@@ -1,0 +1,113 @@
+"""The hub goes away while the board keeps working: local writes never touch the network, the backlog and the error
+show in doctor, and the hub converges soon after it is back (a real server stopped and started again)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hermes_cli.kanban import Board
+from hermes_cli.kanban.store.pg.server import ThrowawayServer
+
+from .conftest import assert_hub_equals_local, board_id, hermes, hub_ack, last_json, spawn, wait_for
+
+
+def test_create_and_complete_never_load_the_hub_code(hub_url):
+    """Structural, not timed: with a hub configured, the write path imports neither the sync nor psycopg."""
+    code = (
+        "import sys\n"
+        "from hermes_cli.kanban import Board\n"
+        "with Board.open() as b:\n"
+        "    t, _ = b.create_task('x')\n"
+        "    c = b.claim(t.id, worker='w')\n"
+        "    b.complete(c.task_id, c.run_id)\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('psycopg', 'hermes_cli.kanban.hub', "
+        "'hermes_cli.kanban.store.hub')))\n"
+        "assert not bad, bad\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "HERMES_KANBAN_HUB_URL": hub_url})
+    assert p.returncode == 0, p.stderr
+    for verb in (["create", "y"], ["list"]):
+        assert hermes(*verb, env={"HERMES_KANBAN_HUB_URL": hub_url}).returncode == 0
+
+
+@pytest.fixture
+def own_server():
+    server = ThrowawayServer(fsync=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _ops(n: int) -> list[float]:
+    """n create+claim+complete cycles in this process; the seconds each took."""
+    took = []
+    with Board.open() as b:
+        for i in range(n):
+            t0 = time.perf_counter()
+            t, _ = b.create_task(f"while hub down {i}")
+            c = b.claim(t.id, worker="w")
+            assert c is not None
+            b.complete(c.task_id, c.run_id, summary="ok")
+            took.append(time.perf_counter() - t0)
+    return took
+
+
+def test_hub_down_local_writes_continue_and_the_hub_converges(own_server, monkeypatch):
+    url = own_server.url
+    monkeypatch.setenv("HERMES_KANBAN_PG_CONNECT_TIMEOUT", "2")
+    hermes("create", "before")
+    follower = spawn("sync", "--hub", url, "--follow", "--json")
+    try:
+        wait_for(lambda: _has_board() and hub_ack(url, board_id()) > 0, 60, "the first sync")
+        bid = board_id()
+        up = _ops(20)
+        wait_for(lambda: hub_ack(url, bid) == _last_event(), 30, "the hub to catch up while up")
+
+        own_server.stop(remove=False)
+        down = _ops(20)
+        # Generous bound (a loaded 2-core CI machine); the budget is 50 ms, and nothing here waits on the network.
+        assert max(down) < 2.0, down
+        doc = hermes("doctor", "--json", env={"HERMES_KANBAN_HUB_URL": url})
+        sync = [f for f in last_json(doc.stdout)["findings"] if f["check"] == "sync"][0]
+        assert sync["data"]["pending"] >= 60, sync  # 20 cycles x 3 events, at least
+        wait_for(lambda: "cannot be reached" in (_doctor_sync(url)["data"]["last_error"] or ""), 30,
+                 "doctor to show the sync's error")
+
+        own_server.start()
+        back = time.monotonic()
+        target = _last_event()
+        wait_for(lambda: hub_ack(url, bid) >= target, 30, "the hub to converge after it came back")
+        converged = time.monotonic() - back
+        assert _doctor_sync(url)["data"]["last_error"] is None or wait_for(
+            lambda: _doctor_sync(url)["data"]["last_error"] is None, 10, "the error to clear")
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        stdout, stderr = follower.communicate(timeout=60)
+    assert follower.returncode == 0, stderr
+    assert "cannot be reached" in stderr and "back after" in stderr
+    assert last_json(stdout)["hub_errors"] >= 1
+    assert_hub_equals_local(url)
+    print(f"\nhub down: per-cycle median up {sorted(up)[10] * 1000:.1f} ms, down {sorted(down)[10] * 1000:.1f} ms; "
+          f"converged {converged:.2f}s after the server was back")
+
+
+def _has_board() -> bool:
+    with Board.open() as b:
+        return b.db.value("SELECT value FROM meta WHERE key = 'board_id'") is not None
+
+
+def _last_event() -> int:
+    with Board.open() as b:
+        return int(b.db.value("SELECT max(id) FROM events"))
+
+
+def _doctor_sync(url: str) -> dict:
+    doc = hermes("doctor", "--json", env={"HERMES_KANBAN_HUB_URL": url})
+    return [f for f in last_json(doc.stdout)["findings"] if f["check"] == "sync"][0]
