@@ -140,13 +140,6 @@ class HubLink:
     def execute(self, sql: str, params: Any = None) -> int:
         return self._cursor(sql, params).rowcount
 
-    def executemany(self, sql: str, params: list[Any]) -> None:
-        try:
-            with self.conn.cursor() as cur:
-                cur.executemany(sql, params)
-        except psycopg.Error as exc:
-            raise self.translate(exc) from exc
-
     def clock(self) -> float:
         """Seconds since the epoch by the hub's clock (every lease age is measured by it)."""
         return float(self.value("SELECT extract(epoch FROM clock_timestamp())::float8"))

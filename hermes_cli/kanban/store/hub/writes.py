@@ -16,13 +16,30 @@ from .link import SCHEMA, HubLink, SyncLeaseLost
 
 TASK_FIELDS = tuple(c.strip() for c in TASK_COLUMNS.split(","))
 _NOW = "extract(epoch FROM clock_timestamp())"
-_UPSERT_TASK = (
+#: the SQL type of each task column (as in a board's `tasks`): snapshots go in as one array per column
+_FLOAT = {"max_runtime_s", "lease_expires_at", "retry_at", "created_at", "updated_at", "completed_at"}
+_INT = {"priority", "review_required", "max_retries", "attempts", "current_run_id"}
+_TYPES = {c: "float8" if c in _FLOAT else "bigint" if c in _INT else "text" for c in TASK_FIELDS}
+_UPSERT_TASKS = (
     f"INSERT INTO {SCHEMA}.tasks(board_id, {', '.join(TASK_FIELDS)}, as_of_event, synced_at) "
-    f"VALUES (%s, {', '.join(['%s'] * len(TASK_FIELDS))}, %s, {_NOW}) "
+    f"SELECT %b, u.*, %b, {_NOW} FROM unnest({', '.join(f'%b::{_TYPES[c]}[]' for c in TASK_FIELDS)}) AS u "
     f"ON CONFLICT (board_id, id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*TASK_FIELDS[1:], "as_of_event", "synced_at"))
     + f" WHERE {SCHEMA}.tasks.as_of_event <= excluded.as_of_event"
 )
+
+
+def _column(rows: list[dict[str, Any]], c: str) -> list[Any]:
+    # One Python type per array (SQLite may hand back 3 for a float column): psycopg dumps a list by one type.
+    cast = float if _TYPES[c] == "float8" else int if _TYPES[c] == "bigint" else None
+    if cast is None:
+        return [r[c] for r in rows]
+    return [None if r[c] is None else cast(r[c]) for r in rows]
+
+
+def _upsert_tasks(link: HubLink, board_id: str, tasks: list[dict[str, Any]], as_of: int) -> int:
+    """Upsert the snapshots in one statement (binary arrays, one per column); returns the rows written."""
+    return link.execute(_UPSERT_TASKS, (board_id, as_of, *(_column(tasks, c) for c in TASK_FIELDS)))
 
 
 def register_board(link: HubLink, board_id: str, slug: str, host: str, writer: int) -> None:
@@ -130,13 +147,13 @@ def apply_batch(link: HubLink, board_id: str, token: int, events: list[dict[str,
         if events:
             inserted = link.execute(
                 f"INSERT INTO {SCHEMA}.events(board_id, id, task_id, run_id, kind, payload, created_at, received_at) "
-                f"SELECT %s, u.* , {_NOW} FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], "
-                "%s::text[], %s::float8[]) AS u ON CONFLICT (board_id, id) DO NOTHING",
+                f"SELECT %b, u.* , {_NOW} FROM unnest(%b::bigint[], %b::text[], %b::bigint[], %b::text[], "
+                "%b::text[], %b::float8[]) AS u ON CONFLICT (board_id, id) DO NOTHING",
                 (board_id, [int(e["id"]) for e in events], [e["task_id"] for e in events],
                  [e["run_id"] for e in events], [e["kind"] for e in events], [e["payload"] for e in events],
                  [float(e["created_at"]) for e in events]))
         if tasks:
-            link.executemany(_UPSERT_TASK, [(board_id, *(t[c] for c in TASK_FIELDS), as_of) for t in tasks])
+            _upsert_tasks(link, board_id, tasks, as_of)
         removed = 0
         if deleted:
             removed = link.execute(f"DELETE FROM {SCHEMA}.tasks WHERE board_id = %s AND id = ANY(%s) "
@@ -158,4 +175,4 @@ def upsert_tasks(link: HubLink, board_id: str, token: int, tasks: list[dict[str,
                            "FOR UPDATE", (board_id,))
         if lease != token:
             raise SyncLeaseLost(f"the sync lease of board {board_id} on {link.where} was taken over by another sync")
-        link.executemany(_UPSERT_TASK, [(board_id, *(t[c] for c in TASK_FIELDS), as_of) for t in tasks])
+        _upsert_tasks(link, board_id, tasks, as_of)
