@@ -111,3 +111,35 @@ def _last_event() -> int:
 def _doctor_sync(url: str) -> dict:
     doc = hermes("doctor", "--json", env={"HERMES_KANBAN_HUB_URL": url})
     return [f for f in last_json(doc.stdout)["findings"] if f["check"] == "sync"][0]
+
+
+def test_sync_connection_killed_mid_batch_resumes_without_loss(hub_url):
+    """pg_terminate_backend of the sync's connection, again and again while events stream in: the follower
+    reconnects, resumes from the hub's ack, and the hub ends equal to the board."""
+    from .conftest import hub_rows
+    from .test_sync import spawn_writer
+
+    hermes("create", "before")
+    follower = spawn("sync", "--hub", hub_url, "--follow", "--json")
+    writer = spawn_writer(3000, pause=0.002)
+    killed = 0
+    try:
+        wait_for(lambda: _has_board() and hub_ack(hub_url, board_id()) > 0, 60, "the first sync")
+        while writer.poll() is None:
+            time.sleep(0.3)
+            killed += sum(bool(r["pg_terminate_backend"]) for r in hub_rows(
+                hub_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE application_name = 'hermes-kanban-sync' AND pid <> pg_backend_pid()"))
+        assert writer.returncode == 0, writer.communicate()[1]
+        last = _last_event()
+        wait_for(lambda: hub_ack(hub_url, board_id()) >= last, 30, "the hub to converge")
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.communicate(timeout=30)
+        follower.send_signal(signal.SIGTERM)
+        stdout, stderr = follower.communicate(timeout=60)
+    assert follower.returncode == 0, stderr
+    assert killed >= 3, killed
+    assert last_json(stdout)["hub_errors"] >= 1 and "back after" in stderr
+    assert_hub_equals_local(hub_url)
