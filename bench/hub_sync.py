@@ -2,7 +2,7 @@
 PostgreSQL (the physical limit here).
 
     python bench/hub_sync.py                      # 100 events/s for 20 s; 10,000 events of backlog; about 2 min
-    python bench/hub_sync.py --rate 100 --seconds 10 --events 5000 --json
+    python bench/hub_sync.py --rate 100 --seconds 10 --events 5000 --outage-seconds 10 --json
 
 It starts a throwaway PostgreSQL server (store/pg/server.py; PostgreSQL's default durability: fsync and
 synchronous_commit on) as the hub, and a local SQLite board under a temporary HERMES_HOME.
@@ -15,6 +15,9 @@ synchronous_commit on) as the hub, and a local SQLite board under a temporary HE
    this process (batches of --batch events, one hub transaction each): events/s from start to caught up.
 3. Raw insert rate: rows of the same shape inserted straight into a table in the same PostgreSQL, --batch rows per
    transaction (the same batching, no sync logic): rows/s. The ratio 2/3 is the sync's overhead.
+4. Outage: --workers processes claim -> complete for --outage-seconds on a board with no hub, then on a board whose
+   `sync --follow` hub is stopped for the whole period (same run): the completion counts and their ratio, the
+   `doctor` sync line during the outage, and how long after the server is back the hub's ack reaches the board.
 Nothing is asserted; the figures depend on the machine's load, which is printed.
 """
 
@@ -125,6 +128,77 @@ def measure_throughput(url: str, events: int, batch: int) -> dict[str, Any]:
             "events_per_s": round(result.sent / took)}
 
 
+WORKER = """
+import sys, time
+from hermes_cli.kanban import Board
+deadline = float(sys.argv[1])
+n = 0
+with Board.open() as b:
+    while time.time() < deadline:
+        c = b.claim(worker="bench")
+        if c is None:
+            break
+        b.complete(c.task_id, c.run_id, summary="ok")
+        n += 1
+print(n)
+"""
+
+
+def burn(slug: str, workers: int, seconds: float) -> int:
+    """`workers` processes claim -> complete on board `slug` for `seconds`; completions."""
+    env = {**os.environ, "HERMES_KANBAN_BOARD": slug}
+    deadline = time.time() + seconds
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(deadline)], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(workers)]
+    return sum(int(p.communicate(timeout=seconds + 120)[0].strip() or 0) for p in procs)
+
+
+def measure_outage(server: Any, seconds: float, workers: int, tasks: int) -> dict[str, Any]:
+    """`workers` processes completing tasks for `seconds` on a board with no hub, then on one whose `sync --follow`
+    hub is down the whole time; the backlog doctor shows; how long the hub takes to converge once it is back."""
+    import psycopg
+
+    from hermes_cli.kanban import Board
+
+    url = server.url
+    os.environ["HERMES_KANBAN_SYNCHRONOUS"] = "normal"  # only to create the tasks faster
+    for slug in ("nohub", "hubdown"):
+        with Board.open(slug, create=True) as b:
+            for i in range(tasks):
+                b.create_task(f"{slug} {i}")
+    del os.environ["HERMES_KANBAN_SYNCHRONOUS"]
+    without = burn("nohub", workers, seconds)
+    env = {**os.environ, "HERMES_KANBAN_BOARD": "hubdown", "HERMES_KANBAN_PG_CONNECT_TIMEOUT": "2"}
+    follower = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "sync", "--hub", url, "--follow",
+                                 "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with Board.open("hubdown") as b:
+        while b.db.value("SELECT value FROM meta WHERE key = 'board_id'") is None:
+            time.sleep(0.05)
+        bid = b.db.value("SELECT value FROM meta WHERE key = 'board_id'")
+    with psycopg.connect(url, autocommit=True) as conn:
+        while hub_ack(conn, bid) < tasks:
+            time.sleep(0.05)
+    server.stop(remove=False)
+    with_hub_down = burn("hubdown", workers, seconds)
+    doctor = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "doctor", "--json"],
+                            env={**env, "HERMES_KANBAN_HUB_URL": url}, capture_output=True, text=True)
+    finding = next(f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "sync")
+    with Board.open("hubdown") as b:
+        last = int(b.db.value("SELECT max(id) FROM events"))
+    server.start()
+    back = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while hub_ack(conn, bid) < last and time.monotonic() - back < 120:
+            time.sleep(0.01)
+        converged = time.monotonic() - back
+    follower.terminate()
+    follower.wait(60)
+    return {"seconds": seconds, "workers": workers, "completed_without_hub": without,
+            "completed_hub_down": with_hub_down, "ratio": round(with_hub_down / max(without, 1), 3),
+            "doctor_during_outage": finding["message"], "pending_during_outage": finding["data"]["pending"],
+            "converged_s": round(converged, 2)}
+
+
 def measure_raw(url: str, rows: int, batch: int) -> dict[str, Any]:
     import psycopg
 
@@ -152,6 +226,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="how long to write at --rate (default 20)")
     ap.add_argument("--events", type=int, default=10000, help="backlog for the throughput measurement")
     ap.add_argument("--batch", type=int, default=500, help="events per batch / rows per raw transaction")
+    ap.add_argument("--outage-seconds", type=float, default=30.0,
+                    help="hub down this long while --workers complete tasks (0: skip; default 30)")
+    ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -166,7 +243,8 @@ def main() -> None:
         lag = measure_lag(url, args.rate, args.seconds)
         thr = measure_throughput(url, args.events, args.batch)
         raw = measure_raw(url, args.events, args.batch)
-    out = {"lag": lag, "throughput": thr, "raw_insert": raw,
+        outage = measure_outage(server, args.outage_seconds, args.workers, 20000) if args.outage_seconds else None
+    out = {"lag": lag, "throughput": thr, "raw_insert": raw, "outage": outage,
            "sync_vs_raw": round(thr["events_per_s"] / raw["rows_per_s"], 3),
            "machine": {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": platform.python_version()}}
     if args.json:
@@ -179,6 +257,11 @@ def main() -> None:
           f"{thr['events_per_s']} events/s")
     print(f"raw insert into the same PostgreSQL: {raw['rows']} rows in {raw['seconds']} s (batches of "
           f"{raw['batch']}) = {raw['rows_per_s']} rows/s; sync/raw = {out['sync_vs_raw']}")
+    if outage:
+        print(f"hub down {outage['seconds']:g} s, {outage['workers']} workers claim -> complete: "
+              f"{outage['completed_hub_down']} completions vs {outage['completed_without_hub']} on a board without a "
+              f"hub (ratio {outage['ratio']}); doctor during the outage: {outage['doctor_during_outage']}; hub "
+              f"converged {outage['converged_s']} s after it was back")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ from ...core.hubconf import redact
 from ..pg.database import connect_timeout, one_line
 
 SCHEMA = "hermes_hub"
+#: the server ends our session when it sits idle inside a transaction this long (a cut-off client's ghost)
+IDLE_TX_TIMEOUT_MS = 20_000
+#: a statement gives up waiting for a row lock after this long (the sync retries, or exits 4 with --once)
+LOCK_TIMEOUT_MS = 5_000
 
 
 class HubError(StorageError):
@@ -93,6 +97,9 @@ class HubLink:
         if is_auth_failure(exc):
             return HubAuthFailed(f"{self.where} refused us: {one_line(exc)} (fix the role or password in the hub URL, "
                                  "or grant it USAGE, CREATE on the database)")
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return HubError(f"{self.where}: the board's sync lease row stayed locked for {LOCK_TIMEOUT_MS / 1000:g}s "
+                            f"(a previous connection of this sync the server has not dropped yet); retry shortly")
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return HubUnreachable(f"{self.where} cannot be reached ({one_line(exc)}); local boards keep working and "
                                   "the sync catches up when it is back (see: hermes kanban doctor)")
@@ -112,6 +119,16 @@ class HubLink:
                     application_name="hermes-kanban-sync",
                 )
             except psycopg.Error as exc:
+                raise self.translate(exc) from None
+            try:
+                # A cut-off host's old backend may sit idle in a transaction holding our lease row's lock for
+                # hours (the server notices a dead client only by TCP keepalive): the server ends such a session
+                # after IDLE_TX_TIMEOUT_MS, and a statement waits for a lock at most LOCK_TIMEOUT_MS (then the
+                # sync retries), so a reconnected sync is never stuck behind its own ghost.
+                self._conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_TX_TIMEOUT_MS}; "
+                                   f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            except psycopg.Error as exc:
+                self.close()
                 raise self.translate(exc) from None
         return self._conn
 
