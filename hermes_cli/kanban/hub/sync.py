@@ -172,7 +172,7 @@ class Sync:
                         # lease row with them. Starting over re-reads both.
                         self.token = None
                     self.link.close()
-                    self._wait(min(delay, self._remaining(deadline)))
+                    self._backoff(min(delay, self._remaining(deadline)))
                     delay = min(delay * 2, RETRY_CAP_S)
                     continue
                 if self._stop:
@@ -202,6 +202,13 @@ class Sync:
             self._bell.wait(seconds)
         else:
             time.sleep(seconds)
+
+    def _backoff(self, seconds: float) -> None:
+        """Wait out a retry delay: commits ringing the doorbell meanwhile must not turn the backoff into one attempt
+        per commit (a hub that is down would then cost the board's writers CPU); only a stop ends it early."""
+        until = time.monotonic() + seconds
+        while not self._stop and (left := until - time.monotonic()) > 0:
+            self._wait(left)
 
     def _start(self, result: SyncResult, break_lock_max_age: float | None) -> bool:
         """Prepare the hub, take the lease, resume from the hub's ack. False: skipped (someone else holds it)."""
