@@ -143,3 +143,33 @@ def test_sync_connection_killed_mid_batch_resumes_without_loss(hub_url):
     assert killed >= 3, killed
     assert last_json(stdout)["hub_errors"] >= 1 and "back after" in stderr
     assert_hub_equals_local(hub_url)
+
+
+def test_follow_with_the_hub_down_still_stops_at_its_timeout():
+    """--follow --timeout while the hub never answers: the retry loop ends at the deadline (exit 0, "timeout")."""
+    hermes("create", "x")
+    t0 = time.monotonic()
+    p = hermes("sync", "--hub", "postgresql://postgres@127.0.0.1:1/nohub", "--follow", "--timeout", "2", "--json",
+               "--quiet", timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = last_json(p.stdout)
+    assert (out["status"], out["reason"]) == ("stopped", "timeout") and out["hub_errors"] >= 1
+    assert out["acked"] is None and out["pending"] == 1
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_failed_run_never_moves_the_local_checkpoint_back(own_server):
+    """A sync that could not reach the hub knows nothing of its ack: the board's checkpoint (gc's floor, doctor's
+    backlog) stays where the last successful run left it."""
+    from .conftest import local_checkpoint
+
+    url = own_server.url
+    hermes("create", "x")
+    first = hermes("sync", "--hub", url, "--once", "--json")
+    assert first.returncode == 0, first.stderr
+    acked = last_json(first.stdout)["acked"]
+    assert acked and local_checkpoint(url) == acked
+    own_server.stop(remove=False)
+    p = hermes("sync", "--hub", url, "--once", env={"HERMES_KANBAN_PG_CONNECT_TIMEOUT": "2"})
+    assert p.returncode == 4 and "cannot be reached" in p.stderr
+    assert local_checkpoint(url) == acked

@@ -65,7 +65,7 @@ class SyncResult:
     sent: int = 0  #: events sent
     inserted: int = 0  #: events new to the hub (sent minus resends)
     batches: int = 0
-    acked: int = 0  #: the hub's ack at the end
+    acked: int | None = None  #: the hub's ack at the end (None: the hub was not reached)
     pending: int = 0  #: local events after the ack at the end
     took_over: str | None = None
     holder: dict[str, Any] | None = None
@@ -90,8 +90,9 @@ class SyncResult:
             return f"sync {self.board} -> {self.hub}: skipped ({self.reason})"
         broke = f", broke a stale lock ({self.lock_broken['host']} pid {self.lock_broken['pid']})" \
             if self.lock_broken else ""
+        has = "hub not reached" if self.acked is None else f"hub has up to event {self.acked}"
         return (f"sync {self.board} -> {self.hub}: {self.reason}: sent {self.sent} events in {self.batches} "
-                f"batches ({self.inserted} new), hub has up to event {self.acked}, {self.pending} pending{broke}")
+                f"batches ({self.inserted} new), {has}, {self.pending} pending{broke}")
 
 
 class Sync:
@@ -107,6 +108,7 @@ class Sync:
         self.board_id = ""
         self.token: int | None = None
         self.acked = 0
+        self._acked_known = False
         self.local_mark = 0
         self._mark_at = 0.0
         self._refreshed = 0.0
@@ -174,7 +176,9 @@ class Sync:
                     self.link.close()
                     self._backoff(min(delay, self._remaining(deadline)))
                     delay = min(delay * 2, RETRY_CAP_S)
-                    continue
+                    if not self._stop and (deadline is None or time.monotonic() < deadline):
+                        continue
+                    # stopping while the hub is away: the checks below end the run (the error stays recorded)
                 if self._stop:
                     result.status, result.reason = "stopped", "signal"
                     break
@@ -235,6 +239,7 @@ class Sync:
         host = procs.HOST
         writes.register_board(self.link, self.board_id, self.board.slug, host, schema.LATEST)
         self.acked = writes.acked(self.link, self.board_id)
+        self._acked_known = True
         self._refreshed = time.monotonic()
         if self.acked < sync_sql.first_event_id(self.board.db) - 1:
             # Events this hub never had are gone (gc ran before the board first synced here): their tasks would
@@ -270,8 +275,8 @@ class Sync:
 
     def _checkpoint(self, *, force: bool) -> None:
         """Write the local checkpoint (the hub's ack); count consecutive failures and stop after too many."""
-        if self.acked == self.local_mark:
-            return
+        if not self._acked_known or self.acked == self.local_mark:
+            return  # nothing new, or the hub was never reached in this run (our 0 is no knowledge)
         if not force and time.monotonic() - self._mark_at < CHECKPOINT_EVERY_S:
             return
         try:
@@ -328,7 +333,6 @@ class Sync:
         if self._bell is not None:
             self._bell.close()
             self._bell = None
-        result.acked = self.acked
-        result.pending = sync_sql.backlog(self.board.db, self.acked)[0] if result.status != "skipped" else \
-            sync_sql.backlog(self.board.db, self.local_mark)[0]
+        result.acked = self.acked if self._acked_known else None
+        result.pending = sync_sql.backlog(self.board.db, self.acked if self._acked_known else self.local_mark)[0]
         result.seconds = round(time.monotonic() - started, 3)
