@@ -15,9 +15,10 @@ synchronous_commit on) as the hub, and a local SQLite board under a temporary HE
    this process (batches of --batch events, one hub transaction each): events/s from start to caught up.
 3. Raw insert rate: rows of the same shape inserted straight into a table in the same PostgreSQL, --batch rows per
    transaction (the same batching, no sync logic): rows/s. The ratio 2/3 is the sync's overhead.
-4. Outage: --workers processes claim -> complete for --outage-seconds on a board with no hub, then on a board whose
-   `sync --follow` hub is stopped for the whole period (same run): the completion counts and their ratio, the
-   `doctor` sync line during the outage, and how long after the server is back the hub's ack reaches the board.
+4. Outage: with the hub stopped, --workers processes claim -> complete for --outage-seconds on a board with no hub
+   and for as long on a board whose `sync --follow` keeps retrying the hub, in alternating halves (ABBA, same run):
+   the completion counts and their ratio, the `doctor` sync line during the outage, and how long after the server
+   is back the hub's ack reaches the board.
 Nothing is asserted; the figures depend on the machine's load, which is printed.
 """
 
@@ -51,7 +52,6 @@ def hub_ack(conn: Any, bid: str) -> int:
 
 
 def measure_lag(url: str, rate: float, seconds: float) -> dict[str, Any]:
-    import psycopg
 
     from hermes_cli.kanban import Board
 
@@ -64,6 +64,23 @@ def measure_lag(url: str, rate: float, seconds: float) -> dict[str, Any]:
     committed: dict[int, float] = {}
     seen: dict[int, float] = {}
     stop = threading.Event()
+    try:
+        _lag_run(url, rate, seconds, committed, seen, stop)
+    finally:
+        follower.terminate()  # also when the run failed: never leave a sync behind
+        out, err = follower.communicate(timeout=60)
+    lags = [seen[i] - t for i, t in committed.items() if i in seen]
+    return {"events": len(committed), "rate": rate, "seen": len(lags), "p50_ms": round(pct(lags, 50) * 1000, 1),
+            "p99_ms": round(pct(lags, 99) * 1000, 1), "max_ms": round(max(lags) * 1000, 1),
+            "follower_exit": follower.returncode}
+
+
+def _lag_run(url: str, rate: float, seconds: float, committed: dict[int, float], seen: dict[int, float],
+             stop: threading.Event) -> None:
+    import psycopg
+
+    from hermes_cli.kanban import Board
+
     with Board.open("lag") as b:
         deadline = time.monotonic() + 60
         bid = None
@@ -103,12 +120,6 @@ def measure_lag(url: str, rate: float, seconds: float) -> dict[str, Any]:
         stop.set()
         poller.join()
         conn.close()
-    follower.terminate()
-    out, err = follower.communicate(timeout=60)
-    lags = [seen[i] - t for i, t in committed.items() if i in seen]
-    return {"events": len(committed), "rate": rate, "seen": len(lags), "p50_ms": round(pct(lags, 50) * 1000, 1),
-            "p99_ms": round(pct(lags, 99) * 1000, 1), "max_ms": round(max(lags) * 1000, 1),
-            "follower_exit": follower.returncode}
 
 
 def measure_throughput(url: str, events: int, batch: int) -> dict[str, Any]:
@@ -154,10 +165,9 @@ def burn(slug: str, workers: int, seconds: float) -> int:
 
 
 def measure_outage(server: Any, seconds: float, workers: int, tasks: int) -> dict[str, Any]:
-    """`workers` processes completing tasks for `seconds` on a board with no hub, then on one whose `sync --follow`
-    hub is down the whole time; the backlog doctor shows; how long the hub takes to converge once it is back."""
-    import psycopg
-
+    """`workers` processes completing tasks for `seconds` on a board with no hub and for `seconds` on one whose
+    `sync --follow` hub is down, in alternating halves (no hub, hub down, hub down, no hub: drift in the machine's
+    load cancels out); the backlog doctor shows; how long the hub takes to converge once it is back."""
     from hermes_cli.kanban import Board
 
     url = server.url
@@ -167,10 +177,22 @@ def measure_outage(server: Any, seconds: float, workers: int, tasks: int) -> dic
             for i in range(tasks):
                 b.create_task(f"{slug} {i}")
     del os.environ["HERMES_KANBAN_SYNCHRONOUS"]
-    without = burn("nohub", workers, seconds)
     env = {**os.environ, "HERMES_KANBAN_BOARD": "hubdown", "HERMES_KANBAN_PG_CONNECT_TIMEOUT": "2"}
     follower = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "sync", "--hub", url, "--follow",
                                  "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _outage_run(server, url, env, tasks=tasks, seconds=seconds, workers=workers)
+    finally:
+        follower.terminate()  # also when the run failed: never leave a sync behind
+        follower.wait(60)
+
+
+def _outage_run(server: Any, url: str, env: dict[str, str], *, tasks: int, seconds: float,
+                workers: int) -> dict[str, Any]:
+    import psycopg
+
+    from hermes_cli.kanban import Board
+
     with Board.open("hubdown") as b:
         while b.db.value("SELECT value FROM meta WHERE key = 'board_id'") is None:
             time.sleep(0.05)
@@ -179,24 +201,26 @@ def measure_outage(server: Any, seconds: float, workers: int, tasks: int) -> dic
         while hub_ack(conn, bid) < tasks:
             time.sleep(0.05)
     server.stop(remove=False)
-    with_hub_down = burn("hubdown", workers, seconds)
+    down_at = time.monotonic()
+    without = burn("nohub", workers, seconds / 2)
+    with_hub_down = burn("hubdown", workers, seconds / 2) + burn("hubdown", workers, seconds / 2)
+    without += burn("nohub", workers, seconds / 2)
     doctor = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "doctor", "--json"],
                             env={**env, "HERMES_KANBAN_HUB_URL": url}, capture_output=True, text=True)
     finding = next(f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "sync")
     with Board.open("hubdown") as b:
         last = int(b.db.value("SELECT max(id) FROM events"))
+    down_for = time.monotonic() - down_at
     server.start()
     back = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         while hub_ack(conn, bid) < last and time.monotonic() - back < 120:
             time.sleep(0.01)
         converged = time.monotonic() - back
-    follower.terminate()
-    follower.wait(60)
     return {"seconds": seconds, "workers": workers, "completed_without_hub": without,
             "completed_hub_down": with_hub_down, "ratio": round(with_hub_down / max(without, 1), 3),
             "doctor_during_outage": finding["message"], "pending_during_outage": finding["data"]["pending"],
-            "converged_s": round(converged, 2)}
+            "converged_s": round(converged, 2), "hub_down_s": round(down_for, 1)}
 
 
 def measure_raw(url: str, rows: int, batch: int) -> dict[str, Any]:
@@ -258,7 +282,8 @@ def main() -> None:
     print(f"raw insert into the same PostgreSQL: {raw['rows']} rows in {raw['seconds']} s (batches of "
           f"{raw['batch']}) = {raw['rows_per_s']} rows/s; sync/raw = {out['sync_vs_raw']}")
     if outage:
-        print(f"hub down {outage['seconds']:g} s, {outage['workers']} workers claim -> complete: "
+        print(f"hub down {outage['hub_down_s']:g} s; {outage['workers']} workers claim -> complete for "
+              f"{outage['seconds']:g} s on each board: "
               f"{outage['completed_hub_down']} completions vs {outage['completed_without_hub']} on a board without a "
               f"hub (ratio {outage['ratio']}); doctor during the outage: {outage['doctor_during_outage']}; hub "
               f"converged {outage['converged_s']} s after it was back")

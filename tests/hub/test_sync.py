@@ -297,3 +297,16 @@ def test_permission_failure_is_one_loud_line_and_shown_by_doctor(hub_url):
     d = hermes("doctor", "--json", env={"HERMES_KANBAN_HUB_URL": url})
     sync = [f for f in last_json(d.stdout)["findings"] if f["check"] == "sync"]
     assert sync and sync[0]["level"] == "warn" and "permission denied" in sync[0]["message"]
+
+
+def test_gc_with_an_unreadable_hub_configuration_keeps_every_event(monkeypatch):
+    """A hub may be meant but its URL is malformed: gc neither fails nor trims (nothing has been acknowledged)."""
+    make_tasks(4)
+    monkeypatch.setenv("HERMES_KANBAN_HUB_URL", "not-a-url")
+    with Board.open() as b:
+        total = b.db.value("SELECT count(*) FROM events")
+        assert b.gc(event_retention_days=0)["events_removed"] == 0
+        assert b.db.value("SELECT count(*) FROM events") == total
+    monkeypatch.delenv("HERMES_KANBAN_HUB_URL")
+    with Board.open() as b:
+        assert b.gc(event_retention_days=0)["events_removed"] > 0  # no hub at all: the finished tasks' events go
