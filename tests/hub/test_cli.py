@@ -129,3 +129,29 @@ def test_hub_commands_on_an_empty_database_say_what_to_do(hub_url):
     assert p.returncode == 1
     assert p.stderr.strip() == (f"error: hub {redact(hub_url)} has no hub schema yet: nothing has synced to it "
                                 "(run: hermes kanban sync --hub URL on a host with a board)")
+
+
+def test_all_boards_follow_keeps_every_board_synced_until_its_timeout(hub_url):
+    for slug in ("alpha", "beta"):
+        assert hermes("boards", "create", slug).returncode == 0
+        make_tasks(2, slug)
+    p = spawn("sync", "--hub", hub_url, "--all-boards", "--follow", "--timeout", "8", "--json", "--quiet")
+    try:
+        wait_for(lambda: all(_acked(hub_url, s) > 0 for s in ("alpha", "beta")), 60, "both boards' first sync")
+        with Board.open("beta") as b:
+            b.create_task("later")
+            last = int(b.db.value("SELECT max(id) FROM events"))
+        wait_for(lambda: _acked(hub_url, "beta") >= last, 10, "beta's new event on the hub")
+    finally:
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    runs = {r["board"]: r for r in last_json(out)["boards"]}
+    assert {runs[s]["result"]["reason"] for s in ("alpha", "beta")} == {"timeout"}
+    assert_hub_equals_local(hub_url, "alpha")
+    assert_hub_equals_local(hub_url, "beta")
+
+
+def _acked(url: str, slug: str) -> int:
+    with Board.open(slug) as b:
+        bid = b.db.value("SELECT value FROM meta WHERE key = 'board_id'")
+    return 0 if bid is None else hub_ack(url, str(bid))
