@@ -13,7 +13,8 @@ def hermes_home(tmp_path, monkeypatch):
     home = tmp_path / "hermes-home"
     monkeypatch.setenv("HERMES_HOME", str(home))
     for var in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_TASK", "HERMES_KANBAN_RUN_ID",
-                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_SYNCHRONOUS", "HERMES_PROFILE", "HERMES_KANBAN_URL"):
+                "HERMES_KANBAN_WORKSPACE", "HERMES_KANBAN_SYNCHRONOUS", "HERMES_PROFILE", "HERMES_KANBAN_URL",
+                "HERMES_KANBAN_HUB_URL", "HERMES_KANBAN_SYNC"):
         monkeypatch.delenv(var, raising=False)
     return home
 

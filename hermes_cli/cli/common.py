@@ -100,7 +100,7 @@ def emit(as_json: bool, data: Any, human: Human = None) -> None:
 
 
 #: every module that registers commands, in `--help` order
-COMMAND_MODULES = ("tasks", "boards", "events", "live", "health", "dispatch", "vocab")
+COMMAND_MODULES = ("tasks", "boards", "events", "live", "health", "dispatch", "sync", "vocab")
 #: the module that registers each command outside cli/tasks.py. Those modules are imported on first use, so the
 #: commands workers and scripts run all day (create, claim, heartbeat, complete, ...) never pay for the dispatcher,
 #: the backup and health tools or the TUI launcher. tests/test_import_hygiene.py checks this map is complete.
@@ -109,6 +109,7 @@ LAZY_COMMANDS = {
     "notify-subscribe": "live", "notify-list": "live", "notify-unsubscribe": "live", "tui": "live",
     "doctor": "health", "backup": "health", "backups": "health", "restore": "health", "repair": "health",
     "reconcile-completions": "health", "dispatch": "dispatch", "daemon": "dispatch", "demo": "dispatch",
+    "sync": "sync", "hub": "sync",
     **dict.fromkeys(("assign", "reassign", "reclaim", "assignees", "promote", "edit", "gc", "runs", "log", "context",
                      "diagnostics", "tail", "watch", "specify", "decompose", "swarm", "reopen-review", "schedule",
                      "set-model"),

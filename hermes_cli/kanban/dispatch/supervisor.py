@@ -55,6 +55,7 @@ from . import lease as leases
 from .adoption import Adopter
 from .backups import AutoBackup
 from .holding import Heartbeat, Standby
+from .hub_sync import background_sync
 from .launch import Launcher
 from .reaping import Reaper
 from .result import DispatchResult, StopReason
@@ -180,7 +181,9 @@ class Dispatcher:
                 self.heartbeat.start(self.epoch)
                 if not self.one_pass:  # a pass returns at once: no backup thread to wait for (docs/dispatcher.md)
                     self._start_backups()
-                self._loop()
+                with background_sync(self.board.slug, enabled=not (self.once or self.until_idle or self.one_pass),
+                                     log=self.log):
+                    self._loop()
             except LeaseHeld as exc:
                 res.reason, res.error = StopReason.LEASE_LOST, exc
                 self.log(f"error: {exc.message}; stopping")

@@ -8,7 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.errors import InvalidTransition, InvalidValue
+from ..core.errors import HermesError, InvalidTransition, InvalidValue
+from ..core.hubconf import configured_hub, redact
 from ..core.models import Comment, RunOutcome, Task, TaskStatus
 from ..core.values import (
     INITIAL_STATUSES,
@@ -26,6 +27,7 @@ from ..core.values import (
     check_workspace,
     parse_duration,
 )
+from ..store import sync as sync_sql
 from ..store import tasks as sql
 from .board_core import (
     BOARD_SETTINGS,
@@ -251,15 +253,26 @@ class Editing(BoardCore):
 
     def gc(self, *, event_retention_days: float = 30, log_retention_days: float = 30) -> dict[str, Any]:
         """Delete events older than N days of finished (done, archived, deleted) tasks, and worker logs not
-        written for N days of tasks that are not running. Never an event a subscription has not consumed."""
+        written for N days of tasks that are not running. Never an event a subscription has not consumed, nor one a
+        hub has not acknowledged."""
         for name, days in (("event-retention-days", event_retention_days), ("log-retention-days",
                                                                             log_retention_days)):
             if isinstance(days, bool) or not 0 <= days <= 36500:
                 raise InvalidValue(f"invalid --{name} {days!r}: use a number of days from 0 to 36500")
         now = self.db.clock()
+        try:
+            configured = configured_hub()
+        except HermesError:
+            configured = "(unreadable hub configuration)"  # a hub may be meant: keep everything (floor 0)
+        hub = None if configured is None else redact(configured)
 
         def tx(now_: float) -> tuple[int, int | None]:
             cursor = sql.min_subscription_cursor(self.db)
+            # Never an event a hub has not acknowledged: the lowest hub checkpoint is another floor (0 while a
+            # configured hub has acknowledged nothing yet).
+            hub_floor = sync_sql.gc_floor(self.db, hub)
+            if hub_floor is not None:
+                cursor = hub_floor if cursor is None else min(cursor, hub_floor)
             return sql.gc_events(self.db, now - event_retention_days * 86400, cursor), cursor
 
         events, cursor = self.db.write(lambda: tx(now))

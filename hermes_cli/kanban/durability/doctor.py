@@ -24,7 +24,7 @@ from ..store import stats as stats_sql
 from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
 from ..store.opening import connect
 from ..store.schema import LATEST, current_version
-from . import backup, spool
+from . import backup, spool, sync_status
 
 if TYPE_CHECKING:
     from ..domain.board import Board
@@ -195,6 +195,7 @@ def _db_checks(db: Database, paths: BoardPaths, full: bool, now: float, bo: str,
                                data={"version": ver}))
         out.extend(_lease_checks(db, now, bo, ver, settings))
         out.append(_gave_up_check(db, bo))
+        out.extend(_sync_checks(db, paths, now, bo))
         born = store_health.board_created_at(db)
         if born is not None:
             created_at.append(born)
@@ -271,6 +272,13 @@ def _gave_up_check(db: Database, bo: str) -> Finding:
                    f"hermes kanban archive {first}{bo}",
                    {"tasks": [{"id": t["id"], "title": t["title"], "attempts": t["attempts"],
                                "last_outcome": t["last_outcome"]} for t in tasks]})
+
+
+def _sync_checks(db: Database, paths: BoardPaths, now: float, bo: str) -> list[Finding]:
+    """`sync: N pending, oldest Xs, last error ...` per hub this board syncs to (none without a hub)."""
+    return [Finding("sync", WARN if sync_status.needs_attention(s) else OK, sync_status.line(s),
+                    f"hermes kanban sync{bo} --once  (see docs/hub.md)", s)
+            for s in sync_status.summary(db, paths, now)]
 
 
 def _spool_checks(paths: BoardPaths, bo: str) -> list[Finding]:
