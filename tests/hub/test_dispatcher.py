@@ -11,7 +11,7 @@ from .conftest import board_id, hermes, hub_ack, lease_row, spawn, wait_for
 
 def test_dispatcher_runs_the_hub_sync_in_the_background(hub_url):
     assert hermes("create", "first").returncode == 0
-    dispatcher = spawn("dispatch", "--json", env={"HERMES_KANBAN_HUB_URL": hub_url})
+    dispatcher = spawn("daemon", "--json", env={"HERMES_KANBAN_HUB_URL": hub_url})
     try:
         wait_for(lambda: _synced_to(hub_url, 1), 60, "the background sync to send the first event")
         with Board.open() as b:
@@ -31,7 +31,7 @@ def test_dispatcher_runs_the_hub_sync_in_the_background(hub_url):
 
 def test_no_hub_no_background_sync():
     assert hermes("create", "first").returncode == 0
-    p = hermes("dispatch", "--timeout", "2", "--json")
+    p = hermes("daemon", "--timeout", "2", "--json")
     assert p.returncode == 0, p.stderr
     assert "hub sync" not in p.stderr
 
