@@ -22,7 +22,7 @@ from ..core.errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun,
 from ..core.paths import BoardPaths
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..live.doorbell import Doorbell
+from ..live.bells import Bell
 from . import lease as leases
 from .lease import DispatcherLease
 from .result import DispatchResult, StopReason
@@ -42,7 +42,7 @@ class Standby:
         deadline: float | None,
         signals: StopSignals,
         wakeups: WakePipe,
-        doorbell: Doorbell | None,
+        doorbell: Bell | None,
         log: Callable[[str], None],
     ) -> None:
         self.board = board

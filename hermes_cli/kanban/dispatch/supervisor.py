@@ -49,7 +49,7 @@ from ..core.errors import BoardBusy, HermesError, LeaseHeld, StorageError
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..durability import drain
-from ..live.doorbell import Doorbell
+from ..live.bells import Bell, open_bell
 from ..store import dispatch as dsql
 from . import lease as leases
 from .adoption import Adopter
@@ -122,7 +122,7 @@ class Dispatcher:
         #: `on_signals` is called once run() has installed its handlers (the CLI's start-up handlers stand down then)
         self.signals = StopSignals(on_signals)
         self.wakeups = WakePipe()
-        self.doorbell: Doorbell | None = None
+        self.doorbell: Bell | None = None
         self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring)
         self.crew = Crew(board, settings, self.result, self.heartbeat, log=self.log)
         self.reaper = Reaper(board, settings, self.result, self.crew, log=self.log)
@@ -148,7 +148,8 @@ class Dispatcher:
                 self.deadline = time.time() + self.timeout
             self.wakeups.open(signals=self.signals.installed)
             if self.s.doorbell:
-                self.doorbell = Doorbell(self.board.paths.notify_dir, "dispatcher")
+                # the FIFO, or LISTEN on a PostgreSQL board (woken by writers on every host)
+                self.doorbell = open_bell(self.board.db, self.board.paths, "dispatcher", warn=self._warn)
             # From here on no write of the main thread waits for the lock once we are stopping now.
             self.board.db.set_stop_check(self._stop_now)
             if self.break_lock_max_age is not None:
@@ -194,6 +195,9 @@ class Dispatcher:
     def log(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
+
+    def _warn(self, message: str) -> None:
+        self.log(f"warning: {message}")
 
     def _stop_now(self) -> bool:
         """Whether the dispatcher is stopping now (a second signal, the deadline, or any signal before it holds the
