@@ -20,8 +20,8 @@ from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..store import dispatch as dsql
 from ..store import tasks as tsql
+from . import fleet, spawn
 from . import lease as leases
-from . import spawn
 from .reaping import Reaper
 from .result import DispatchResult
 from .workers import Crew, Worker
@@ -42,6 +42,8 @@ class Launcher:
         self.log = log
         #: a default command makes every ready task dispatchable, not only those with a command of their own
         self.any_command = settings.default_command is not None
+        #: our registration on a PostgreSQL board (fleet.py): claims are fenced by it instead of the board lease
+        self.fleet_id: int | None = None
 
     def fill(self, epoch: int) -> None:
         """Start workers for ready tasks while fewer than max_spawn run; `epoch` is the lease the claims are fenced
@@ -59,12 +61,20 @@ class Launcher:
         board = self.board
 
         def tx() -> tuple[Claim, Task] | None:
-            leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
-            ids = dsql.dispatchable(board.db, time.time(), any_command=self.any_command, limit=1)
+            if self.fleet_id is not None:
+                fleet.check_registered(board, self.fleet_id)  # a dispatcher whose registration lapsed starts nothing
+            else:
+                leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
+            # Board-wide, counted in this transaction: every host's dispatcher (and pull worker) is counted.
+            if fleet.at_limit(board, self.s.max_running):
+                return None
+            ids = dsql.dispatchable(board.db, board.db.clock(), any_command=self.any_command, limit=1)
             if not ids:
                 return None
             claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
             assert claim is not None  # a specific ready task in our own transaction is always claimable
+            if self.fleet_id is not None:
+                fleet.own_run(board, claim.run_id, self.fleet_id)
             return claim, tsql.get_task(board.db, claim.task_id)
 
         return board.db.write(tx)

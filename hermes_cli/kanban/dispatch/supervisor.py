@@ -51,6 +51,7 @@ from ..domain.config import DispatchSettings
 from ..durability import drain
 from ..live.bells import Bell, open_bell
 from ..store import dispatch as dsql
+from . import fleet
 from . import lease as leases
 from .adoption import Adopter
 from .backups import AutoBackup
@@ -123,7 +124,9 @@ class Dispatcher:
         self.signals = StopSignals(on_signals)
         self.wakeups = WakePipe()
         self.doorbell: Bell | None = None
-        self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring)
+        #: a PostgreSQL board is served by a fleet of dispatchers, each registered (fleet.py), not one lease holder
+        self.in_fleet = fleet.is_fleet(board)
+        self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring, in_fleet=self.in_fleet)
         self.crew = Crew(board, settings, self.result, self.heartbeat, log=self.log)
         self.reaper = Reaper(board, settings, self.result, self.crew, log=self.log)
         self.adopter = Adopter(board, settings, self.result, self.crew, self.reaper, worker_name=self.worker_name,
@@ -156,8 +159,9 @@ class Dispatcher:
                 res.broke_lock = leases.break_lock(self.board, max_age=self.break_lock_max_age)
                 if res.broke_lock is not None:
                     self.log(f"broke the stale lease of {res.broke_lock.describe()}")
-            got = Standby(self.board, self.s, res, one_pass=self.once or self.until_idle, deadline=self.deadline,
-                          signals=self.signals, wakeups=self.wakeups, doorbell=self.doorbell, log=self.log).acquire()
+            got = self._join_fleet() if self.in_fleet else Standby(
+                self.board, self.s, res, one_pass=self.once or self.until_idle, deadline=self.deadline,
+                signals=self.signals, wakeups=self.wakeups, doorbell=self.doorbell, log=self.log).acquire()
             if got is None:
                 res.stopped_at = time.time()
                 return res
@@ -227,7 +231,11 @@ class Dispatcher:
         next_scan = 0.0
         while True:
             now = time.time()
-            self.heartbeat.raise_failure()  # the lease was lost, or the heartbeat met a storage error
+            try:
+                self.heartbeat.raise_failure()  # the lease was lost, or the heartbeat met a storage error
+            except fleet.RegistrationLost as exc:
+                self._rejoin_fleet(exc)
+                continue
             self._note_signals()
             if self.signals.count >= 2:
                 res.reason = StopReason.SIGNAL
@@ -245,6 +253,9 @@ class Dispatcher:
                 if spawning:
                     self.launcher.fill(self.epoch)
                     pass_done = self.once
+            except fleet.RegistrationLost as exc:
+                self._rejoin_fleet(exc)
+                continue
             except BoardBusy as exc:
                 if self._stop_now():
                     continue  # stopping now (the checks above end the loop): never wait for the lock
@@ -337,6 +348,41 @@ class Dispatcher:
         if self.doorbell is not None:
             self.doorbell.drain()
 
+    # -- a fleet (PostgreSQL board: fleet.py) -----------------------------------------------------------------------
+    def _join_fleet(self) -> tuple[leases.DispatcherLease, None] | None:
+        """Register as one of the board's dispatchers (instead of taking the one-dispatcher lease). Returns our
+        registration in the lease's shape (its id is the epoch the claims are fenced by)."""
+        if self.signals.count:
+            self.result.reason = StopReason.SIGNAL
+            self.log(f"{self.signals.last_name}: stopping (nothing was started)")
+            return None
+        reg = fleet.register(self.board, lease_s=self.s.lease_grace)
+        self._fleet_joined(reg.id)
+        self.log(f"registered as {reg.describe()}; serving the board with the other registered dispatchers")
+        _, _, started = procs.identity()
+        return leases.DispatcherLease(reg.host, reg.pid, started, reg.id, reg.started_at, reg.started_at), None
+
+    def _fleet_joined(self, dispatcher_id: int) -> None:
+        self.launcher.fleet_id = dispatcher_id
+        self.adopter.foreign = lambda: fleet.foreign_runs(self.board, dispatcher_id)
+
+    def _rejoin_fleet(self, exc: fleet.RegistrationLost) -> None:
+        """Our registration was removed by another dispatcher (it lapsed): stop our workers (their runs are, or
+        soon will be, reclaimed; their reports would be refused), then register anew, taking our open runs along so
+        no other dispatcher adopts them while they stop."""
+        self.log(f"warning: {exc.message}")
+        now = time.time()
+        for w in list(self.workers.values()):
+            if w.term_at is None and not w.reported:
+                self.log(f"stopping {w.task_id} run {w.run_id} pid {w.pid}: this dispatcher's registration lapsed")
+                w.terminate("fenced", now)
+        reg = fleet.register(self.board, lease_s=self.s.lease_grace, previous=self.epoch)
+        self.epoch = reg.id
+        self.result.epoch = reg.id
+        self.heartbeat.rebind(reg.id)
+        self._fleet_joined(reg.id)
+        self.log(f"registered anew as {reg.describe()}")
+
     # -- backups -----------------------------------------------------------------------------------------------------
     def _start_backups(self) -> None:
         if self.s.backup_interval is None:
@@ -370,7 +416,10 @@ class Dispatcher:
         self.crew.leave_running()
         if self.epoch and not isinstance(res.error, LeaseHeld):
             try:
-                leases.release(self.board, self.epoch, reason=str(res.reason))
+                if self.in_fleet:
+                    fleet.unregister(self.board, self.epoch, reason=str(res.reason))
+                else:
+                    leases.release(self.board, self.epoch, reason=str(res.reason))
             except StorageError as exc:
                 self.log(f"warning: could not release the dispatcher lease ({exc.message}); a dispatcher on this "
                          f"host takes it over once this process has exited, one elsewhere after "
