@@ -44,16 +44,17 @@ SETTINGS = {"poll_interval": "300ms", "kill_grace": "500ms", "lease_grace": "2s"
 BUDGET_S = 80.0
 
 
-def start_dispatcher(reaper: Reaper, tmp: Path, n: int, url: str) -> Proc:
+def start_dispatcher(reaper: Reaper, tmp: Path, n: int, url: str, *, own_host: bool = True, **settings: Any) -> Proc:
+    """`hermes kanban dispatch` with its own HERMES_HOME, on its own simulated host unless `own_host` is False."""
     home = tmp / f"host{n}"
     board_dir = home / "kanban" / "boards" / "default"
     board_dir.mkdir(parents=True)
-    lines = ["[dispatch]"] + [f"{k} = {json.dumps(v)}" for k, v in SETTINGS.items()]
+    lines = ["[dispatch]"] + [f"{k} = {json.dumps(v)}" for k, v in {**SETTINGS, **settings}.items()]
     (board_dir / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     err = tmp / f"dispatcher{n}.stderr"
     # Its own UTS namespace: another host name for the dispatcher and its workers (exec keeps the pid).
     argv = ["unshare", "--uts", "sh", "-c", f"hostname fleet-host-{n} && exec {shlex.quote(HERMES)} kanban dispatch "
-            "--json"]
+            "--json"] if own_host else [HERMES, "kanban", "dispatch", "--json"]
     env = {**os.environ, "HERMES_HOME": str(home), "HERMES_KANBAN_URL": url}
     env.pop("HERMES_KANBAN_DB", None)
     with open(err, "w", encoding="utf-8") as ferr:
@@ -171,3 +172,85 @@ def test_three_dispatchers_on_three_hosts_one_killed(pg_url: str, reaper: Reaper
     after_kill = {r["dispatcher_id"] for r in runs if r["started_at"] > killed_at}
     assert after_kill == survivors, after_kill
     assert time.monotonic() - started < BUDGET_S + 30
+
+
+def test_two_dispatchers_on_one_host_never_adopt_each_others_workers(pg_url: str, reaper: Reaper,
+                                                                     tmp_path: Path) -> None:
+    """Same host, two dispatchers (two HERMES_HOMEs): each sees the other's live workers in its scans of open runs
+    on this host, and must leave them alone (adopting one would make two supervisors judge one run)."""
+    worker = shlex.join([PY, "-c", "import random, time; time.sleep(random.uniform(0.3, 1.0))"])
+    with Board.open() as board:
+        reaper.watch_board(board)
+        task_ids = [board.create_task(f"task {i}", command=worker)[0].id for i in range(30)]
+        procs = [start_dispatcher(reaper, tmp_path, n, pg_url, own_host=False) for n in range(2)]
+        wait_for(lambda: len(board.list_tasks(status="done", limit=1000)) == len(task_ids), timeout=60,
+                 what="all tasks done")
+        for p in procs:
+            p.popen.send_signal(signal.SIGTERM)
+        summaries = [p.finish(timeout=30) for p in procs]
+    runs = query(pg_url, "SELECT task_id, dispatcher_id, outcome FROM runs")
+    for code, summary, err in summaries:
+        assert code == 0, err[-2000:]
+        assert summary["adopted"] == 0, f"a dispatcher adopted the other's worker: {err[-2000:]}"
+        assert summary["spawned"] > 0, "both dispatchers served the board"
+    assert sorted(r["outcome"] for r in runs) == ["completed"] * len(task_ids), runs
+    assert len({r["dispatcher_id"] for r in runs}) == 2
+
+
+def test_a_paused_dispatcher_whose_registration_lapsed_stops_its_workers_and_registers_anew(
+        pg_url: str, reaper: Reaper, tmp_path: Path) -> None:
+    """SIGSTOP a dispatcher past its lease: the other removes its registration and reclaims its runs. On SIGCONT it
+    finds its registration gone, stops its workers (long before they would have ended) and registers anew."""
+    worker = shlex.join([PY, "-c", "import time; time.sleep(8)"])
+    with Board.open() as board:
+        reaper.watch_board(board)
+        task_ids = [board.create_task(f"task {i}", command=worker)[0].id for i in range(6)]
+        procs = [start_dispatcher(reaper, tmp_path, n, pg_url, max_spawn=2) for n in range(2)]
+        regs = wait_for(lambda: len(r := query(pg_url, "SELECT id, pid FROM dispatchers")) == 2 and r, timeout=30,
+                        what="two registered dispatchers")
+        paused = procs[0]
+        paused_id = next(r["id"] for r in regs if r["pid"] == paused.pid)
+
+        def its_workers() -> list[dict[str, Any]]:
+            rows = query(pg_url, "SELECT id, pid FROM runs WHERE ended_at IS NULL AND pid IS NOT NULL "
+                                 "AND dispatcher_id = %s", (paused_id,))
+            return rows if len(rows) == 2 else []
+
+        workers = wait_for(its_workers, timeout=30, what="two workers of the dispatcher to pause")
+        paused.popen.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: query(pg_url, "SELECT 1 FROM dispatchers WHERE id = %s", (paused_id,)) == [],
+                     timeout=20, what="its registration removed by the other")
+            ids = tuple(w["id"] for w in workers)
+            wait_for(lambda: all(r["outcome"] == "reclaimed" for r in query(
+                pg_url, "SELECT outcome FROM runs WHERE id = ANY(%s)", (list(ids),))), timeout=20,
+                what="its runs reclaimed by lease expiry")
+        finally:
+            paused.popen.send_signal(signal.SIGCONT)
+        resumed_at = time.monotonic()
+        wait_for(lambda: "registered anew" in paused.stderr(), timeout=20, what="it registered anew")
+
+        def gone_or_zombie(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            except FileNotFoundError:
+                return True
+
+        wait_for(lambda: all(gone_or_zombie(w["pid"]) for w in workers), timeout=10, what="its workers stopped")
+        assert time.monotonic() - resumed_at < 8, "stopped, not left to finish their 8 s"
+        assert "this dispatcher's registration lapsed" in paused.stderr()
+        regs_now = query(pg_url, "SELECT id, pid FROM dispatchers")
+        assert sorted(r["pid"] for r in regs_now) == sorted(p.pid for p in procs)
+        assert paused_id not in {r["id"] for r in regs_now}
+
+        wait_for(lambda: len(board.list_tasks(status="done", limit=1000)) == len(task_ids), timeout=60,
+                 what="all tasks done")
+        for p in procs:
+            p.popen.send_signal(signal.SIGTERM)
+        for p in procs:
+            code, _, err = p.finish(timeout=30)
+            assert code == 0, err[-2000:]
+    runs = query(pg_url, "SELECT task_id, outcome FROM runs")
+    for tid in task_ids:
+        assert [r["outcome"] for r in runs if r["task_id"] == tid].count("completed") == 1
