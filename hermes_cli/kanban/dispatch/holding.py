@@ -18,7 +18,16 @@ import time
 from collections.abc import Callable
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun, StorageError, WriteInterrupted
+from ..core.errors import (
+    BoardBusy,
+    BoardUnreachable,
+    HermesError,
+    LeaseHeld,
+    NotFound,
+    StaleRun,
+    StorageError,
+    WriteInterrupted,
+)
 from ..core.paths import BoardPaths
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
@@ -237,6 +246,10 @@ class Heartbeat:
                 return
         except BoardBusy:
             return  # try again on the next beat; the grace period is several beats long
+        except BoardUnreachable as exc:
+            if not self.in_fleet:
+                self._fail(exc)
+            return  # in a fleet, a partition or a server restart: beat again when it is back (others judge our lapse)
         except StorageError as exc:
             self._fail(exc)
             return
@@ -254,6 +267,10 @@ class Heartbeat:
                 self._wake()
             except BoardBusy:
                 continue
+            except BoardUnreachable as exc:
+                if not self.in_fleet:
+                    self._fail(exc)
+                return  # in a fleet: the leases run on by the server's clock; we extend them once it is back
             except StorageError as exc:
                 self._fail(exc)
                 return

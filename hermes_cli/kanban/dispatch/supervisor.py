@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError, LeaseHeld, StorageError
+from ..core.errors import BoardBusy, BoardUnreachable, HermesError, LeaseHeld, StorageError
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..durability import drain
@@ -126,6 +126,8 @@ class Dispatcher:
         self.doorbell: Bell | None = None
         #: a PostgreSQL board is served by a fleet of dispatchers, each registered (fleet.py), not one lease holder
         self.in_fleet = fleet.is_fleet(board)
+        #: when a fleet dispatcher found the server out of reach (None: reachable)
+        self._unreachable_since: float | None = None
         self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring, in_fleet=self.in_fleet)
         self.crew = Crew(board, settings, self.result, self.heartbeat, log=self.log)
         self.reaper = Reaper(board, settings, self.result, self.crew, log=self.log)
@@ -263,6 +265,14 @@ class Dispatcher:
                 self.log(f"warning: {exc.message}")
                 self._wait(min(1.0, self.s.poll_interval))
                 continue
+            except BoardUnreachable as exc:
+                if not self.in_fleet or self._stop_now():
+                    raise
+                self._out_of_reach(exc)
+                continue
+            if self._unreachable_since is not None:
+                self.log(f"the board is reachable again after {time.time() - self._unreachable_since:.1f}s")
+                self._unreachable_since = None
             if self.signals.count >= 1 and not self.workers and not self.reaper.unrecorded:
                 self._note_signals()  # it may have come after the check at the top: still say so
                 res.reason = StopReason.SIGNAL
@@ -274,7 +284,12 @@ class Dispatcher:
             if self.until_idle and self._idle():
                 res.reason = StopReason.IDLE
                 return
-            self._wait(self._next_wake(time.time(), spawning=self.signals.count == 0 and not pass_done))
+            try:
+                self._wait(self._next_wake(time.time(), spawning=self.signals.count == 0 and not pass_done))
+            except BoardUnreachable as exc:
+                if not self.in_fleet:
+                    raise
+                self._out_of_reach(exc)
 
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
@@ -365,6 +380,15 @@ class Dispatcher:
     def _fleet_joined(self, dispatcher_id: int) -> None:
         self.launcher.fleet_id = dispatcher_id
         self.adopter.foreign = lambda: fleet.foreign_runs(self.board, dispatcher_id)
+
+    def _out_of_reach(self, exc: BoardUnreachable) -> None:
+        """The PostgreSQL server cannot be reached (a partition, a restart): keep supervising our workers (their
+        reports spool on this host, exits are kept and spooled), say so once, and try again shortly. Our run leases
+        run on by the server's clock meanwhile: past them the other dispatchers reclaim our runs."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.time()
+            self.log(f"warning: {exc.message}; supervising {len(self.workers)} worker(s) meanwhile, retrying")
+        self._wait(min(1.0, self.s.poll_interval))
 
     def _rejoin_fleet(self, exc: fleet.RegistrationLost) -> None:
         """Our registration was removed by another dispatcher (it lapsed): stop our workers (their runs are, or
