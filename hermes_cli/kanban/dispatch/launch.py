@@ -50,7 +50,7 @@ class Launcher:
         by."""
         for _ in range(max(0, self.s.max_spawn - len(self.crew.workers))):
             # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
-            if not dsql.dispatchable(self.board.db, time.time(), any_command=self.any_command, limit=1):
+            if not dsql.dispatchable(self.board.db, self.board.db.clock(), any_command=self.any_command, limit=1):
                 return
             got = self._claim_next(epoch)
             if got is None:

@@ -400,7 +400,13 @@ class Dispatcher:
             if w.term_at is None and not w.reported:
                 self.log(f"stopping {w.task_id} run {w.run_id} pid {w.pid}: this dispatcher's registration lapsed")
                 w.terminate("fenced", now)
-        reg = fleet.register(self.board, lease_s=self.s.lease_grace, previous=self.epoch)
+        try:
+            reg = fleet.register(self.board, lease_s=self.s.lease_grace, previous=self.epoch)
+        except (BoardBusy, BoardUnreachable) as again:
+            # Still out of reach (or busy): our workers are stopping; try again on the next tick.
+            self.log(f"warning: could not register anew ({again.message}); trying again")
+            self._wait(min(1.0, self.s.poll_interval))
+            return
         self.epoch = reg.id
         self.result.epoch = reg.id
         self.heartbeat.rebind(reg.id)
