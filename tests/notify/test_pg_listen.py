@@ -6,6 +6,7 @@ LISTEN turned off)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -83,3 +84,34 @@ def test_a_poke_wakes_a_waiting_reader(pg_url: str) -> None:
         started = time.monotonic()
         assert reader.wait(LONG_WAIT_S) == []
         assert time.monotonic() - started < LONG_WAIT_S / 2
+
+
+def test_events_follow_on_a_postgresql_board_prints_a_write_from_elsewhere(pg_url: str) -> None:
+    """`hermes kanban events --follow` (a real process) follows a PostgreSQL board: it listens (its LISTEN shows on
+    the server), prints a write made by another connection, and warns about nothing (its pooler probe passed)."""
+    with Board.open() as b:
+        b.create_task("before")  # the board exists before the follower starts
+    follower = subprocess.Popen([sys.executable, "-m", "hermes_cli.main", "kanban", "events", "--follow", "--json",
+                                 "--kinds", "created", "--limit", "1", "--timeout", str(LONG_WAIT_S)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The follower reads from the newest event at its start: wait until it is listening (its LISTEN, then its
+        # probe, show in pg_stat_activity), so the write below is after its cursor.
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            deadline = time.monotonic() + LONG_WAIT_S
+            while not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' "
+                                    "OR query LIKE 'SELECT pg_listening_channels%'").fetchone()[0]:  # type: ignore[index]
+                assert follower.poll() is None, follower.communicate()
+                assert time.monotonic() < deadline, "the follower never listened"
+                time.sleep(0.05)
+        with Board.open() as b:
+            task, _ = b.create_task("followed")
+        out, err = follower.communicate(timeout=LONG_WAIT_S + 30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert follower.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(e["kind"], e["task_id"]) for e in lines] == [("created", task.id)]
+    assert "warning" not in err

@@ -73,8 +73,11 @@ class PgBell:
         self.received = 0
         self.reconnects = 0
         self.mode = "listen" if listen_enabled() else "poll"
+        #: set once the pooler probe has decided (or was skipped): `mode` is final from then on, barring failures
+        self.probed = threading.Event()
         self._thread: threading.Thread | None = None
         if self.mode == "poll":
+            self.probed.set()
             return
         try:
             self._conn = self._listen()
@@ -178,12 +181,15 @@ class PgBell:
                 self._warn(f"LISTEN/NOTIFY does not work through {redact(self.url)} (a transaction-mode pooler?): "
                            f"{self.name} falls back to polling the board (set {ENV}=0 to say so and skip the probe)")
                 return
+            self.probed.set()
             self._serve()
         except (psycopg.Error, HermesError, OSError) as exc:
             # Never silent, never fatal: the caller's fallback poll keeps it correct, only slower.
             self.mode = "poll"
             self._warn(f"listening for board changes stopped ({one_line(exc)}); {self.name} falls back to polling")
             self._ring()
+        finally:
+            self.probed.set()
 
     def _probe(self) -> bool:
         """Whether a notification sent from another connection reaches ours (see the module docstring)."""
