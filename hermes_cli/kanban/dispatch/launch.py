@@ -49,8 +49,9 @@ class Launcher:
         """Start workers for ready tasks while fewer than max_spawn run; `epoch` is the lease the claims are fenced
         by."""
         for _ in range(max(0, self.s.max_spawn - len(self.crew.workers))):
-            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
-            if not dsql.dispatchable(self.board.db, self.board.db.clock(), any_command=self.any_command, limit=1):
+            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one). A hint
+            # only (this host's clock, no round trip for the server's): the claim checks again by the board's clock.
+            if not dsql.dispatchable(self.board.db, time.time(), any_command=self.any_command, limit=1):
                 return
             got = self._claim_next(epoch)
             if got is None:
