@@ -1,8 +1,9 @@
 """The dispatcher: a supervisor that leases ready tasks to worker processes it starts (DESIGN.md: Tasks, runs and
 leases; Worker contract; Notifications).
 
-One dispatcher per board, guaranteed by the board-level lease (lease.py). The Dispatcher runs the loop below and owns
-one object per concern:
+One dispatcher per board, guaranteed by the board-level lease (lease.py); on a PostgreSQL board, a fleet instead:
+every dispatcher registers and serves the board at once, supervising only its own workers (fleet.py). The Dispatcher
+runs the loop below and owns one object per concern:
 - holding.py: Standby takes the lease (or stands by while a live dispatcher holds it); the Heartbeat thread (own
   database connection) refreshes it and extends the run leases of the worker processes it can see alive, so a long
   spawn or reap never lets a lease lapse;
