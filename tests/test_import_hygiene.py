@@ -114,3 +114,19 @@ def test_the_console_script_entry_point() -> None:
     p = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "--help"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("Usage: hermes kanban [OPTIONS] COMMAND [ARGS]...")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["kanban", "dispatch", "--once", "--json"],
+        ["kanban", "events", "--follow", "--timeout", "0.2", "--json"],
+        ["kanban", "create", "no driver", "--json"],
+    ],
+)
+def test_a_sqlite_board_never_imports_the_postgresql_driver(argv: list[str]) -> None:
+    """The dispatcher (fleet code included), the event follower (the engine-picking bell) and the worker verbs on a
+    SQLite board: psycopg is imported only for a PostgreSQL board (issue 13)."""
+    code, modules = _imported(argv)
+    assert code == 0
+    assert "psycopg" not in modules

@@ -46,7 +46,7 @@ class DoorbellWatcher(Widget):
     def start(self, ref: BoardRef, board_gen: int, subscription: str | None, after: int) -> None:
         worker = get_current_worker()
         with self.loader.reporting("watching the board", board_gen), ref.open() as b, \
-                EventReader(b, name="tui", subscription=subscription, after=after) as reader:
+                EventReader(b, name="tui", subscription=subscription, after=after, warn=self._warn) as reader:
             self.reader = reader
             try:
                 while not worker.is_cancelled:
@@ -63,6 +63,10 @@ class DoorbellWatcher(Widget):
                 if self.reader is reader:
                     self.reader = None
                 self._acknowledge(reader)
+
+    def _warn(self, message: str) -> None:
+        """A PostgreSQL board's listener fell back to polling (runs in its thread): a toast, never stderr."""
+        self.app.call_from_thread(self.notify, message, severity="warning", markup=False)
 
     def _acknowledge(self, reader: EventReader) -> None:
         """Persist the subscription cursor up to what the screen has handled (runs in the watcher thread)."""

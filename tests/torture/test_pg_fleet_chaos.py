@@ -1,27 +1,34 @@
-"""Multi-host chaos on one PostgreSQL board (issue 13's must-show), bounded, with real parts only.
+"""Multi-host chaos on one PostgreSQL board (issue 13), first cut: two hosts as network namespaces, one cut off.
 
-Three hosts are network namespaces joined by veth pairs to a bridge; PostgreSQL listens on the bridge. Each host has
-its own HERMES_HOME and pull workers (tests/torture/fleet_worker.py) serving 500 tasks of one board. During the run:
-workers SIGKILLed at random (and restarted), workers SIGSTOPped past their lease and continued, one host cut off
-(link down) for 20 s and reconnected, every backend connection killed with pg_terminate_backend, and PostgreSQL
-restarted once. Then each host runs `reconcile-completions --apply` for the reports it spooled while cut off.
+Topology (we are root): a bridge in this namespace holds the server's address; each simulated host is a network
+namespace joined to the bridge by a veth pair, with its own host name (UTS namespace), its own HERMES_HOME and its own
+dispatcher. PostgreSQL (a throwaway server for this test) listens on the bridge address only.
 
-Invariants: 0 tasks lost (all 500 done), every task completed by exactly one run, 0 stale completions accepted (a
-worker told "accepted" always holds the run that completed the task), never two open runs for one task (watched
-throughout), and every spooled report accounted for by reconcile (applied, skipped with a reason, or a conflict).
+During the run host A is cut off (`ip link set <its veth> down`: silent packet loss, nothing resets) for 20 s while
+its workers run, then reconnected. Its workers' `complete` reports cannot reach the board and spool on host A; host B
+removes A's lapsed registration and reclaims A's runs by lease expiry and runs those tasks again; back on the network,
+A finds its registration gone, stops its workers and registers anew; its spooled reports are reconciled.
+
+Invariants: every task done, exactly once, by an accepted report (a completed run, or a late report the reconcile
+applied); never two open runs for one task; every report spooled on host A reconciled (applied, or filed as skipped
+because the task was done by then), none pending, none silently dropped.
+
+Cleanup (namespaces, veths, bridge, the server, every process) runs even when the test fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,206 +37,370 @@ from hermes_cli.kanban import Board
 from hermes_cli.kanban.store.pg.database import schema_name
 from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
-from .netns import Fleet
-
 pytestmark = pytest.mark.slow
 
-HOSTS = 3
-WORKERS_PER_HOST = 2
-TASKS = 500
-TTL_S = 3.0
+HERMES = str(Path(sys.executable).with_name("hermes"))
+TASKS = 40
 CUT_S = 20.0
-WORKER = str(Path(__file__).with_name("fleet_worker.py"))
+SETTINGS = {"poll_interval": "500ms", "kill_grace": "500ms", "lease_grace": "3s", "worker_ttl": "4s",
+            "max_spawn": 4, "backup_interval": "off"}
+#: server-side bounds on a cut-off client's backend (see the module docstring of docs/fleet.md's partition section)
+SESSION_SETTINGS = ("idle_in_transaction_session_timeout = '5s'", "tcp_keepalives_idle = 2",
+                    "tcp_keepalives_interval = 1", "tcp_keepalives_count = 3",
+                    "client_connection_check_interval = '2s'")
+#: start to finish, the cut included
+BUDGET_S = 110.0
+CHAOS_TASKS = 60
+CHAOS_BUDGET_S = 150.0
 
 
-class Host:
-    def __init__(self, fleet: Fleet, i: int, root: Path, url: str) -> None:
-        self.fleet, self.i = fleet, i
-        self.home = root / f"host{i}"
-        self.home.mkdir()
-        self.log = root / f"host{i}.jsonl"
-        self.stop_file = root / "stop"
-        self.env = {**os.environ, "HERMES_HOME": str(self.home), "HERMES_KANBAN_URL": url,
-                    "HERMES_KANBAN_PG_CONNECT_TIMEOUT": "2", "PYTHONPATH": os.getcwd()}
-        self.workers: list[subprocess.Popen[str]] = []
-
-    def start_worker(self, n: int) -> subprocess.Popen[str]:
-        return self.fleet.popen(self.i, [sys.executable, WORKER, str(self.log), str(self.stop_file),
-                                         f"h{self.i}w{n}", str(TTL_S)], env=self.env)
-
-    def hermes(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.fleet.run(self.i, [sys.executable, "-m", "hermes_cli.main", "kanban", *args],
-                              env=self.env, capture_output=True, timeout=120)
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=check)
 
 
-def _outcomes(hosts: list[Host]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for h in hosts:
-        if h.log.exists():
-            out += [json.loads(line) for line in h.log.read_text().splitlines() if line.strip()]
-    return out
+class Net:
+    """A bridge and one namespace per host, named after our pid so parallel runs never collide."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        tag = os.getpid() % 100000
+        self.subnet = f"10.{200 + tag % 50}.{tag % 250}"
+        self.bridge = f"hk{tag}br"
+        self.server_ip = f"{self.subnet}.1"
+        self.hosts = hosts
+        self.ns = {h: f"hk{tag}{h}" for h in hosts}
+        self.veth = {h: f"hk{tag}{h}0" for h in hosts}
+
+    def up(self) -> None:
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.server_ip}/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i, h in enumerate(self.hosts):
+            ns, outer, inner = self.ns[h], self.veth[h], self.veth[h][:-1] + "1"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            sh("ip", "link", "set", inner, "netns", ns)
+            sh("ip", "link", "set", outer, "master", self.bridge)
+            sh("ip", "link", "set", outer, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.subnet}.{10 + i}/24", "dev", inner)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def cut(self, host: str) -> None:
+        sh("ip", "link", "set", self.veth[host], "down")
+
+    def heal(self, host: str) -> None:
+        sh("ip", "link", "set", self.veth[host], "up")
+
+    def down(self) -> None:
+        for h in self.hosts:
+            sh("ip", "netns", "del", self.ns[h], check=False)  # takes the inner veth (and so its peer) along
+            sh("ip", "link", "del", self.veth[h], check=False)
+        sh("ip", "link", "del", self.bridge, check=False)
 
 
-def test_a_fleet_of_three_hosts_survives_kills_stops_a_partition_and_a_server_restart(tmp_path: Path) -> None:
-    rng = random.Random(1313)
-    with Fleet(HOSTS) as fleet, ThrowawayServer(listen=fleet.server_ip, fsync=False) as server:
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE fleet")
-        url = server.url_for("fleet")
-        os.environ["HERMES_KANBAN_URL"] = url
+@pytest.fixture
+def net() -> Iterator[Net]:
+    n = Net(["a", "b"])
+    try:
+        n.up()
+        yield n
+    finally:
+        n.down()
+
+
+@pytest.fixture
+def net3() -> Iterator[Net]:
+    n = Net(["a", "b", "c"])
+    try:
+        n.up()
+        yield n
+    finally:
+        n.down()
+
+
+def query(url: str, sql: str, params: tuple[Any, ...] = (), *, attempts: int = 1) -> list[dict[str, Any]]:
+    """One query on the board's schema; with `attempts`, retried a second apart while the server restarts."""
+    for attempt in range(attempts):
         try:
-            with Board.open() as board:
-                for i in range(TASKS):
-                    board.create_task(f"job {i}", max_retries=100)
-        finally:
-            del os.environ["HERMES_KANBAN_URL"]
-        hosts = [Host(fleet, i, tmp_path, url) for i in range(HOSTS)]
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'SET search_path TO "{schema_name("default")}"')
+                cur = conn.execute(sql, params)
+                names = [d.name for d in cur.description or []]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except psycopg.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
-        # Watch for two open runs of one task, all along (from the root namespace, through every restart).
-        doubles: list[object] = []
-        watching = threading.Event()
-        watching.set()
 
-        def watch() -> None:
-            while watching.is_set():
-                try:
-                    with psycopg.connect(url, connect_timeout=2) as c:
-                        while watching.is_set():
-                            doubles.extend(c.execute(
-                                f'SELECT task_id, count(*) FROM "{schema_name("default")}".runs WHERE ended_at IS NULL '
-                                "GROUP BY task_id HAVING count(*) > 1").fetchall())
-                            c.commit()
-                            time.sleep(0.1)
-                except psycopg.Error:
-                    time.sleep(0.2)  # the server is restarting or our backend was terminated: look again
+def server_now(url: str) -> float:
+    return float(query(url, "SELECT extract(epoch FROM clock_timestamp())::float8 AS t", attempts=30)[0]["t"])
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+
+def start_server(net: Net) -> tuple[ThrowawayServer, str]:
+    """A throwaway server on the bridge address, with database `chaos` and the session bounds a fleet needs."""
+    server = ThrowawayServer(listen=net.server_ip, fsync=False).start()
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute('CREATE DATABASE "chaos" TEMPLATE template0')
+        # A backend whose client was cut off mid-transaction keeps its locks (the board's event lock among them)
+        # until it notices: ~2 h by default. Bounded here for every session of the board's database (what
+        # docs/fleet.md asks of a deployment; PgDatabase does not set it on its own yet).
+        for setting in SESSION_SETTINGS:
+            conn.execute(f"ALTER DATABASE chaos SET {setting}")
+    return server, server.url_for("chaos")
+
+
+def start_dispatcher(net: Net, host: str, home: Path, url: str, stderr: Path) -> subprocess.Popen[str]:
+    """`hermes kanban daemon` on simulated host `host`: its network namespace, its host name, its HERMES_HOME."""
+    board_dir = home / "kanban" / "boards" / "default"
+    board_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["[dispatch]"] + [f"{k} = {json.dumps(v)}" for k, v in SETTINGS.items()]
+    (board_dir / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_KANBAN_URL": url, "HERMES_KANBAN_PG_CONNECT_TIMEOUT": "2"}
+    env.pop("HERMES_KANBAN_DB", None)
+    argv = ["ip", "netns", "exec", net.ns[host], "unshare", "--uts", "sh", "-c",
+            f"hostname chaos-{host} && exec {shlex.quote(HERMES)} kanban daemon --json"]
+    with open(stderr, "a", encoding="utf-8") as err:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+
+
+#: a worker: works a little, then reports itself (spooled on its host when the board cannot be reached)
+WORKER = shlex.join([sys.executable, "-c",
+                     "import random, subprocess, sys, time; time.sleep(random.uniform(0.5, 2.0)); "
+                     "sys.exit(subprocess.call([sys.executable, '-m', 'hermes_cli.main', 'kanban', "
+                     "'complete', '--summary', 'done by the worker']))"])
+
+
+def reconcile_home(home: Path, url: str) -> tuple[list[str], str]:
+    """The reports the workers of this host said they spooled, and `reconcile-completions --apply` run for it."""
+    logs = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in home.rglob("*.log*") if f.is_file())
+    spooled = sorted(set(re.findall(r"was spooled to (\S+\.json)", logs)))
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_KANBAN_URL": url}
+    rec = subprocess.run([HERMES, "kanban", "reconcile-completions", "--apply", "--json"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert rec.returncode == 0, (rec.stdout, rec.stderr)
+    return spooled, rec.stdout
+
+
+def check_invariants(url: str, task_ids: list[str]) -> dict[int, str]:
+    """Every task done, once, by an accepted report; nothing open; a task's runs never overlap. Returns outcomes."""
+    runs = query(url, "SELECT id, task_id, started_at, ended_at, outcome FROM runs ORDER BY id")
+    tasks = {t["id"]: t for t in query(url, "SELECT id, status FROM tasks")}
+    late = query(url, "SELECT task_id, run_id, payload FROM events WHERE kind = 'reconciled'")
+    assert {t["status"] for t in tasks.values()} == {"done"} and sorted(tasks) == sorted(task_ids)
+    assert [r for r in runs if r["ended_at"] is None] == []
+    outcome = {r["id"]: r["outcome"] for r in runs}
+    for tid in task_ids:
+        mine = [r for r in runs if r["task_id"] == tid]
+        completed = [r["id"] for r in mine if r["outcome"] == "completed"]
+        late_applied = [e["run_id"] for e in late if e["task_id"] == tid
+                        and json.loads(e["payload"]).get("report") == "complete"
+                        and outcome.get(e["run_id"]) != "completed"]
+        assert len(completed) + len(late_applied) == 1, f"{tid}: runs {mine}, late reports {late_applied}"
+        for a, b in zip(mine, mine[1:], strict=False):
+            assert a["ended_at"] <= b["started_at"], f"{tid}: runs {a['id']} and {b['id']} overlap"
+    return outcome
+
+
+def check_spool_filed(spooled: list[str], reconcile_out: str) -> None:
+    """Every spooled report was applied or filed as skipped (the task was done by then): none pending, none lost."""
+    for path in spooled:
+        p = Path(path)
+        assert not p.exists(), f"{path} is still pending after reconcile"
+        filed = [d for d in ("applied", "skipped") if list((p.parent / d).glob(p.stem + "*.json"))]
+        assert filed, f"{path} was neither applied nor filed as skipped: {reconcile_out}"
+
+
+def wait_for(pred: Any, *, timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal a worker's process group (a worker leads its own); gone already is fine."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+
+
+def kill_tree_of_runs(url: str) -> None:
+    """Teardown: kill the workers recorded in open runs (each on this machine, whatever its namespace)."""
+    try:
+        rows = query(url, "SELECT pid FROM runs WHERE pid IS NOT NULL")
+    except psycopg.Error:
+        return  # the server is already gone: its workers were killed with their groups below
+    for r in rows:
         try:
-            for h in hosts:
-                h.workers = [h.start_worker(n) for n in range(WORKERS_PER_HOST)]
-            kills = stops = 0
-            started = time.monotonic()
-            cut_host = 2
-            events = {"cut": 3.0, "heal": 3.0 + CUT_S, "terminate": 8.0, "restart": 14.0}
-            done_events: set[str] = set()
-            stopped: list[tuple[float, subprocess.Popen[str]]] = []
-            while time.monotonic() - started < 32:
-                t = time.monotonic() - started
-                for name, at in events.items():
-                    if t >= at and name not in done_events:
-                        done_events.add(name)
-                        if name == "cut":
-                            fleet.cut(cut_host)
-                        elif name == "heal":
-                            fleet.heal(cut_host)
-                        elif name == "terminate":
-                            with psycopg.connect(url, autocommit=True) as c:
-                                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                          "WHERE datname = 'fleet' AND pid <> pg_backend_pid()")
-                        elif name == "restart":
-                            server.restart("fast")
-                for at, proc in list(stopped):
-                    if time.monotonic() >= at:
-                        os.kill(proc.pid, signal.SIGCONT)
-                        stopped.remove((at, proc))
-                h = hosts[rng.randrange(HOSTS)]
-                n = rng.randrange(WORKERS_PER_HOST)
-                proc = h.workers[n]
-                if any(p is proc for _, p in stopped):
-                    time.sleep(0.5)
-                    continue
-                if rng.random() < 0.5:
-                    proc.kill()
-                    proc.wait()
-                    h.workers[n] = h.start_worker(n)
-                    kills += 1
-                else:
-                    os.kill(proc.pid, signal.SIGSTOP)  # past its lease: another worker takes the task over
-                    stopped.append((time.monotonic() + TTL_S + 2.0, proc))
-                    stops += 1
-                time.sleep(rng.uniform(0.8, 1.6))
-            for _, proc in stopped:
-                os.kill(proc.pid, signal.SIGCONT)
-            assert {"cut", "heal", "terminate", "restart"} <= done_events
-            assert kills >= 5 and stops >= 5, (kills, stops)
+            os.killpg(int(r["pid"]), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
 
-            # Every host reconciles what it spooled; then the fleet finishes the rest.
-            records: list[dict[str, object]] = []
-            deadline = time.monotonic() + 150
-            while True:
-                for h in hosts:
-                    p = h.hermes("reconcile-completions", "--apply", "--json")
-                    assert p.returncode in (0, 3), p.stderr
-                    records += json.loads(p.stdout)["records"]
-                with _board(url) as board:
-                    counts = board.counts()
-                if counts["done"] == TASKS:
-                    break
-                assert time.monotonic() < deadline, f"tasks not all done: {counts}"
-                time.sleep(2)
+
+def test_a_host_cut_off_for_20s_is_reclaimed_and_its_spooled_reports_reconciled(
+        net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    server, url = start_server(net)
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        monkeypatch.setenv("HERMES_KANBAN_URL", url)
+        homes = {h: tmp_path / f"home-{h}" for h in net.hosts}
+        with Board.open() as board:
+            task_ids = [board.create_task(f"task {i}", command=WORKER)[0].id for i in range(TASKS)]
+        for h in net.hosts:
+            procs[h] = start_dispatcher(net, h, homes[h], url, tmp_path / f"dispatcher-{h}.stderr")
+        regs = wait_for(lambda: len(r := query(url, "SELECT id, host, pid FROM dispatchers")) == 2 and r,
+                        timeout=30, what="both dispatchers registered")
+        reg_a = next(r for r in regs if r["host"] == "chaos-a")
+
+        def a_running() -> list[dict[str, Any]]:
+            return query(url, "SELECT id, task_id FROM runs WHERE ended_at IS NULL AND pid IS NOT NULL "
+                              "AND dispatcher_id = %s", (reg_a["id"],))
+
+        wait_for(lambda: len(a_running()) >= 2, timeout=30, what="host A running workers")
+        net.cut("a")
+        cut_at = server_now(url)
+        cut_runs = a_running()
+        try:
+            wait_for(lambda: query(url, "SELECT 1 FROM dispatchers WHERE id = %s", (reg_a["id"],)) == [],
+                     timeout=CUT_S, what="host A's registration removed by host B")
+            stale = [r["id"] for r in cut_runs]
+            wait_for(lambda: all(r["ended_at"] is not None for r in query(
+                url, "SELECT ended_at FROM runs WHERE id = ANY(%s)", (stale,))),
+                timeout=CUT_S, what="host A's runs reclaimed by host B")
+            time.sleep(max(0.0, CUT_S - (server_now(url) - cut_at)))
         finally:
-            (tmp_path / "stop").write_text("stop")
-            for h in hosts:
-                for proc in h.workers:
-                    try:
-                        os.kill(proc.pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-                for proc in h.workers:
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-            watching.clear()
-            watcher.join(timeout=10)
+            net.heal("a")
+        healed_at = time.monotonic()
 
-        # A last reconcile for reports spooled after the previous one.
-        for h in hosts:
-            p = h.hermes("reconcile-completions", "--apply", "--json")
-            assert p.returncode in (0, 3), p.stderr
-            records += json.loads(p.stdout)["records"]
+        with Board.open() as board:
+            wait_for(lambda: len(board.list_tasks(status="done", limit=1000)) == TASKS,
+                     timeout=max(10.0, BUDGET_S - (time.monotonic() - started)), what=f"all {TASKS} tasks done")
+        a_err = tmp_path / "dispatcher-a.stderr"
+        wait_for(lambda: "registered anew" in a_err.read_text(encoding="utf-8"), timeout=30,
+                 what="host A's dispatcher registered anew")
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for h, p in procs.items():
+            p.communicate(timeout=60)
+            err = (tmp_path / f"dispatcher-{h}.stderr").read_text(encoding="utf-8")
+            assert p.returncode == 0, f"host {h}'s dispatcher exited {p.returncode}: {err[-3000:]}"
 
-        outcomes = _outcomes(hosts)
-        with _board(url) as board:
-            runs = board.db.rows("SELECT id, task_id, outcome FROM runs")
-            statuses = {r["id"]: r["status"] for r in board.db.rows("SELECT id, status FROM tasks")}
-            reconciled = board.db.rows("SELECT task_id, run_id FROM events WHERE kind = 'reconciled'")
-        completing: dict[str, int] = {}
-        for r in runs:
-            if r["outcome"] == "completed":
-                assert r["task_id"] not in completing, f"task {r['task_id']} was completed by two runs"
-                completing[r["task_id"]] = r["id"]
-        late = {(e["task_id"], e["run_id"]) for e in reconciled}
+        spooled, reconciled = reconcile_home(homes["a"], url)
+        assert spooled, "no report of host A was spooled during the cut"
+        outcome = check_invariants(url, task_ids)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=30)
+        kill_tree_of_runs(url)
+        server.stop()
 
-        assert len(statuses) == TASKS and set(statuses.values()) == {"done"}, "a task was lost"
-        for task_id in statuses:
-            assert task_id in completing or any(t == task_id for t, _ in late), f"{task_id} has no completing run"
-        stale_accepted = [o for o in outcomes if o["outcome"] == "accepted"
-                          and completing.get(str(o["task"])) != o["run"]]
-        assert stale_accepted == [], f"stale completions accepted: {stale_accepted[:5]}"
-        assert doubles == [], f"two open runs for one task: {doubles[:5]}"
-        spooled = {(o["task"], o["run"]) for o in outcomes if o["outcome"] == "spooled"}
-        accounted = {(r["task_id"], r["run_id"]) for r in records if r.get("proposed_action")}
-        assert spooled <= accounted, f"spooled reports never reconciled: {sorted(spooled - accounted)[:5]}"
-        errors = [o for o in outcomes if o["outcome"] == "error"]
-        assert errors == [], errors[:5]
-        print(f"\nchaos: {kills} kills, {stops} stops, {len(spooled)} spooled reports, "
-              f"{sum(1 for o in outcomes if o['outcome'] == 'stale')} stale reports refused")
+    for r in cut_runs:
+        assert outcome[r["id"]] in ("reclaimed", "completed", "crashed"), (r, outcome[r["id"]])
+    check_spool_filed(spooled, reconciled)
+    assert time.monotonic() - healed_at < BUDGET_S
 
 
-class _board:
-    """Board.open on the fleet's URL from the test process (HERMES_KANBAN_URL set only while it is open)."""
+def test_three_hosts_cut_kill_stop_terminate_and_restart(net3: Net, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's chaos, in one bounded run: three hosts; a worker SIGKILLed; a worker SIGSTOPped past its lease
+    (its late report must be refused); host A cut off for 20 s, during which host B's dispatcher is SIGKILLed and
+    started again; every hermes backend killed with pg_terminate_backend; PostgreSQL restarted once."""
+    started = time.monotonic()
+    server, url = start_server(net3)
+    procs: dict[str, subprocess.Popen[str]] = {}
+    stopped_pid: int | None = None
+    try:
+        monkeypatch.setenv("HERMES_KANBAN_URL", url)
+        homes = {h: tmp_path / f"home-{h}" for h in net3.hosts}
+        with Board.open() as board:
+            task_ids = [board.create_task(f"task {i}", command=WORKER)[0].id for i in range(CHAOS_TASKS)]
+        for h in net3.hosts:
+            procs[h] = start_dispatcher(net3, h, homes[h], url, tmp_path / f"dispatcher-{h}.stderr")
+        regs = wait_for(lambda: len(r := query(url, "SELECT id, host, pid FROM dispatchers")) == 3 and r,
+                        timeout=30, what="three dispatchers registered")
+        reg = {r["host"][-1]: r for r in regs}
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+        def running(host: str | None = None) -> list[dict[str, Any]]:
+            sql = "SELECT r.id, r.task_id, r.pid, r.dispatcher_id FROM runs r WHERE r.ended_at IS NULL " \
+                  "AND r.pid IS NOT NULL"
+            rows = query(url, sql, attempts=30)
+            return [r for r in rows if host is None or r["dispatcher_id"] == reg[host]["id"]]
 
-    def __enter__(self) -> Board:
-        os.environ["HERMES_KANBAN_URL"] = self.url
-        self.board = Board.open()
-        return self.board
+        # 1. a worker SIGKILLed (its dispatcher records a crash and the task retries)
+        victim = wait_for(lambda: running("c")[:1], timeout=30, what="a worker on host C")[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        # 2. a worker SIGSTOPped past its lease: reclaimed; on SIGCONT its report is refused (exit 3)
+        for _ in range(5):  # a worker whose report was already on its way when it stopped does not count
+            paused = wait_for(lambda: [r for r in running("c") if r["id"] != victim["id"]][:1], timeout=30,
+                              what="another worker on host C")[0]
+            stopped_pid = paused["pid"]
+            signal_group(paused["pid"], signal.SIGSTOP)  # the worker and the `complete` it may have started
+            run_id = paused["id"]
+            ended = wait_for(lambda run_id=run_id: query(url, "SELECT outcome FROM runs WHERE id = %s", (run_id,))[0][
+                "outcome"], timeout=30, what="the paused worker's run closed")
+            signal_group(paused["pid"], signal.SIGCONT)
+            stopped_pid = None
+            if ended == "reclaimed":
+                break
+        else:
+            raise AssertionError("every paused worker had reported already")
+        # 3. host A cut off for 20 s; meanwhile host B's dispatcher SIGKILLed and started again
+        wait_for(lambda: running("a"), timeout=30, what="host A running workers")
+        net3.cut("a")
+        cut_at = server_now(url)
+        try:
+            procs["b"].send_signal(signal.SIGKILL)
+            procs["b"].communicate(timeout=30)
+            time.sleep(2.0)
+            procs["b"] = start_dispatcher(net3, "b", homes["b"], url, tmp_path / "dispatcher-b.stderr")
+            wait_for(lambda: query(url, "SELECT 1 FROM dispatchers WHERE id = %s", (reg["a"]["id"],)) == [],
+                     timeout=CUT_S, what="host A's registration removed")
+            time.sleep(max(0.0, CUT_S - (server_now(url) - cut_at)))
+        finally:
+            net3.heal("a")
+        # 4. every backend of ours killed; 5. the server restarted
+        wait_for(lambda: "registered anew" in (tmp_path / "dispatcher-a.stderr").read_text(encoding="utf-8"),
+                 timeout=40, what="host A's dispatcher registered anew")
+        killed = query(url, "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+                            "WHERE application_name = 'hermes-kanban' AND pid <> pg_backend_pid()")[0]["n"]
+        assert killed > 0
+        time.sleep(1.0)
+        server.restart()
 
-    def __exit__(self, *exc: object) -> None:
-        self.board.close()
-        del os.environ["HERMES_KANBAN_URL"]
+        with Board.open() as board:
+            wait_for(lambda: len(board.list_tasks(status="done", limit=1000)) == CHAOS_TASKS,
+                     timeout=max(10.0, CHAOS_BUDGET_S - (time.monotonic() - started)),
+                     what=f"all {CHAOS_TASKS} tasks done")
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for h, p in procs.items():
+            p.communicate(timeout=60)
+            err = (tmp_path / f"dispatcher-{h}.stderr").read_text(encoding="utf-8")
+            assert p.returncode == 0, f"host {h}'s dispatcher exited {p.returncode}: {err[-3000:]}"
+        filed = [(reconcile_home(homes[h], url)) for h in net3.hosts]
+        outcome = check_invariants(url, task_ids)
+    finally:
+        if stopped_pid is not None:
+            signal_group(stopped_pid, signal.SIGCONT)
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=30)
+        kill_tree_of_runs(url)
+        server.stop()
+
+    assert outcome[victim["id"]] != "completed"
+    assert outcome[paused["id"]] == "reclaimed", "the paused worker's late report was accepted"
+    for spooled, out in filed:
+        check_spool_filed(spooled, out)
+    assert sum(len(spooled) for spooled, _ in filed) > 0, "nothing was spooled: the chaos missed its point"

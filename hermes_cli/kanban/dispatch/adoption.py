@@ -39,10 +39,13 @@ class Adopter:
         self.reaper = reaper
         self.worker_name = worker_name
         self.log = log
+        #: in a fleet (fleet.py): the open runs of the other registered dispatchers, never ours to adopt or judge
+        self.foreign: Callable[[], set[int]] | None = None
 
     def scan_runs(self) -> None:
+        foreign = self.foreign() if self.foreign is not None else set()
         for run in self.board.open_runs():
-            if run.id in self.crew.workers:
+            if run.id in self.crew.workers or run.id in foreign:
                 continue
             if run.host == procs.HOST and run.pid is None and self._recover_unrecorded(run):
                 continue

@@ -18,11 +18,21 @@ import time
 from collections.abc import Callable
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError, LeaseHeld, NotFound, StaleRun, StorageError, WriteInterrupted
+from ..core.errors import (
+    BoardBusy,
+    BoardUnreachable,
+    HermesError,
+    LeaseHeld,
+    NotFound,
+    StaleRun,
+    StorageError,
+    WriteInterrupted,
+)
 from ..core.paths import BoardPaths
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
-from ..live.doorbell import Doorbell
+from ..live.bells import Bell
+from . import fleet
 from . import lease as leases
 from .lease import DispatcherLease
 from .result import DispatchResult, StopReason
@@ -42,7 +52,7 @@ class Standby:
         deadline: float | None,
         signals: StopSignals,
         wakeups: WakePipe,
-        doorbell: Doorbell | None,
+        doorbell: Bell | None,
         log: Callable[[str], None],
     ) -> None:
         self.board = board
@@ -131,10 +141,14 @@ class Heartbeat:
     """The heartbeat thread (see the module docstring). Shared with the main thread under a lock: the runs to keep
     alive, the runs it found taken away (fenced), and why the dispatcher must stop (lease lost, a storage error)."""
 
-    def __init__(self, paths: BoardPaths, settings: DispatchSettings, *, wake: Callable[[], None]) -> None:
+    def __init__(self, paths: BoardPaths, settings: DispatchSettings, *, wake: Callable[[], None],
+                 in_fleet: bool = False) -> None:
         self.paths = paths
         self.s = settings
         self._wake = wake
+        #: a PostgreSQL board (fleet.py): `epoch` is our registration id, heartbeated instead of the board lease
+        self.in_fleet = in_fleet
+        self._registration_lost = False
         self.epoch = 0
         self._lock = threading.Lock()
         self._beats: dict[int, tuple[str, int, float | None]] = {}
@@ -171,10 +185,20 @@ class Heartbeat:
             fenced, self._fenced = self._fenced, set()
         return fenced
 
-    def raise_failure(self) -> None:
-        """Raise what the thread found that stops the dispatcher: LeaseHeld (the lease is lost) or a storage error."""
+    def rebind(self, epoch: int) -> None:
+        """A fleet dispatcher registered anew: heartbeat the new registration from now on."""
         with self._lock:
-            lost, fatal = self._lease_lost, self._fatal
+            self.epoch = epoch
+            self._registration_lost = False
+
+    def raise_failure(self) -> None:
+        """Raise what the thread found that stops the dispatcher: LeaseHeld (the lease is lost) or a storage error;
+        in a fleet, RegistrationLost (our registration was removed: the dispatcher registers anew)."""
+        with self._lock:
+            lost, fatal, gone, epoch = self._lease_lost, self._fatal, self._registration_lost, self.epoch
+        if gone:
+            raise fleet.RegistrationLost(f"dispatcher {epoch}'s registration was removed by another dispatcher (it "
+                                         "lapsed: this one was paused or cut off past its lease)")
         if lost is not None:
             raise LeaseHeld(lost)
         if fatal is not None:
@@ -204,8 +228,16 @@ class Heartbeat:
 
     def _beat(self, board: Board) -> None:
         try:
-            held = leases.refresh(board, self.epoch)
-            if not held:
+            if self.in_fleet:
+                with self._lock:
+                    epoch = self.epoch
+                held, _ = fleet.beat(board, epoch)
+                if not held:
+                    with self._lock:
+                        self._registration_lost = self.epoch == epoch  # unless re-registered meanwhile
+                    self._wake()
+                    return  # no run of ours is extended while we are not registered
+            elif not leases.refresh(board, self.epoch):
                 lease = leases.read_lease(board)
                 who = "nobody" if lease is None else lease.describe()
                 with self._lock:
@@ -214,6 +246,10 @@ class Heartbeat:
                 return
         except BoardBusy:
             return  # try again on the next beat; the grace period is several beats long
+        except BoardUnreachable as exc:
+            if not self.in_fleet:
+                self._fail(exc)
+            return  # in a fleet, a partition or a server restart: beat again when it is back (others judge our lapse)
         except StorageError as exc:
             self._fail(exc)
             return
@@ -231,6 +267,10 @@ class Heartbeat:
                 self._wake()
             except BoardBusy:
                 continue
+            except BoardUnreachable as exc:
+                if not self.in_fleet:
+                    self._fail(exc)
+                return  # in a fleet: the leases run on by the server's clock; we extend them once it is back
             except StorageError as exc:
                 self._fail(exc)
                 return

@@ -19,8 +19,8 @@ from ..core.models import Claim, RunOutcome, Task
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..store import tasks as tsql
+from . import fleet, spawn, workspaces
 from . import lease as leases
-from . import spawn, workspaces
 from .reaping import Reaper
 from .result import DispatchResult
 from .selection import Selection
@@ -45,6 +45,8 @@ class Launcher:
         self.record_started = record_started
         #: which ready tasks can be started, and with which command (shared with `dispatch --dry-run`)
         self.selection = Selection(settings)
+        #: our registration on a PostgreSQL board (fleet.py): claims are fenced by it instead of the board lease
+        self.fleet_id: int | None = None
 
     def fill(self, epoch: int, *, limit: int | None = None) -> None:
         """Start workers for ready tasks while fewer than max_spawn run, at most `limit` of them (None: no limit);
@@ -53,7 +55,8 @@ class Launcher:
         if limit is not None:
             budget = min(budget, limit)
         for _ in range(budget):
-            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one).
+            # A read first: a wake-up with nothing to start takes no write lock (and never waits for one). A hint
+            # only (this host's clock, no round trip for the server's): the claim checks again by the board's clock.
             if not self.selection.dispatchable(self.board.db, time.time(), limit=1):
                 return
             got = self._claim_next(epoch)
@@ -81,12 +84,20 @@ class Launcher:
         board = self.board
 
         def tx() -> tuple[Claim, Task] | None:
-            leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
-            ids = self.selection.dispatchable(board.db, time.time(), limit=1)
+            if self.fleet_id is not None:
+                fleet.check_registered(board, self.fleet_id)  # a dispatcher whose registration lapsed starts nothing
+            else:
+                leases.check_held(board, epoch)  # fenced by our lease: a dispatcher that lost it starts nothing
+            # Board-wide, counted in this transaction: every host's dispatcher (and pull worker) is counted.
+            if fleet.at_limit(board, self.s.max_running):
+                return None
+            ids = self.selection.dispatchable(board.db, board.db.clock(), limit=1)
             if not ids:
                 return None
             claim = board.claim(ids[0], worker=self.worker_name, ttl=self.s.worker_ttl)
             assert claim is not None  # a specific ready task in our own transaction is always claimable
+            if self.fleet_id is not None:
+                fleet.own_run(board, claim.run_id, self.fleet_id)
             return claim, tsql.get_task(board.db, claim.task_id)
 
         return board.db.write(tx)

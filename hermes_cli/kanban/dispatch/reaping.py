@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core import procs
-from ..core.errors import BoardBusy, Conflict, HermesError, NotFound, StaleRun, StorageError
+from ..core.errors import BoardBusy, BoardUnreachable, Conflict, HermesError, NotFound, StaleRun, StorageError
 from ..core.models import RunOutcome, TaskStatus
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
@@ -141,7 +141,8 @@ class Reaper:
             if not keep:
                 raise
             self._keep(rec, exc)
-            if not isinstance(exc, BoardBusy):
+            # Busy, or a PostgreSQL board out of reach (a partition, a restart): kept and retried every tick.
+            if not isinstance(exc, (BoardBusy, BoardUnreachable)):
                 raise
 
     def _report_spooled(self, task_id: str, run_id: int) -> bool:
@@ -178,7 +179,7 @@ class Reaper:
         for rec in list(self.unrecorded.values()):
             try:
                 applied = self._record_now(rec)
-            except BoardBusy:
+            except (BoardBusy, BoardUnreachable):
                 return False
             del self.unrecorded[rec.run_id]
             if rec.spooled is not None and applied:

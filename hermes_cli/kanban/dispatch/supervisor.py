@@ -1,8 +1,9 @@
 """The dispatcher: a supervisor that leases ready tasks to worker processes it starts (DESIGN.md: Tasks, runs and
 leases; Worker contract; Notifications).
 
-One dispatcher per board, guaranteed by the board-level lease (lease.py). The Dispatcher runs the loop below and owns
-one object per concern:
+One dispatcher per board, guaranteed by the board-level lease (lease.py); on a PostgreSQL board, a fleet instead:
+every dispatcher registers and serves the board at once, supervising only its own workers (fleet.py). The Dispatcher
+runs the loop below and owns one object per concern:
 - holding.py: Standby takes the lease (or stands by while a live dispatcher holds it); the Heartbeat thread (own
   database connection) refreshes it and extends the run leases of the worker processes it can see alive, so a long
   spawn or reap never lets a lease lapse;
@@ -45,12 +46,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..core import procs
-from ..core.errors import BoardBusy, HermesError, LeaseHeld, StorageError
+from ..core.errors import BoardBusy, BoardUnreachable, HermesError, LeaseHeld, StorageError
 from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..durability import drain
-from ..live.doorbell import Doorbell
+from ..live.bells import Bell, open_bell
 from ..store import dispatch as dsql
+from . import fleet
 from . import lease as leases
 from .adoption import Adopter
 from .backups import AutoBackup
@@ -129,8 +131,12 @@ class Dispatcher:
         #: `on_signals` is called once run() has installed its handlers (the CLI's start-up handlers stand down then)
         self.signals = StopSignals(on_signals)
         self.wakeups = WakePipe()
-        self.doorbell: Doorbell | None = None
-        self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring)
+        self.doorbell: Bell | None = None
+        #: a PostgreSQL board is served by a fleet of dispatchers, each registered (fleet.py), not one lease holder
+        self.in_fleet = fleet.is_fleet(board)
+        #: when a fleet dispatcher found the server out of reach (None: reachable)
+        self._unreachable_since: float | None = None
+        self.heartbeat = Heartbeat(board.paths, settings, wake=self.wakeups.ring, in_fleet=self.in_fleet)
         self.crew = Crew(board, settings, self.result, self.heartbeat, log=self.log)
         self.reaper = Reaper(board, settings, self.result, self.crew, log=self.log)
         self.adopter = Adopter(board, settings, self.result, self.crew, self.reaper, worker_name=self.worker_name,
@@ -155,16 +161,18 @@ class Dispatcher:
                 self.deadline = time.time() + self.timeout
             self.wakeups.open(signals=self.signals.installed)
             if self.s.doorbell:
-                self.doorbell = Doorbell(self.board.paths.notify_dir, "dispatcher")
+                # the FIFO, or LISTEN on a PostgreSQL board (woken by writers on every host)
+                self.doorbell = open_bell(self.board.db, self.board.paths, "dispatcher", warn=self._warn)
             # From here on no write of the main thread waits for the lock once we are stopping now.
             self.board.db.set_stop_check(self._stop_now)
             if self.break_lock_max_age is not None:
                 res.broke_lock = leases.break_lock(self.board, max_age=self.break_lock_max_age)
                 if res.broke_lock is not None:
                     self.log(f"broke the stale lease of {res.broke_lock.describe()}")
-            got = Standby(self.board, self.s, res, one_pass=self.once or self.until_idle or self.one_pass,
-                          deadline=self.deadline,
-                          signals=self.signals, wakeups=self.wakeups, doorbell=self.doorbell, log=self.log).acquire()
+            got = self._join_fleet() if self.in_fleet else Standby(
+                self.board, self.s, res, one_pass=self.once or self.until_idle or self.one_pass,
+                deadline=self.deadline, signals=self.signals, wakeups=self.wakeups, doorbell=self.doorbell,
+                log=self.log).acquire()
             if got is None:
                 res.stopped_at = time.time()
                 return res
@@ -206,6 +214,9 @@ class Dispatcher:
         if self._log is not None:
             self._log(message)
 
+    def _warn(self, message: str) -> None:
+        self.log(f"warning: {message}")
+
     def _stop_now(self) -> bool:
         """Whether the dispatcher is stopping now (a second signal, the deadline, or any signal before it holds the
         lease): the stop check of its connections, so no write waits for the lock any more."""
@@ -234,7 +245,11 @@ class Dispatcher:
         next_scan = 0.0
         while True:
             now = time.time()
-            self.heartbeat.raise_failure()  # the lease was lost, or the heartbeat met a storage error
+            try:
+                self.heartbeat.raise_failure()  # the lease was lost, or the heartbeat met a storage error
+            except fleet.RegistrationLost as exc:
+                self._rejoin_fleet(exc)
+                continue
             self._note_signals()
             if self.signals.count >= 2:
                 res.reason = StopReason.SIGNAL
@@ -252,6 +267,9 @@ class Dispatcher:
                 if spawning:
                     self.launcher.fill(self.epoch, limit=self.max_start)
                     pass_done = self.once or self.one_pass
+            except fleet.RegistrationLost as exc:
+                self._rejoin_fleet(exc)
+                continue
             except BoardBusy as exc:
                 if self._stop_now():
                     continue  # stopping now (the checks above end the loop): never wait for the lock
@@ -259,6 +277,14 @@ class Dispatcher:
                 self.log(f"warning: {exc.message}")
                 self._wait(min(1.0, self.s.poll_interval))
                 continue
+            except BoardUnreachable as exc:
+                if not self.in_fleet or self._stop_now():
+                    raise
+                self._out_of_reach(exc)
+                continue
+            if self._unreachable_since is not None:
+                self.log(f"the board is reachable again after {time.time() - self._unreachable_since:.1f}s")
+                self._unreachable_since = None
             if self.one_pass and pass_done:
                 # The pass is done: its workers (and those it adopted) are left running under their leases; the
                 # next pass adopts the live ones again, and their exits are judged then (docs/dispatcher.md).
@@ -275,7 +301,12 @@ class Dispatcher:
             if self.until_idle and self._idle():
                 res.reason = StopReason.IDLE
                 return
-            self._wait(self._next_wake(time.time(), spawning=self.signals.count == 0 and not pass_done))
+            try:
+                self._wait(self._next_wake(time.time(), spawning=self.signals.count == 0 and not pass_done))
+            except BoardUnreachable as exc:
+                if not self.in_fleet:
+                    raise
+                self._out_of_reach(exc)
 
     def _per_tick_maintenance(self) -> None:
         """Board chores done once per loop iteration, before workers are reaped (so a completion that was spooled
@@ -350,6 +381,56 @@ class Dispatcher:
         if self.doorbell is not None:
             self.doorbell.drain()
 
+    # -- a fleet (PostgreSQL board: fleet.py) -----------------------------------------------------------------------
+    def _join_fleet(self) -> tuple[leases.DispatcherLease, None] | None:
+        """Register as one of the board's dispatchers (instead of taking the one-dispatcher lease). Returns our
+        registration in the lease's shape (its id is the epoch the claims are fenced by)."""
+        if self.signals.count:
+            self.result.reason = StopReason.SIGNAL
+            self.log(f"{self.signals.last_name}: stopping (nothing was started)")
+            return None
+        reg = fleet.register(self.board, lease_s=self.s.lease_grace)
+        self._fleet_joined(reg.id)
+        self.log(f"registered as {reg.describe()}; serving the board with the other registered dispatchers")
+        _, _, started = procs.identity()
+        return leases.DispatcherLease(reg.host, reg.pid, started, reg.id, reg.started_at, reg.started_at), None
+
+    def _fleet_joined(self, dispatcher_id: int) -> None:
+        self.launcher.fleet_id = dispatcher_id
+        self.adopter.foreign = lambda: fleet.foreign_runs(self.board, dispatcher_id)
+
+    def _out_of_reach(self, exc: BoardUnreachable) -> None:
+        """The PostgreSQL server cannot be reached (a partition, a restart): keep supervising our workers (their
+        reports spool on this host, exits are kept and spooled), say so once, and try again shortly. Our run leases
+        run on by the server's clock meanwhile: past them the other dispatchers reclaim our runs."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.time()
+            self.log(f"warning: {exc.message}; supervising {len(self.workers)} worker(s) meanwhile, retrying")
+        self._wait(min(1.0, self.s.poll_interval))
+
+    def _rejoin_fleet(self, exc: fleet.RegistrationLost) -> None:
+        """Our registration was removed by another dispatcher (it lapsed): stop our workers (their runs are, or
+        soon will be, reclaimed; their reports would be refused), then register anew, taking our open runs along so
+        no other dispatcher adopts them while they stop."""
+        self.log(f"warning: {exc.message}")
+        now = time.time()
+        for w in list(self.workers.values()):
+            if w.term_at is None and not w.reported:
+                self.log(f"stopping {w.task_id} run {w.run_id} pid {w.pid}: this dispatcher's registration lapsed")
+                w.terminate("fenced", now)
+        try:
+            reg = fleet.register(self.board, lease_s=self.s.lease_grace, previous=self.epoch)
+        except (BoardBusy, BoardUnreachable) as again:
+            # Still out of reach (or busy): our workers are stopping; try again on the next tick.
+            self.log(f"warning: could not register anew ({again.message}); trying again")
+            self._wait(min(1.0, self.s.poll_interval))
+            return
+        self.epoch = reg.id
+        self.result.epoch = reg.id
+        self.heartbeat.rebind(reg.id)
+        self._fleet_joined(reg.id)
+        self.log(f"registered anew as {reg.describe()}")
+
     # -- backups -----------------------------------------------------------------------------------------------------
     def _start_backups(self) -> None:
         if self.s.backup_interval is None:
@@ -383,7 +464,10 @@ class Dispatcher:
         self.crew.leave_running()
         if self.epoch and not isinstance(res.error, LeaseHeld):
             try:
-                leases.release(self.board, self.epoch, reason=str(res.reason))
+                if self.in_fleet:
+                    fleet.unregister(self.board, self.epoch, reason=str(res.reason))
+                else:
+                    leases.release(self.board, self.epoch, reason=str(res.reason))
             except StorageError as exc:
                 self.log(f"warning: could not release the dispatcher lease ({exc.message}); a dispatcher on this "
                          f"host takes it over once this process has exited, one elsewhere after "

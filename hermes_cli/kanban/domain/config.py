@@ -4,6 +4,7 @@ The config file is `<board dir>/config.toml`; the dispatcher reads its `[dispatc
 
     [dispatch]
     max_spawn = 4                  # workers running at once
+    max_running = 20               # tasks running at once on the whole board (all hosts' dispatchers counted)
     failure_limit = 3              # give a task up after this many attempts, whatever its --max-retries allows
     max_runtime_default = "30m"    # for tasks created without --max-runtime
     default_command = "python3 worker.py {task_id}"   # for tasks created without --command
@@ -42,6 +43,8 @@ _OFF = "off"
 class DispatchSettings:
     #: workers running at once (and, with --once, started in the one pass)
     max_spawn: int = 4
+    #: tasks running at once on the whole board, every host's dispatchers and pull workers counted (None: no limit)
+    max_running: int | None = None
     #: attempts after which a failing task is given up (blocked + gave_up), on top of its own --max-retries
     failure_limit: int | None = None
     #: max runtime of tasks created without --max-runtime (None: unlimited)
@@ -77,8 +80,8 @@ class DispatchSettings:
 
 
 _DURATIONS = {"max_runtime_default", "poll_interval", "lease_grace", "worker_ttl", "kill_grace", "linger"}
-_POSITIVE_INTS = {"max_spawn": (1, 1000), "failure_limit": (1, 1000), "log_max_bytes": (1024, 2**40),
-                  "log_backups": (0, 100)}
+_POSITIVE_INTS = {"max_spawn": (1, 1000), "max_running": (1, 1_000_000), "failure_limit": (1, 1000),
+                  "log_max_bytes": (1024, 2**40), "log_backups": (0, 100)}
 
 
 def _coerce(name: str, value: Any, origin: str | None) -> Any:

@@ -1,4 +1,5 @@
-"""Live notifications: readers that follow a board's event log, woken by the FIFO doorbell.
+"""Live notifications: readers that follow a board's event log, woken by the FIFO doorbell (LISTEN/NOTIFY on a
+PostgreSQL board: live/bells.py).
 
 The event log (`events`, AUTOINCREMENT ids in commit order) is the only source of truth; the doorbell only says
 "look now". A reader keeps a cursor on `events.id` and, on start and on every wake, reads everything after it, so a
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ from ..core.paths import BoardPaths
 from ..store import subscriptions as subs_sql
 from ..store import tasks as tasks_sql
 from ..store.connection import Database
-from .doorbell import Doorbell
+from .bells import open_bell
 
 
 class Board(Protocol):
@@ -203,12 +204,14 @@ class EventReader:
         kinds: str | Sequence[str] | None = None,
         subscription: str | None = None,
         batch: int = BATCH,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.board = board
         self.subscription = subscription
         self.batch = batch
         self.kinds = parse_kinds(kinds)
-        self.doorbell = Doorbell(board.paths.notify_dir, name)
+        # The FIFO on a SQLite board, LISTEN on a PostgreSQL one (live/bells.py): listening before the first read.
+        self.doorbell = open_bell(board.db, board.paths, name, warn=warn)
         try:
             if subscription is not None:
                 sub = get_subscription(board, subscription)
