@@ -21,7 +21,7 @@ def _startable(profiles: Collection[str]) -> tuple[str, tuple[str, ...]]:
     command flag comes first, as an integer)."""
     names = tuple(sorted(profiles))
     by_profile = f"assignee IN ({', '.join('?' * len(names))})" if names else "1 = 0"
-    return f"(command IS NOT NULL OR (assignee IS NULL AND ?) OR {by_profile})", names
+    return f"(command IS NOT NULL OR (assignee IS NULL AND ? = 1) OR {by_profile})", names
 
 
 def dispatchable(db: Database, now: float, *, any_default: bool, profiles: Collection[str], limit: int) -> list[str]:
