@@ -35,8 +35,12 @@ def pytest_generate_tests(metafunc):
     """A test that uses `engine` (or a fixture that does) runs on both engines, unless marked `sqlite_only` (a test
     of SQLite itself: pragmas, its lock, APSW's errors)."""
     if "engine" in metafunc.fixturenames:
-        only = metafunc.definition.get_closest_marker("sqlite_only")
-        metafunc.parametrize("engine", ["sqlite"] if only else ["sqlite", "postgres"], indirect=True)
+        engines = ["sqlite", "postgres"]
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            engines = ["sqlite"]
+        elif metafunc.definition.get_closest_marker("postgres_only"):
+            engines = ["postgres"]
+        metafunc.parametrize("engine", engines, indirect=True)
 
 
 @pytest.fixture

@@ -277,6 +277,7 @@ async def test_board_switcher(seeded: dict[str, str], hermes_home: Path) -> None
         assert "research" in plain(app.query_one(StatusLine).render())
 
 
+@pytest.mark.sqlite_only  # a SQLite board has one dispatcher, holding its lease; the fleet's view is tested below
 async def test_status_line_shows_the_dispatcher_lease_and_health(seeded: dict[str, str], board: Board) -> None:
     app = RecordingApp()
     async with app.run_test(size=SIZE) as pilot:
@@ -290,6 +291,25 @@ async def test_status_line_shows_the_dispatcher_lease_and_health(seeded: dict[st
         app.poll_status()
         await until(pilot, lambda: status.dispatcher is not None)
         assert "dispatcher: buildbox:4242 epoch 3" in plain(status.render())
+
+
+@pytest.mark.postgres_only
+async def test_status_line_shows_the_fleet_of_a_postgres_board(seeded: dict[str, str], board: Board) -> None:
+    from hermes_cli.kanban.store.pg import dispatchers as fleet_sql
+
+    app = RecordingApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(app, pilot)
+        status = app.query_one(StatusLine)
+        await until(pilot, lambda: status.dispatcher_known)
+        assert "dispatcher: none" in plain(status.render())
+        for host, pid in (("buildbox", 4242), ("gpubox", 77)):
+            board.db.write(lambda h=host, p=pid: fleet_sql.register(board.db, host=h, pid=p, pid_create_time=None,
+                                                                   lease_s=30, now=board.db.clock()))
+        app.poll_status()
+        await until(pilot, lambda: status.dispatcher is not None)
+        assert "dispatcher: gpubox:77 +1 more" in plain(status.render(), width=300)
+
 
 
 async def test_a_corrupt_board_shows_an_error_screen(hermes_home: Path) -> None:

@@ -53,7 +53,11 @@ class StatusLine(Static):
         else:
             lag = d.age(time.time())
             style = "green" if lag < STALE_LEASE_S else "red"
-            out.append(f"{clean(d.holder)} epoch {d.epoch} ({int(lag)}s ago)", style=style)
+            if d.fleet:  # a PostgreSQL board's fleet: the dispatcher heard from last, and how many there are
+                more = f" +{d.fleet - 1} more" if d.fleet > 1 else ""
+                out.append(f"{clean(d.holder)}{more} ({int(lag)}s ago)", style=style)
+            else:
+                out.append(f"{clean(d.holder)} epoch {d.epoch} ({int(lag)}s ago)", style=style)
         out.append("  ·  health: ")
         h = self.health
         if h is None:

@@ -19,6 +19,7 @@ from ..domain.board import Board
 from ..durability.doctor import doctor
 from ..store import leases as leases_sql
 from ..store import view as view_sql
+from ..store.engine import is_postgres
 
 #: tasks per page of a column
 PAGE = 100
@@ -79,6 +80,9 @@ class DispatcherInfo:
     epoch: int
     acquired_at: float
     refreshed_at: float
+    #: on a PostgreSQL board, how many dispatchers are registered (this one is the most recently heard from); 0 on a
+    #: SQLite board, whose one dispatcher holds the lease
+    fleet: int = 0
 
     @property
     def holder(self) -> str:
@@ -93,6 +97,17 @@ class DispatcherInfo:
 
 
 def dispatcher(board: Board) -> DispatcherInfo | None:
+    if is_postgres(board.db):
+        # Many dispatchers serve a PostgreSQL board, each registered with a heartbeat (dispatch/fleet.py).
+        from ..store.pg import dispatchers as fleet_sql
+
+        registered = fleet_sql.all_registered(board.db)
+        if not registered:
+            return None
+        last = max(registered, key=lambda r: float(r["heartbeat_at"]))
+        return DispatcherInfo(host=last["host"], pid=int(last["pid"]), epoch=int(last["id"]),
+                              acquired_at=float(last["started_at"]), refreshed_at=float(last["heartbeat_at"]),
+                              fleet=len(registered))
     row = leases_sql.get(board.db)
     if row is None:
         return None
