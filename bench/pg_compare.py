@@ -300,7 +300,9 @@ class Bench:
             argv += ["--batch", "10"]
         if gated:
             argv.append("--gated")
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env(url))
+        with open(log.with_suffix(".err"), "w", encoding="utf-8") as err:  # the peers log their errors there
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=self.env(url))
         return Worker(proc, log)
 
     @staticmethod
@@ -534,6 +536,7 @@ class Bench:
             os.kill(a.proc.pid, signal.SIGCONT)
             out["stale_accepted"] = self.judge(system, url, a, key, t_b)
             out["b_still_running"] = time.monotonic() - t_b < 3.0
+            out["owner"] = self.owner_outcome(system, b, key)
         finally:
             a.stop()
             if b is not None:
@@ -565,6 +568,25 @@ class Bench:
                     await app.job_manager.retry_job(job)
 
         asyncio.run(retry_stalled())
+
+    @staticmethod
+    def owner_outcome(system: str, b: Worker, key: str) -> str:
+        """What became of the current owner's (B's) own completion, once its 3 s handler is over."""
+        deadline = time.monotonic() + 6
+        err = b.log.with_suffix(".err")
+        while time.monotonic() < deadline:
+            if base_of(system) == "hermes":
+                for w in b.lines():
+                    if w[0] in ("completed", "refused") and w[1] == key:
+                        return "accepted" if w[0] == "completed" else "refused (StaleRun)"
+            else:
+                text = err.read_text(encoding="utf-8", errors="replace") if err.exists() else ""
+                if "Error" in text or "Exception" in text:
+                    lines = [ln for ln in text.splitlines() if "Error" in ln or "Exception" in ln]
+                    root = [ln for ln in lines if "errors." in ln]  # the database's own error, under the wrappers
+                    return "failed: " + (root or lines)[-1].strip()[:200]
+            time.sleep(0.1)
+        return "no error reported" if base_of(system) != "hermes" else "did not report"
 
     @staticmethod
     def judge(system: str, url: str, a: Worker, key: str, t_b: float) -> bool | None:
@@ -638,12 +660,14 @@ def report(res: dict[str, Any]) -> str:
     if res["stall"]:
         lines += ["", f"stall: SIGSTOP past the {STALL_TIMEOUT_S:g} s lease/heartbeat timeout, another worker takes "
                       "over, SIGCONT, the stalled worker completes"]
-        lines.append(f"{'system':<16}{'rounds':>7}{'takeovers':>11}{'stale completions accepted':>28}")
+        lines.append(f"{'system':<16}{'rounds':>7}{'takeovers':>11}{'stale completions accepted':>28}   "
+                     "the current owner's own completion")
         for s, rounds in res["stall"].items():
             taken = sum(1 for r in rounds if r["takeover"])
             accepted = sum(1 for r in rounds if r["stale_accepted"])
             judged = sum(1 for r in rounds if r["stale_accepted"] is not None)
-            lines.append(f"{s:<16}{len(rounds):>7}{taken:>11}{f'{accepted}/{judged}':>28}")
+            owners = "; ".join(sorted({str(r.get("owner", "-")) for r in rounds}))
+            lines.append(f"{s:<16}{len(rounds):>7}{taken:>11}{f'{accepted}/{judged}':>28}   {owners}")
     for s, why in res["missing"].items():
         lines.append(f"not run: {s}: {why}")
     return "\n".join(lines)
@@ -693,9 +717,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.stall_rounds or (1 if args.quick else 2)
     scenarios = set(args.scenarios.split(","))
 
+    import logging
     import platform
 
     import psycopg
+
+    # procrastinate warns (once per App) that the orchestrator builds its App in the main module: expected here.
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
 
     from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
