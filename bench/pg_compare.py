@@ -241,15 +241,21 @@ class Worker:
     def entered(self) -> list[tuple[str, float]]:
         return [(w[1], float(w[2])) for w in self.lines() if w[0] == "entered"]
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL (nothing of a worker is needed after a measurement: its database is dropped next)."""
         if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-                self.proc.terminate()
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            self.proc.kill()
+
+    def stop(self) -> None:
+        self.kill()
+        self.proc.wait(30)
+
+
+def stop_all(workers: list[Worker]) -> None:
+    for w in workers:
+        w.kill()
+    for w in workers:
+        w.proc.wait(30)
 
 
 @dataclass
@@ -421,8 +427,7 @@ class Bench:
                         raise SystemExit(f"{system}: a worker exited with {dead[0].proc.returncode}")
                     time.sleep(0.05)
         finally:
-            for w in procs:
-                w.stop()
+            stop_all(procs)
         load1 = loadavg()
         self.drop(url)
         firsts = [s for s in samples if s[1] > 0]
@@ -442,7 +447,7 @@ class Bench:
             return 300
         # enough for the window at the fastest rate seen on this machine, with a margin; hermes seeds through the
         # domain (one transaction), so its seeding costs seconds per thousand.
-        return 2000 if base_of(system) == "hermes" else 6000
+        return 1500 if base_of(system) == "hermes" else 6000
 
     # -- 2. pickup latency -------------------------------------------------------------------------------------------
     def latency(self, system: str, samples: int) -> dict[str, Any]:
