@@ -48,7 +48,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -113,6 +112,24 @@ class Log:
         self.f.flush()
 
 
+#: in a worker forked by the orchestrator: its end of the pipe for "ready" and "go" (None: a --role process on stdio)
+_channel: Any = None
+
+
+def say_ready() -> None:
+    if _channel is not None:
+        _channel.send("ready")
+    else:
+        print("ready", flush=True)
+
+
+def wait_go() -> None:
+    if _channel is not None:
+        _channel.recv()
+    else:
+        sys.stdin.readline()
+
+
 def role_hermes(url: str, log: Log, handler_s: float, ttl: float, use_next: bool, gated: bool) -> None:
     import psycopg
 
@@ -123,9 +140,9 @@ def role_hermes(url: str, log: Log, handler_s: float, ttl: float, use_next: bool
     listen = psycopg.connect(url, autocommit=True)
     listen.execute(f"LISTEN {channel_name(SLUG)}")
     worker = f"w{os.getpid()}"
-    print("ready", flush=True)
+    say_ready()
     if gated:
-        sys.stdin.readline()
+        wait_go()
 
     def beat(task_id: str, run_id: int, stop: threading.Event) -> None:
         # One Board per thread (Board is not thread-safe); a heartbeat every ttl/4, as a careful worker does.
@@ -180,7 +197,7 @@ def procrastinate_app(url: str, log: Log | None, handler_s: float) -> tuple[Any,
 
 def role_procrastinate(url: str, log: Log, handler_s: float, ttl: float) -> None:
     app, _ = procrastinate_app(url, log, handler_s)
-    print("ready", flush=True)
+    say_ready()
     # Heartbeat every ttl/4 and a stalled-worker timeout of ttl: the stall scenario's 2 s for every system.
     app.run_worker(queues=["bench"], concurrency=1, wait=True, update_heartbeat_interval=ttl / 4,
                    stalled_worker_timeout=ttl)
@@ -203,7 +220,7 @@ def role_pgqueuer(url: str, log: Log, handler_s: float, ttl: float, batch: int) 
             if handler_s > 0:
                 await asyncio.sleep(handler_s)
 
-        print("ready", flush=True)
+        say_ready()
         await pgq.run(batch_size=batch, heartbeat_timeout=timedelta(seconds=ttl))
 
     asyncio.run(main())
@@ -221,14 +238,86 @@ def run_role(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown role {args.role}")
 
 
+def child_main(conn: Any, argv: list[str], env: dict[str, str], err_path: str) -> None:
+    """A worker forked from the fork server (which imported every system once): the same as `--role ...`."""
+    import logging
+
+    global _channel
+    _channel = conn
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)  # the peers log their errors there (the stall scenario reads them)
+    os.close(fd)
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115 - the process's stderr
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)  # its App is built in this module, not an app's
+    main(argv)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the orchestrator
 # ------------------------------------------------------------------------------------------------------------------
 
 
+#: worker processes are forked from one fork server that imported hermes kanban, psycopg and the peers once: starting
+#: 16 workers then costs milliseconds instead of 16 interpreters importing pydantic & co. on 2 busy cores
+PRELOAD = ("hermes_cli.kanban", "hermes_cli.kanban.store.pg.database", "psycopg", "procrastinate", "pgqueuer",
+           "pgqueuer.models")
+_ctx: Any = None
+
+
+def fork_context() -> Any:
+    global _ctx
+    if _ctx is None:
+        import importlib.util
+        import multiprocessing
+
+        _ctx = multiprocessing.get_context("forkserver")
+        _ctx.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m.split(".")[0]) is not None])
+    return _ctx
+
+
+class Forked:
+    """A forked worker with the parts of Popen's interface the orchestrator uses, and the ready/go pipe."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], err_path: str) -> None:
+        ctx = fork_context()
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=child_main, args=(child, argv, env, err_path), daemon=True)
+        self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.process.join(timeout)
+        return self.process.exitcode
+
+    def ready(self, timeout: float) -> bool:
+        try:
+            return bool(self.conn.poll(timeout)) and self.conn.recv() == "ready"
+        except EOFError:
+            return False  # it died before it was ready
+
+    def go(self) -> None:
+        self.conn.send("go")
+
+
 @dataclass
 class Worker:
-    proc: subprocess.Popen[str]
+    proc: Forked
     log: Path
 
     def lines(self) -> list[list[str]]:
@@ -296,29 +385,24 @@ class Bench:
               gated: bool = False) -> Worker:
         self.counter += 1
         log = self.work / f"{system}-{self.counter}.log"
-        # Imported as a module, not run as __main__: procrastinate warns about an App built in the main module.
-        boot = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import pg_compare; pg_compare.main()"
-        argv = [sys.executable, "-c", boot, "--role", base_of(system), "--url", url, "--log", str(log),
-                "--handler-s", str(handler_s), "--ttl", str(ttl)]
+        argv = ["--role", base_of(system), "--url", url, "--log", str(log), "--handler-s", str(handler_s),
+                "--ttl", str(ttl)]
         if system == "hermes-next":
             argv.append("--next")
         if system == "pgqueuer-b10":
             argv += ["--batch", "10"]
         if gated:
             argv.append("--gated")
-        with open(log.with_suffix(".err"), "w", encoding="utf-8") as err:  # the peers log their errors there
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                                    env=self.env(url))
-        return Worker(proc, log)
+        return Worker(Forked(argv, self.env(url), str(log.with_suffix(".err"))), log)
 
     @staticmethod
     def wait_ready(workers: list[Worker], timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         for w in workers:
-            assert w.proc.stdout is not None
-            line = w.proc.stdout.readline().strip()
-            if line != "ready" or time.monotonic() > deadline:
-                raise SystemExit(f"a worker did not start (exit {w.proc.poll()}): see {w.log}")
+            if not w.proc.ready(max(0.0, deadline - time.monotonic())):
+                err = w.log.with_suffix(".err")
+                tail = err.read_text(errors="replace")[-1500:] if err.exists() else ""
+                raise SystemExit(f"a worker did not start (exit {w.proc.poll()}): {tail}")
 
     # -- per-system set-up, seeding and counting ---------------------------------------------------------------------
     def setup(self, system: str, url: str) -> None:
@@ -402,9 +486,7 @@ class Bench:
             self.wait_ready(procs)
             if gated:
                 for w in procs:
-                    assert w.proc.stdin is not None
-                    w.proc.stdin.write("go\n")
-                    w.proc.stdin.flush()
+                    w.proc.go()
             else:
                 time.sleep(0.5)  # every worker has reached its LISTEN / first fetch: the seed wakes them all
                 self.seed(system, url, n)
