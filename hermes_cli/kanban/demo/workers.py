@@ -3,7 +3,8 @@ ACTION [ARG]`. They follow the worker contract: the task and run come from the e
 workspace, output goes to the task's log.
 
     work SECONDS [TEXT]   print, sleep, exit 0 (the dispatcher records "exited 0" as completed)
-    crash-once            exit 1 the first time (a marker in the workspace remembers), exit 0 on the retry
+    crash-once            exit 1 on the task's first attempt, exit 0 on a retry (the board counts the attempts, so this
+                          holds on whichever host the retry runs: `demo --postgres`)
     hang                  sleep far past any max runtime (the dispatcher kills it: timed_out)
     report SUMMARY        run `hermes kanban complete --summary SUMMARY` itself, then exit 0
     block REASON          run `hermes kanban block REASON` itself, then exit 1: the report wins over the exit code
@@ -11,17 +12,23 @@ workspace, output goes to the task's log.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
-MARKER = ".crashed-once"
-
 
 def _hermes(*args: str) -> int:
     """The hermes CLI of this very installation (no reliance on PATH)."""
     return subprocess.call([sys.executable, "-m", "hermes_cli.main", "kanban", *args])
+
+
+def _attempt(task: str) -> int:
+    """This run's attempt number, as the board counts it (`hermes kanban show TASK --json`)."""
+    out = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "show", task, "--json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return int(json.loads(out)["attempts"])
 
 
 def main(argv: list[str]) -> int:
@@ -38,9 +45,7 @@ def main(argv: list[str]) -> int:
         print(args[1] if len(args) > 1 else f"worked {seconds:g}s", flush=True)
         return 0
     if action == "crash-once":
-        if not os.path.exists(MARKER):
-            with open(MARKER, "w", encoding="utf-8") as f:
-                f.write(run)
+        if _attempt(task) <= 1:
             print("simulated crash on the first attempt", flush=True)
             return 1
         print("the retry succeeds", flush=True)
