@@ -64,6 +64,13 @@ def invoke(argv: Sequence[str], stdin: str | None = None) -> Result:
 Cli = Callable[..., Result]
 
 
+@pytest.fixture(autouse=True)
+def _both_engines(engine: str) -> str:
+    """Every CLI test runs on both engines (the contract is the same), unless marked `sqlite_only` (a test of
+    SQLite itself: its files, locks, pragmas)."""
+    return engine
+
+
 @pytest.fixture
 def cli() -> Cli:
     """`cli("create", "x", "--json")` runs `hermes kanban create x --json` in-process."""

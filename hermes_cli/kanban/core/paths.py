@@ -17,6 +17,8 @@ from .errors import InvalidValue, NotFound, StorageError
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_BOARD = "default"
 DB_NAME = "kanban.db"
+#: a board that lives in PostgreSQL has this file (its URL) in its directory instead of DB_NAME
+PG_URL_NAME = "postgres.url"
 
 
 def hermes_home() -> Path:
@@ -161,7 +163,9 @@ def list_slugs() -> list[str]:
         return []
     except OSError as exc:  # not a directory, permission denied: "no boards" would be a lie
         raise StorageError(f"cannot list boards in {root}: {exc.strerror} (check HERMES_HOME)") from None
-    return sorted(p.name for p in entries if SLUG_RE.match(p.name) and (p / DB_NAME).exists())
+    # A board is its SQLite file, or the `postgres.url` naming the PostgreSQL database it lives in (store/engine.py).
+    return sorted(p.name for p in entries
+                  if SLUG_RE.match(p.name) and ((p / DB_NAME).exists() or (p / PG_URL_NAME).exists()))
 
 
 def ensure_private_dir(path: Path) -> None:

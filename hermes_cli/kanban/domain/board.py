@@ -55,23 +55,24 @@ class Board(Queries, Editing, Finishing, Review):
     @classmethod
     def open(
         cls, board: str | None = None, db_path: str | None = None, *, create: bool | None = None,
-        vfs: str | None = None,
+        vfs: str | None = None, url: str | None = None,
     ) -> Board:
         """Open a board by slug or db path. The default board and pinned db paths are created on first use;
         any other slug must have been created (`hermes kanban boards create SLUG`). `vfs` names a registered SQLite
-        VFS (tests/torture's power-cut simulation); None is SQLite's default."""
+        VFS (tests/torture's power-cut simulation); None is SQLite's default. `url` opens (or with `create`, makes)
+        the board in that PostgreSQL database whatever its directory says (`boards create SLUG --url`)."""
         paths = resolve(board, db_path)
         if create is None:
             # A slug from HERMES_KANBAN_BOARD must exist like one from --board: a typo never makes a new board.
             pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
             create = pinned or paths.slug == DEFAULT_BOARD
-        if not create and board_exists(paths) is False:
+        if not create and url is None and board_exists(paths) is False:
             if board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD") \
                     and current_board() == paths.slug:
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        db = open_database(paths, create=create, vfs=vfs)
+        db = open_database(paths, create=create, vfs=vfs, url=url)
         ring_doorbell_after_commit(db)
         try:
             if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
