@@ -103,8 +103,7 @@ def kanban_boards_list(as_json: bool = False, include_archived: bool = False) ->
     if include_archived:
         root = boards_root() / "_archived"
         archived = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        out += [{"slug": a, "db": str(root / a / "kanban.db"), "engine": "postgres" if (root / a / engine.URL_FILE)
-                 .exists() else "sqlite", "archived": True} for a in archived]
+        out += [{"slug": a, "db": str(root / a / "kanban.db"), "archived": True} for a in archived]
 
     def human() -> str:
         if not out:
@@ -166,7 +165,7 @@ def kanban_boards_create(slug: str, name: str | None, description: str | None, i
         set_current_board(slug)
         data["current"] = True
     emit(as_json, data, f"board {slug} {'created' if not existed else 'already exists'} at {data['db']}"
-         + (f" (PostgreSQL schema {_schema(slug)})" if where["engine"] == "postgres" else "")
+         + (f" (PostgreSQL schema {_schema(slug)})" if "url" in where else "")
          + (f"\nnow using board {slug}" if switch_to else ""))
 
 
@@ -227,7 +226,7 @@ def kanban_boards_show(as_json: bool) -> None:
     paths = resolve(None)
     where = engine.describe(paths)
     emit(as_json, {"slug": paths.slug, **where, "source": source},
-         paths.slug + (f" (PostgreSQL at {where['url']})" if where["url"] else ""))
+         paths.slug + (f" (PostgreSQL at {where['url']})" if "url" in where else ""))
 
 
 @kanban_boards.command(name="switch")

@@ -80,12 +80,12 @@ def board_engine(paths: BoardPaths) -> str:
     return "sqlite" if board_url(paths) is None else "postgres"
 
 
-def describe(paths: BoardPaths) -> dict[str, str | None]:
-    """Where a board lives, for output: its engine, `db` (the SQLite file, or the redacted URL) and `url` (the
-    redacted URL of a PostgreSQL board, else None)."""
+def describe(paths: BoardPaths) -> dict[str, str]:
+    """Where a board lives, for output: `db` (the SQLite file); a PostgreSQL board's `db` and `url` are its redacted
+    URL, with `engine: postgres` (a SQLite board's output stays as it always was)."""
     url = board_url(paths)
     if url is None:
-        return {"engine": "sqlite", "db": str(paths.db), "url": None}
+        return {"db": str(paths.db)}
     return {"engine": "postgres", "db": redact_url(url), "url": redact_url(url)}
 
 
