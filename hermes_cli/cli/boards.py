@@ -225,8 +225,7 @@ def kanban_boards_show(as_json: bool) -> None:
         source = "default"
     paths = resolve(None)
     where = engine.describe(paths)
-    emit(as_json, {"slug": paths.slug, **where, "source": source},
-         paths.slug + (f" (PostgreSQL at {where['url']})" if "url" in where else ""))
+    emit(as_json, {"slug": paths.slug, **where, "source": source}, paths.slug)  # bare: scripts use $(boards show)
 
 
 @kanban_boards.command(name="switch")

@@ -20,6 +20,7 @@ from hermes_cli.kanban import Board
 from hermes_cli.main import main
 
 from ..boarddump import dump_board as dump_db  # noqa: F401  (re-exported to the cli tests)
+from ..boarddump import dump_pg_boards
 
 #: the console script installed next to this interpreter (pip install puts them in one bin/)
 HERMES = str(Path(sys.executable).with_name("hermes"))
@@ -93,6 +94,10 @@ def hermes() -> Callable[..., Result]:
 def dump_home(home: Path) -> dict[str, Any]:
     """Every board under a HERMES_HOME: which exist, and all of their rows."""
     boards = home / "kanban" / "boards"
+    url = os.environ.get("HERMES_KANBAN_URL")
+    if url:  # every board lives in that PostgreSQL database: its schemas, and which board directories exist here
+        local = sorted(p.name for p in boards.iterdir() if p.is_dir()) if boards.is_dir() else []
+        return {"__dirs__": local, **dump_pg_boards(url)}
     if not boards.is_dir():
         return {}
     return {

@@ -51,7 +51,9 @@ def hostile(board: Board) -> dict[str, str]:
     blocked = board.create_task("blocked one")[0]
     board.block(blocked.id, reason=f"reason {HOSTILE}")
     raw = board.create_task("raw title")[0]
-    board.db.execute("UPDATE tasks SET title = ? WHERE id = ?", (f"raw {HOSTILE}", raw.id))
+    # PostgreSQL text cannot hold NUL at all: on that engine the raw title has every other sequence
+    raw_title = f"raw {HOSTILE}" if board.db.engine == "sqlite" else f"raw {HOSTILE}".replace("\x00", "")
+    board.db.execute("UPDATE tasks SET title = ? WHERE id = ?", (raw_title, raw.id))
     return {"task": t.id, "blocked": blocked.id, "raw": raw.id}
 
 

@@ -186,6 +186,12 @@ class PgDatabase:
     @staticmethod
     def _params(params: Any) -> Any:
         # SQLite stores booleans as 0/1 and so do our PostgreSQL tables (one schema for both engines' rows).
+        values = list(params.values()) if isinstance(params, dict) else list(params)
+        for v in values:
+            # psycopg would send a big Python int as numeric and PostgreSQL would compare it happily; SQLite cannot
+            # bind it: refuse it the same way on both engines (bad input, exit 1).
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise InvalidValue(f"invalid number {v}: integers must fit in 64 bits")
         if isinstance(params, dict):
             return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
         return [int(v) if isinstance(v, bool) else v for v in params]
@@ -205,6 +211,8 @@ class PgDatabase:
         except (OverflowError, psycopg.DataError) as exc:
             if isinstance(exc, OverflowError) or isinstance(exc, pg_errors.NumericValueOutOfRange):
                 raise InvalidValue(f"invalid number: integers must fit in 64 bits ({one_line(exc)})") from None
+            if "NUL (0x00)" in str(exc):  # psycopg refuses it before sending: bad input, as on SQLite's checks
+                raise InvalidValue("invalid text: a PostgreSQL board cannot store NUL (0x00) characters") from None
             raise self._translate(exc) from exc
         except psycopg.Error as exc:
             raise self._translate(exc) from exc

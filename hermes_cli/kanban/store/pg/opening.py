@@ -36,8 +36,8 @@ def migrate(db: PgDatabase, target: int = LATEST, *, create: bool = False) -> in
         if create:
             db.execute(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"')
         elif not schema_exists(db):
-            raise NotFound(f"board {db.paths.slug} does not exist in {db.where.split(' at ', 1)[1]} "
-                           f"(see: hermes kanban boards create {db.paths.slug} --url ...)")
+            # the same words as for a SQLite board (scripts match them); `boards list` shows where boards are
+            raise NotFound(f"board {db.paths.slug} does not exist (see: hermes kanban boards create {db.paths.slug})")
         db.execute("CREATE TABLE IF NOT EXISTS schema_migrations(version integer PRIMARY KEY, "
                    "applied_at double precision NOT NULL)")
         before = int(db.value("SELECT coalesce(max(version), 0) FROM schema_migrations") or 0)
@@ -58,10 +58,11 @@ def migrate(db: PgDatabase, target: int = LATEST, *, create: bool = False) -> in
 def connect(paths: BoardPaths, url: str, *, create: bool) -> PgDatabase:
     """Open the board `paths.slug` in the PostgreSQL database at `url` (NotFound unless it exists or `create`).
     The board's local directory still holds what is per host: its spool, logs, config and workspaces."""
-    ensure_private_dir(paths.dir)
     db = PgDatabase(url, paths)
     try:
         migrate(db, create=create)
+        # Only now: a board that does not exist gets no directory (a typo of a slug leaves nothing behind).
+        ensure_private_dir(paths.dir)
     except BaseException:
         db.close()
         raise
