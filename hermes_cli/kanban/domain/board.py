@@ -12,6 +12,7 @@ else raises StaleRun (exit 3) and changes nothing.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from ..core.errors import NotFound
 from ..core.paths import DEFAULT_BOARD, current_board, resolve
@@ -72,7 +73,8 @@ class Board(Queries, Editing, Finishing, Review):
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        db = open_database(paths, create=create, vfs=vfs, url=url)
+        # PgDatabase has Database's interface (store/pg/database.py): the domain is typed against the SQLite one
+        db = cast(Database, open_database(paths, create=create, vfs=vfs, url=url))
         ring_doorbell_after_commit(db)
         try:
             if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
