@@ -267,6 +267,33 @@ def kanban_boards_rename(slug: str, name: str, as_json: bool) -> None:
     emit(as_json, {"slug": slug, **settings}, f"board {slug} is now named {settings['name']}")
 
 
+@kanban_boards.command(name="migrate")
+@click.argument("slug")
+@click.option("--to", "to", required=True, metavar="URL|sqlite",
+              help="postgresql://... to move the board into PostgreSQL, or `sqlite` to bring it back to a local file.")
+@json_option
+def kanban_boards_migrate(slug: str, to: str, as_json: bool) -> None:
+    """Move a board between engines with all its history (tasks, links, runs, comments, events, subscriptions,
+    settings); no run id (fencing token) or event id is ever handed out twice after the move. Refused while the
+    board is in use (stop its dispatchers, workers and TUIs first); on any failure the board stays where it was.
+    Progress goes to stderr.
+
+    Example:
+
+    \b
+        hermes kanban boards migrate team --to postgresql://kanban@db.internal/kanban
+        hermes kanban boards migrate team --to sqlite --json
+    """
+    from ..kanban.durability.migrate import migrate, progress_printer
+
+    paths = resolve(validate_slug(slug))
+    result = migrate(paths, to, progress=progress_printer(True))
+    data = result.as_dict()
+    rows = sum(n for t, n in result.rows.items() if t != "meta")
+    emit(as_json, data, f"board {slug} moved from {data['from']} to {data['to']} ({rows} rows, "
+         f"{result.seconds:.1f}s); the old copy: {data['moved_aside']}")
+
+
 @kanban_boards.command(name="rm")
 @click.argument("slug")
 @click.option("--delete", is_flag=True, help="Delete the files instead of moving them to boards/_archived/.")

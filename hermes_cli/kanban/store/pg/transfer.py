@@ -127,15 +127,17 @@ def copy_board(src: AnyDb, dst: AnyDb, progress: Progress | None = None) -> dict
         if born is not None:
             dst.execute("UPDATE schema_migrations SET applied_at = ? WHERE version = "
                         "(SELECT min(version) FROM schema_migrations) AND applied_at > ?", (born, born))
-        if isinstance(dst, PgDatabase):
-            for t, floor in marks.items():
-                dst.execute(f"SELECT setval('{sequence_name(dst, t)}', ?, ?)", (max(floor, 1), floor > 0))
+        for t, floor in marks.items():
+            if isinstance(dst, PgDatabase):
+                called = "true" if floor > 0 else "false"  # false: the next id is 1 (setval cannot go to 0)
+                dst.execute(f"SELECT setval('{sequence_name(dst, t)}'::regclass, ?::bigint, {called})",
+                            (max(floor, 1),))
+            elif floor > 0:
+                dst.execute("INSERT INTO sqlite_sequence(name, seq) SELECT ?, 0 WHERE NOT EXISTS "
+                            "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (t, t))
+                dst.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", (floor, t, floor))
 
     dst.write(write)
-    if isinstance(dst, Database):
-        from ..backup_files import raise_sequences
-
-        raise_sequences(dst, marks)
     return {"rows": totals, "high_water": marks}
 
 
@@ -209,3 +211,70 @@ def export_to_sqlite(src: AnyDb, dest: Path, progress: Progress | None = None) -
         return copied
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def retire_schema(paths: Any, url: str) -> str:
+    """Rename the board's schema out of the way (`boards migrate SLUG --to sqlite`): from the commit on, no host can
+    open or write the board in PostgreSQL (its workers' reports spool), and the data stays there under the returned
+    name until someone drops it. Refused (Conflict) while any other hermes connection to the board is open."""
+    import psycopg
+
+    from .database import _identifier, application_name, open_connection, redact, schema_name
+
+    schema = schema_name(paths.slug)
+    retired = _identifier("hkmoved_", f"{paths.slug}-{os.urandom(4).hex()}")
+    conn = open_connection(url, autocommit=False)
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("migrate:" + schema,))
+        others = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid() "
+            "AND datname = current_database()", (application_name(paths.slug),)).fetchall()
+        if others:
+            raise Conflict(f"board {paths.slug} is open in {len(others)} other connection(s) to {redact(url)} "
+                           f"(backend pid {others[0][0]}): stop its dispatchers, workers and TUIs on every host first")
+        conn.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{retired}"')
+        conn.commit()
+        return retired
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot set board {paths.slug} aside at {redact(url)}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def restore_schema(paths: Any, url: str, retired: str) -> None:
+    """Undo retire_schema (a move that failed leaves the source as it was)."""
+    from .database import open_connection, schema_name
+
+    with open_connection(url) as conn:
+        conn.execute(f'ALTER SCHEMA "{retired}" RENAME TO "{schema_name(paths.slug)}"')
+
+
+def drop_new_schema(db: PgDatabase) -> None:
+    """Drop the schema a failed move into PostgreSQL created (it was empty before the move)."""
+    import psycopg
+
+    from .database import open_connection
+
+    db.close()
+    try:
+        with open_connection(db.url) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE')
+    except (psycopg.Error, StorageError):
+        pass  # best effort: the move already failed with its own error, and an empty schema is harmless
+
+
+def file_marks(path: Path) -> tuple[dict[str, int], int]:
+    """A SQLite board file's id high-water marks and task count, through a read-only connection of its own (for a
+    board whose open-lock is held exclusively: no hermes connection is open)."""
+    import apsw
+
+    from ..checks import int_value
+
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_NOFOLLOW)
+    try:
+        conn.setbusytimeout(5000)
+        marks = {t: int_value(conn, f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0), "
+                                    f"coalesce((SELECT max(id) FROM {t}), 0))") for t in SEQUENCED}
+        return marks, int_value(conn, "SELECT count(*) FROM tasks")
+    finally:
+        conn.close()
