@@ -29,7 +29,6 @@ from ..store import engine
 from ..store.connection import exclusive_open_lock, fsync_dir
 from .backup import backup_stamp, holders
 
-
 #: a move shows progress on stderr once it has run this long
 PROGRESS_AFTER_S = 2.0
 
