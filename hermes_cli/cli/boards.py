@@ -108,8 +108,8 @@ def kanban_boards_list(as_json: bool = False, include_archived: bool = False) ->
     def human() -> str:
         if not out:
             return "no boards (see: hermes kanban boards create SLUG)"
-        lines = [s + (f"  {o['name']}" if o.get("name") else "") + (f"  ({o['url']})" if o.get("url") else "")
-                 + ("  (current)" if chosen and o["current"] else "") for s, o in zip(slugs, out, strict=False)]
+        lines = [s + (f"  {o['name']}" if o.get("name") else "") + ("  (current)" if chosen and o["current"] else "")
+                 for s, o in zip(slugs, out, strict=False)]
         return "\n".join(lines + [f"{a}  (archived)" for a in archived])
 
     emit(as_json, out, human)

@@ -40,9 +40,12 @@ def unsafe(text: str) -> list[str]:
 
 
 @pytest.fixture
-def hostile(board: Board) -> dict[str, str]:
+def hostile(board: Board, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A task whose every free-text field is hostile; its title holds raw ESC too, as a board written by another
-    tool (or an older hermes) could."""
+    tool (or an older hermes) could. PostgreSQL text cannot hold NUL at all (refused as bad input): there the
+    sequences are every other one."""
+    if board.db.engine == "postgres":
+        monkeypatch.setitem(globals(), "HOSTILE", HOSTILE.replace("\x00", ""))
     t = board.create_task(HOSTILE_TITLE, body=f"first line\n{HOSTILE}\nlast line", tenant="ten\x9bant")[0]
     board.comment(t.id, f"comment {HOSTILE}", author="au\x9dthor")
     claim = board.claim(t.id, worker="wor\x9bker")
@@ -51,9 +54,7 @@ def hostile(board: Board) -> dict[str, str]:
     blocked = board.create_task("blocked one")[0]
     board.block(blocked.id, reason=f"reason {HOSTILE}")
     raw = board.create_task("raw title")[0]
-    # PostgreSQL text cannot hold NUL at all: on that engine the raw title has every other sequence
-    raw_title = f"raw {HOSTILE}" if board.db.engine == "sqlite" else f"raw {HOSTILE}".replace("\x00", "")
-    board.db.execute("UPDATE tasks SET title = ? WHERE id = ?", (raw_title, raw.id))
+    board.db.execute("UPDATE tasks SET title = ? WHERE id = ?", (f"raw {HOSTILE}", raw.id))
     return {"task": t.id, "blocked": blocked.id, "raw": raw.id}
 
 

@@ -43,7 +43,7 @@ def test_create_with_url_makes_the_schema_and_writes_the_url_file(cli: Cli, pg_d
     listed = cli("boards", "list", "--json").json()
     assert listed == [{"slug": "team", "engine": "postgres", "db": pg_db, "url": pg_db, "name": None,
                        "description": None, "current": False}]
-    assert f"team  ({pg_db})" in cli("boards", "list").out
+    assert cli("boards", "list").out == "team\n"  # the human list is the same on both engines
     assert cli("boards", "switch", "team").code == 0
     shown = cli("boards", "show", "--json").json()
     assert (shown["engine"], shown["url"], shown["slug"]) == ("postgres", pg_db, "team")

@@ -67,14 +67,21 @@ class Board(Queries, Editing, Finishing, Review):
             # A slug from HERMES_KANBAN_BOARD must exist like one from --board: a typo never makes a new board.
             pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
             create = pinned or paths.slug == DEFAULT_BOARD
+        switched = board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD")
         if not create and url is None and board_exists(paths) is False:
-            if board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD") \
-                    and current_board() == paths.slug:
+            if switched and current_board() == paths.slug:
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
         # PgDatabase has Database's interface (store/pg/database.py): the domain is typed against the SQLite one
-        db = cast(Database, open_database(paths, create=create, vfs=vfs, url=url))
+        try:
+            db = cast(Database, open_database(paths, create=create, vfs=vfs, url=url))
+        except NotFound:
+            # a PostgreSQL board's server says it is not there (the local disk cannot tell): the same words
+            if switched and not create and current_board() == paths.slug:
+                raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
+                               "boards switch default)") from None
+            raise
         ring_doorbell_after_commit(db)
         try:
             if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
