@@ -18,7 +18,6 @@ from hermes_cli.kanban.store.schema import LATEST
 
 from .conftest import dump_board
 
-
 #: this module tests the SQLite connection itself (pragmas, busy handling, the open-lock)
 pytestmark = pytest.mark.sqlite_only
 
