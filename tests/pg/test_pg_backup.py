@@ -65,3 +65,32 @@ def test_backup_of_a_postgres_board_is_a_verified_sqlite_file(pg_url: str, herme
     shown = run_hermes("kanban", "--board", "copy", "list", "--json",
                        env={"HERMES_HOME": str(other), "HERMES_KANBAN_URL": ""})
     assert {t["id"]: t["status"] for t in shown.json()} == made["tasks"]
+
+
+def test_restore_of_a_postgres_board_keeps_fencing_tokens_unique(pg_url: str, hermes_home: Path) -> None:
+    with Board.open() as b:
+        kept = b.create_task("in the backup")[0]
+    backup = run_hermes("kanban", "backup", "--json")
+    assert backup.code == 0, backup
+    with Board.open() as b:  # after the backup: a task the backup does not have, and runs with higher ids
+        late = b.create_task("after the backup")[0]
+        stale = b.claim(kept.id, worker="old")
+        assert stale is not None
+        top_run = stale.run_id
+        top_event = b.db.value("SELECT max(id) FROM events")
+    r = run_hermes("kanban", "restore", backup.json()["path"], "--json")
+    assert r.code == 0, r
+    assert r.json()["board"] == pg_url and r.json()["id_floor"]["runs"] >= top_run
+    board_dir = hermes_home / "kanban" / "boards" / "default"
+    assert not (board_dir / "kanban.db").exists()  # still a PostgreSQL board, not a new SQLite file beside it
+    with Board.open() as b:
+        assert b.db.engine == "postgres"
+        assert {t.id for t in b.list_tasks()} == {kept.id} and late.id not in {t.id for t in b.list_tasks()}
+        assert b.get_task(kept.id).status == "ready"
+    # the old worker's run is not on the restored board: refused; a new claim gets a run id above every old one
+    refused = run_hermes("kanban", "complete", kept.id, "--run-id", str(top_run), "--json")
+    assert refused.code == 3, refused
+    claim = run_hermes("kanban", "claim", kept.id, "--json").json()
+    assert claim["run_id"] > top_run
+    with Board.open() as b:
+        assert b.db.value("SELECT max(id) FROM events") > top_event

@@ -211,3 +211,49 @@ def _to_sqlite(paths: BoardPaths, url: str, progress: Any) -> MoveResult:
         raise
     return MoveResult(paths.slug, engine.redact_url(url), str(paths.db), copied["rows"], copied["high_water"],
                       moved_aside=f"PostgreSQL schema {retired} (drop it when no longer needed)")
+
+
+def restore_postgres(paths: BoardPaths, url: str, src: Path, result: Any, replay: bool) -> Any:
+    """`restore` of a PostgreSQL board from a backup file (a SQLite board file, whichever engine it came from): the
+    board's rows are replaced by the backup's in one transaction, its run/comment/event sequences end above both the
+    backup's and the board's own high-water marks and every spooled run id (a fencing token is never handed out
+    twice), then the spool is replayed. Refused while any hermes connection to the board is open (any host)."""
+    import shutil
+    import tempfile
+
+    from ..domain.board import Board
+    from ..store.opening import connect
+    from ..store.pg.opening import connect as pg_connect
+    from ..store.pg.transfer import copy_board, other_connections, verify_copy
+    from ..store.schema import migrate as sqlite_migrate
+    from . import reconcile, spool
+
+    others = other_connections(paths, url)
+    if others:
+        raise Conflict(f"board {paths.slug} is open in {len(others)} other connection(s) (backend pid {others[0][0]}, "
+                       f"from {others[0][1]}): stop its dispatchers, workers and TUIs on every host and retry the "
+                       "restore")
+    # The backup is read from a private copy: opening a board file may write beside it (its open-lock, a migration)
+    work = Path(tempfile.mkdtemp(prefix=".restore-", dir=paths.dir if paths.dir.is_dir() else None))
+    try:
+        staged = work / "kanban.db"
+        shutil.copyfile(src, staged)
+        backup_db = connect(BoardPaths(paths.slug, work, staged), create=False)
+        try:
+            sqlite_migrate(backup_db)
+            dst = pg_connect(paths, url, create=False)
+            try:
+                spooled = [r.run_id or 0 for r in spool.pending(paths)[0]]
+                copied = copy_board(backup_db, dst, replace=True, id_floor={"runs": max(spooled, default=0)})
+                verify_copy(backup_db, dst, copied)
+            finally:
+                dst.close()
+        finally:
+            backup_db.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.id_floor = copied["high_water"]
+    with Board.open(paths.slug, create=False) as board:
+        if replay:
+            result.replay = reconcile.apply(board, backup=False).as_dict()
+    return result

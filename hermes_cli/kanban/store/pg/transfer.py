@@ -90,9 +90,12 @@ def check_empty(db: AnyDb) -> None:
                            "(remove it first, or pick another database)")
 
 
-def copy_board(src: AnyDb, dst: AnyDb, progress: Progress | None = None) -> dict[str, Any]:
+def copy_board(src: AnyDb, dst: AnyDb, progress: Progress | None = None, *, replace: bool = False,
+               id_floor: dict[str, int] | None = None) -> dict[str, Any]:
     """Copy every row of `src` into the empty board `dst` in ONE write transaction of `dst`, read from one snapshot
-    of `src`, then raise `dst`'s sequences above `src`'s high-water marks (same transaction on PostgreSQL). Returns
+    of `src`, then raise `dst`'s sequences above `src`'s high-water marks (same transaction). `replace` (restore
+    into a PostgreSQL board): `dst`'s rows are deleted first in the same transaction, and its sequences end above
+    its own old high-water marks too (and above `id_floor`), so no id it handed out is handed out again. Returns
     {"rows": {table: n}, "high_water": {table: id}}."""
     with src.read():
         plan: list[tuple[str, list[str]]] = []
@@ -113,6 +116,12 @@ def copy_board(src: AnyDb, dst: AnyDb, progress: Progress | None = None) -> dict
         batches = {t: _read_all(src, t, cols) for t, cols in plan}
 
     def write() -> None:
+        if replace:
+            for t, mark in high_waters(dst).items():
+                marks[t] = max(marks[t], mark, (id_floor or {}).get(t, 0))
+            for t, _ in reversed(plan):
+                # the board's own slug row stays (a backup of a SQLite board has none)
+                dst.execute(f"DELETE FROM {t}" + (" WHERE key <> 'board_slug'" if t == "meta" else ""))
         check_empty(dst)
         for t, cols in plan:
             sql = f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
@@ -211,6 +220,22 @@ def export_to_sqlite(src: AnyDb, dest: Path, progress: Progress | None = None) -
         return copied
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def other_connections(paths: Any, url: str) -> list[tuple[Any, ...]]:
+    """(pid, client address) of every other hermes connection to this board on the server."""
+    import psycopg
+
+    from .database import application_name, open_connection, redact
+
+    try:
+        with open_connection(url) as conn:
+            return conn.execute(
+                "SELECT pid, coalesce(client_addr::text, 'local') FROM pg_stat_activity WHERE application_name = %s "
+                "AND pid <> pg_backend_pid() AND datname = current_database()",
+                (application_name(paths.slug),)).fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot list the connections at {redact(url)}: {exc}") from None
 
 
 def retire_schema(paths: Any, url: str) -> str:
