@@ -4,6 +4,7 @@ list` and `doctor` read it, `restore` into a SQLite board takes it, every row an
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import apsw
@@ -20,6 +21,7 @@ def _busy_board() -> dict[str, object]:
         parent = b.create_task("parent")[0]
         child = b.create_task("child", parents=[parent.id])[0]
         first = b.claim(parent.id, worker="w1", ttl=0.001)
+        time.sleep(0.02)  # past that 1 ms lease by any clock
         assert first is not None
         second = b.claim(parent.id, worker="w2")  # the first lease expired: reclaimed, a new run
         assert second is not None and second.run_id > first.run_id

@@ -4,6 +4,7 @@ heartbeats, stale claims by the server's clock, the local spool, amcheck of the 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psycopg
@@ -49,6 +50,7 @@ def test_doctor_reports_dispatchers_stale_claims_and_the_spool(pg_url: str) -> N
     with Board.open() as b:
         t = b.create_task("stuck")[0]
         claim = b.claim(t.id, worker="w", ttl=0.001)
+        time.sleep(0.02)  # past that 1 ms lease by any clock
         assert claim is not None
         now = b.db.clock()
         b.db.write(lambda: [

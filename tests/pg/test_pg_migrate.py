@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ def _history() -> dict[str, Any]:
         parent = b.create_task("parent", idempotency_key="k1")[0]
         b.create_task("child", parents=[parent.id])
         stale = b.claim(parent.id, worker="old", ttl=0.001)
+        time.sleep(0.02)  # past that 1 ms lease by any clock
         assert stale is not None
         live = b.claim(parent.id, worker="new", ttl="1h")  # the first lease expired: reclaimed, a new run
         assert live is not None and live.run_id > stale.run_id

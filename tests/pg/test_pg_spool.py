@@ -5,6 +5,7 @@ applied). The server is this test's own (stopped and started here), not the sess
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def test_reports_spool_while_the_server_is_down_and_reconcile_applies_them(
         live = b.claim(live_task.id, worker="w1", ttl="1h")
         contested = b.create_task("taken over")[0]
         stale = b.claim(contested.id, worker="paused", ttl=0.001)
+        time.sleep(0.02)  # past that 1 ms lease by any clock
         newer = b.claim(contested.id, worker="w2", ttl="1h")  # the paused worker's lease expired: a new run
         assert live is not None and stale is not None and newer is not None
     own_server.stop(remove=False, mode="fast")  # a clean stop: an fsync=False server keeps every commit
