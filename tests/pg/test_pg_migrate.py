@@ -146,3 +146,22 @@ def test_moving_back_is_refused_while_a_host_is_connected(pg_db: str) -> None:
         assert r.code == 3 and "other connection(s)" in json.loads(r.out)["error"]["message"], r
     assert dump_pg_board(pg_db, "team") == before
     assert run_hermes("kanban", "--board", "team", "list", "--json").json()[0]["title"] == "x"
+
+
+def test_progress_goes_to_stderr_and_the_json_to_stdout(pg_db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hermes_cli.kanban.durability import migrate
+
+    from ..cli.conftest import invoke
+
+    with Board.open() as b:
+        for i in range(3):
+            b.create_task(f"t{i}")
+    monkeypatch.setattr(migrate, "PROGRESS_AFTER_S", 0.0)  # as if the move were long
+    r = invoke(["kanban", "boards", "migrate", "default", "--to", pg_db, "--json"])
+    assert r.code == 0, r
+    assert json.loads(r.out)["rows"]["tasks"] == 3
+    assert "moving tasks: 3/3" in r.err.splitlines()
+    # with HERMES_KANBAN_URL set every board is in PostgreSQL already: moving is refused, one line
+    monkeypatch.setenv("HERMES_KANBAN_URL", pg_db)
+    r = invoke(["kanban", "boards", "migrate", "default", "--to", "sqlite"])
+    assert r.code == 1 and r.error_line.startswith("error: HERMES_KANBAN_URL puts every board of this host")
