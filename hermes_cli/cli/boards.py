@@ -187,7 +187,7 @@ def _check_attach(paths: BoardPaths, url: str) -> None:
                        f"migrate {paths.slug} --to URL")
     if current is not None and current != url:
         raise Conflict(f"board {paths.slug} already lives at {engine.redact_url(current)}; move it with: hermes kanban "
-                       f"boards migrate {paths.slug} --to URL")
+                       f"boards migrate {paths.slug} --to sqlite, then --to URL")
 
 
 def _exists(slug: str) -> bool:
