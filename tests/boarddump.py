@@ -15,16 +15,27 @@ from hermes_cli.kanban.store.pg.database import schema_name
 def dump_pg_board(url: str, slug: str) -> dict[str, Any]:
     """Every row of every table of a PostgreSQL board and its columns. Not the identity sequences' positions: a
     PostgreSQL sequence is not transactional, so a rolled-back change may leave a gap in the ids (never a reuse)."""
-    schema = schema_name(slug)
     with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))]
-        out: dict[str, Any] = {t: sorted(conn.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall(), key=repr)
-                               for t in tables}
-        out["__columns__"] = conn.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
-            "ORDER BY 1, 2", (schema,)).fetchall()
-        return out
+        return _dump_schema(conn, schema_name(slug))
+
+
+def dump_pg_boards(url: str) -> dict[str, Any]:
+    """Every board (schema `hk_*`) of the PostgreSQL database at `url`, keyed by schema."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        schemas = [r[0] for r in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hk\\_%' ORDER BY 1")]
+        return {s: _dump_schema(conn, s) for s in schemas}
+
+
+def _dump_schema(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    tables = [r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))]
+    out: dict[str, Any] = {t: sorted(conn.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall(), key=repr)
+                           for t in tables}
+    out["__columns__"] = conn.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+        "ORDER BY 1, 2", (schema,)).fetchall()
+    return out
 
 
 def dump_board(db_path: Path | str) -> dict[str, Any]:

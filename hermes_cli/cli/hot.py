@@ -22,6 +22,7 @@ from hermes_cli.kanban.core.paths import resolve
 from hermes_cli.kanban.core.values import check_metadata, check_priority, check_report_text, check_text, parse_duration
 from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S, Board
 from hermes_cli.kanban.durability import spool
+from hermes_cli.kanban.store import engine
 
 from . import render
 from .render import Out
@@ -43,7 +44,7 @@ def open_board(slug: str | None, *, create: bool | None = None) -> Iterator[Boar
     try:
         if b.created and pinned(slug):
             # A pinned path that did not exist becomes a new, empty board: say so, or a typo goes unnoticed.
-            render.warn(f"note: created new board at {b.paths.db}")
+            render.warn(f"note: created new board at {engine.describe(b.paths)['db']}")
         yield b
     finally:
         b.close()

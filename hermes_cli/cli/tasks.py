@@ -69,17 +69,19 @@ def kanban_create(
     """
     ignored = [name for name, given in (("--goal", goal or None), ("--goal-max-turns", goal_max_turns))
                if given is not None]
-    if ignored:
-        # hermes-agent's agent loop settings: a worker here is a command, which decides when to stop
-        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which decides "
-                    "when to stop (see: docs/coming-from-hermes-agent.md)")
-    hot.create(
+    out = hot.create(
         board_slug(board), title, body=body, body_file=body_file, priority=priority, parents=parents,
         command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
         max_retries=max_retries, review=review, assignee=assignee, created_by=created_by, skills=skills,
         triage=triage, initial_status=initial_status, workspace=workspace, branch=branch, model=model,
         provider=provider,
-    ).emit(as_json)
+    )
+    if ignored:
+        # hermes-agent's agent loop settings: a worker here is a command, which decides when to stop. Only once the
+        # task exists: a failing create prints its one `error:` line and nothing else.
+        render.warn(f"note: {', '.join(ignored)} not used here: a worker is its profile's command, which decides "
+                    "when to stop (see: docs/coming-from-hermes-agent.md)")
+    out.emit(as_json)
 
 
 class _SortChoice(click.Choice):  # type: ignore[type-arg]

@@ -20,6 +20,7 @@ from hermes_cli.kanban import Board
 from hermes_cli.main import main
 
 from ..boarddump import dump_board as dump_db  # noqa: F401  (re-exported to the cli tests)
+from ..boarddump import dump_pg_boards
 
 #: the console script installed next to this interpreter (pip install puts them in one bin/)
 HERMES = str(Path(sys.executable).with_name("hermes"))
@@ -64,6 +65,13 @@ def invoke(argv: Sequence[str], stdin: str | None = None) -> Result:
 Cli = Callable[..., Result]
 
 
+@pytest.fixture(autouse=True)
+def _both_engines(engine: str) -> str:
+    """Every CLI test runs on both engines (the contract is the same), unless marked `sqlite_only` (a test of
+    SQLite itself: its files, locks, pragmas)."""
+    return engine
+
+
 @pytest.fixture
 def cli() -> Cli:
     """`cli("create", "x", "--json")` runs `hermes kanban create x --json` in-process."""
@@ -86,6 +94,10 @@ def hermes() -> Callable[..., Result]:
 def dump_home(home: Path) -> dict[str, Any]:
     """Every board under a HERMES_HOME: which exist, and all of their rows."""
     boards = home / "kanban" / "boards"
+    url = os.environ.get("HERMES_KANBAN_URL")
+    if url:  # every board lives in that PostgreSQL database: its schemas, and which board directories exist here
+        local = sorted(p.name for p in boards.iterdir() if p.is_dir()) if boards.is_dir() else []
+        return {"__dirs__": local, **dump_pg_boards(url)}
     if not boards.is_dir():
         return {}
     return {

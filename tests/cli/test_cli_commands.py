@@ -330,12 +330,14 @@ def test_events(cli: Cli) -> None:
     assert [e["id"] for e in json.loads(ok(cli("events", "--task", t, "--limit", "1", "--json")))] == [1]
 
 
+@pytest.mark.sqlite_only  # the SQLite file path; tests/pg/test_pg_boards.py has the PostgreSQL output
 def test_init(cli: Cli, hermes_home: Path) -> None:
     db = hermes_home / "kanban" / "boards" / "default" / "kanban.db"
     assert ok(cli("init")) == f"board default ready at {db}\n"
     assert json.loads(ok(cli("init", "--json"))) == {"board": "default", "db": str(db), "tasks": 0}
 
 
+@pytest.mark.sqlite_only  # the SQLite file paths; tests/pg/test_pg_boards.py has the PostgreSQL boards
 def test_boards(cli: Cli, hermes_home: Path) -> None:
     root = hermes_home / "kanban" / "boards"
     assert ok(cli("boards", "list")) == "no boards (see: hermes kanban boards create SLUG)\n"
@@ -358,6 +360,7 @@ def test_boards(cli: Cli, hermes_home: Path) -> None:
     fails(cli("boards", "rm", "scratch"), 1, "board scratch does not exist (see: hermes kanban boards list)")
 
 
+@pytest.mark.sqlite_only  # processes holding the SQLite file; tests/pg: rm --drop-schema refused while connected
 def test_boards_rm_refuses_a_board_in_use(cli: Cli) -> None:
     ok(cli("boards", "create", "busy"))
     with Board.open("busy") as b:
@@ -368,6 +371,7 @@ def test_boards_rm_refuses_a_board_in_use(cli: Cli) -> None:
         assert b.paths.db.exists()
 
 
+@pytest.mark.sqlite_only  # the SQLite open-lock
 def test_boards_rm_refuses_a_board_open_in_another_process(cli: Cli, tmp_path) -> None:
     """The open-lock is held by every connection in every process, so `rm` cannot move files under a live one."""
     import subprocess

@@ -4,7 +4,10 @@ separation, the worker environment, a closed pipe, and storage that is not a boa
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from hermes_cli.kanban import Board
 
@@ -22,7 +25,9 @@ def test_create_list_show_complete(hermes_home: Path) -> None:
     assert shown.code == 0 and shown.out.startswith(f"{task['id']}  x\n  status ready ")
     done = run_hermes("kanban", "complete", task["id"])
     assert (done.code, done.out, done.err) == (0, f"{task['id']} done\n", "")
-    assert (hermes_home / "kanban" / "boards" / "default" / "kanban.db").is_file()
+    # the board is its SQLite file, or (PostgreSQL) its URL file is absent and HERMES_KANBAN_URL says where it is
+    assert (hermes_home / "kanban" / "boards" / "default" / "kanban.db").is_file() == (
+        not os.environ.get("HERMES_KANBAN_URL"))
 
 
 def test_a_worker_reports_through_its_environment_and_a_stale_one_is_fenced() -> None:
@@ -54,6 +59,7 @@ def test_usage_errors_exit_2_with_one_line() -> None:
         assert (r.code, r.out, r.err) == (2, "", line)
 
 
+@pytest.mark.sqlite_only  # a pinned SQLite file
 def test_a_text_file_posing_as_a_database_exits_4_untouched(tmp_path: Path) -> None:
     f = tmp_path / "kanban.db"
     f.write_text("not a database\n" * 100)
@@ -67,6 +73,7 @@ def test_a_text_file_posing_as_a_database_exits_4_untouched(tmp_path: Path) -> N
     assert not (tmp_path / "kanban.db-wal").exists() and not (tmp_path / "kanban.db-shm").exists()
 
 
+@pytest.mark.sqlite_only  # a pinned SQLite file
 def test_a_directory_as_the_database_exits_4(tmp_path: Path) -> None:
     r = run_hermes("kanban", "list", env={"HERMES_KANBAN_DB": str(tmp_path)})
     assert (r.code, r.out) == (4, "")

@@ -7,6 +7,7 @@ sqlite_sequence included) is dumped before and after.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,7 @@ def test_body_file_that_cannot_be_read(cli: Cli, tasks: dict[str, str], home_dum
     assert home_dump() == before
 
 
+@pytest.mark.sqlite_only  # a pinned SQLite file
 def test_a_directory_as_hermes_kanban_db(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     d = tmp_path / "board.db"
     d.mkdir()
@@ -293,6 +295,7 @@ def test_a_directory_as_hermes_kanban_db(cli: Cli, monkeypatch: pytest.MonkeyPat
     assert list(d.iterdir()) == []
 
 
+@pytest.mark.sqlite_only  # a pinned SQLite file
 def test_a_text_file_posing_as_a_database(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     f = tmp_path / "kanban.db"
     f.write_text("# my notes\n- buy milk\n" * 50)
@@ -307,6 +310,7 @@ def test_a_text_file_posing_as_a_database(cli: Cli, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kanban.db-")) == []
 
 
+@pytest.mark.sqlite_only  # PRAGMA user_version; tests/pg has the PostgreSQL one
 def test_a_board_from_a_newer_hermes(cli: Cli, board: Board) -> None:
     from hermes_cli.kanban.store.schema import LATEST
 
@@ -336,10 +340,11 @@ def test_bad_environment_values(cli: Cli, tasks: dict[str, str], home_dump, monk
     r = cli("complete")
     assert (r.code, r.err) == (1, "error: no task given: pass a task id (or run inside a worker, where "
                                   "HERMES_KANBAN_TASK is set)\n")
-    monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", "off")
-    r = cli("create", "x")
-    assert (r.code, r.err) == (1, "error: HERMES_KANBAN_SYNCHRONOUS='off' is not one of normal, full, extra\n")
-    monkeypatch.delenv("HERMES_KANBAN_SYNCHRONOUS")
+    if not os.environ.get("HERMES_KANBAN_URL"):  # a SQLite setting: a PostgreSQL board never reads it
+        monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", "off")
+        r = cli("create", "x")
+        assert (r.code, r.err) == (1, "error: HERMES_KANBAN_SYNCHRONOUS='off' is not one of normal, full, extra\n")
+        monkeypatch.delenv("HERMES_KANBAN_SYNCHRONOUS")
     monkeypatch.setenv("HERMES_KANBAN_BOARD", "Not A Slug")
     r = cli("list")
     assert r.code == 1 and r.error_line.startswith("error: invalid board slug 'Not A Slug'")

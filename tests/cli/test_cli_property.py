@@ -55,9 +55,10 @@ def _commands() -> list[tuple[tuple[str, ...], click.Command]]:
 COMMANDS = _commands()
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[dict[str, object]]:
-    """A HERMES_HOME with two boards; the default one holds a task in every status. Built once, copied per example."""
+@pytest.fixture
+def template(engine: str) -> Iterator[dict[str, object]]:
+    """A HERMES_HOME with two boards; the default one holds a task in every status. Built once per engine, copied
+    per example (on PostgreSQL the boards' database too: `pg_url` made the template database)."""
     base = Path(tempfile.mkdtemp(prefix="hermes-prop-"))
     home = base / "home"
     old = os.environ.get("HERMES_HOME")
@@ -83,7 +84,8 @@ def template() -> Iterator[dict[str, object]]:
         (files / "body.md").write_text("a body\n")
         (files / "binary.bin").write_bytes(b"\xff\xfe\x00\x89")
         (files / "dir").mkdir()
-        yield {"home": home, "ids": ids, "run_ids": [str(c.run_id) for c in runs if c], "files": files}
+        yield {"home": home, "ids": ids, "run_ids": [str(c.run_id) for c in runs if c], "files": files,
+               "url": os.environ.get("HERMES_KANBAN_URL")}
     finally:
         if old is None:
             os.environ.pop("HERMES_HOME", None)
@@ -145,17 +147,80 @@ def command_line(draw: st.DrawFn, t: dict[str, object]) -> list[str]:
 def fresh_home(template: dict[str, object]) -> Iterator[object]:
     """A function that copies the template home to a new directory and points HERMES_HOME at it."""
     made: list[Path] = []
+    url = template["url"]
+    # PostgreSQL: the examples share one database, put back to the template's rows before each (CREATE DATABASE
+    # ... TEMPLATE costs ~0.4 s a copy here; this costs a few ms). The first call also keeps the template's rows.
+    saved = _pg_snapshot(str(url)) if url else None
 
     def make() -> Path:
         d = Path(tempfile.mkdtemp(prefix="hermes-example-"))
         made.append(d)
         shutil.copytree(template["home"], d / "home")  # type: ignore[arg-type]
         os.environ["HERMES_HOME"] = str(d / "home")
+        if saved is not None:
+            _pg_reset(str(url), saved)
         return d / "home"
 
     yield make
     for d in made:
         shutil.rmtree(d, ignore_errors=True)
+
+
+#: tables in an order that inserts parents before the rows that reference them
+_TABLE_ORDER = ("meta", "schema_migrations", "tasks", "links", "runs", "comments", "events", "dispatcher_lease",
+                "subscriptions", "dispatchers")
+
+
+def _pg_snapshot(url: str) -> dict[str, dict[str, object]]:
+    """Every board schema's rows (with their columns) and identity sequences' positions."""
+    import psycopg
+
+    out: dict[str, dict[str, object]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hk\\_%'").fetchall():
+            tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables "
+                                                 "WHERE table_schema = %s", (schema,))}
+            assert tables <= set(_TABLE_ORDER), tables
+            rows: dict[str, object] = {}
+            for t in (t for t in _TABLE_ORDER if t in tables):
+                cur = conn.execute(f'SELECT * FROM "{schema}"."{t}"')
+                assert cur.description is not None
+                rows[t] = ([d.name for d in cur.description], cur.fetchall())
+            seqs = conn.execute("SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = %s",
+                                (schema,)).fetchall()
+            out[schema] = {"rows": rows, "seqs": seqs}
+    return out
+
+
+def _pg_reset(url: str, saved: dict[str, dict[str, object]]) -> None:
+    """Put the database back to `saved` in one transaction: boards made since are dropped, the template's boards
+    get their rows and sequence positions back."""
+    import psycopg
+
+    from hermes_cli.kanban.core.paths import BoardPaths
+    from hermes_cli.kanban.store.pg.opening import connect
+
+    with psycopg.connect(url) as conn:
+        now = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hk\\_%'")}
+        for schema in now - set(saved):
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    for schema in set(saved) - now:  # `boards rm SLUG --drop-schema` succeeded: make the board's schema again
+        meta = dict(saved[schema]["rows"]["meta"][1])  # type: ignore[index]
+        d = Path(tempfile.mkdtemp(prefix="hermes-reset-"))
+        connect(BoardPaths(str(meta["board_slug"]), d, d / "kanban.db"), url, create=True).close()
+        shutil.rmtree(d)
+    with psycopg.connect(url) as conn:
+        for schema, snap in saved.items():
+            rows = snap["rows"]
+            assert isinstance(rows, dict)
+            conn.execute("TRUNCATE " + ", ".join(f'"{schema}"."{t}"' for t in rows))
+            for t, (cols, values) in rows.items():
+                if values:
+                    with conn.cursor() as cur:
+                        cur.executemany(f'INSERT INTO "{schema}"."{t}" ({", ".join(cols)}) VALUES '
+                                        f'({", ".join(["%s"] * len(cols))})', values)
+            for name, last in snap["seqs"]:  # type: ignore[attr-defined]
+                conn.execute("SELECT setval(%s, %s, %s)", (f'"{schema}"."{name}"', last or 1, last is not None))
 
 
 def _wants_json(argv: list[str]) -> bool:

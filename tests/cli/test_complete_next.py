@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from hermes_cli.kanban import Board
 
 from ..store.conftest import lock_holder  # noqa: F401,F811  (the fixture: a process holding the write lock)
@@ -92,6 +94,7 @@ def test_usage_errors(cli: Cli, board: Board, home_dump: Callable[[], dict[str, 
     assert home_dump() == before
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock; tests/pg spools on an unreachable server
 def test_a_locked_board_spools_the_completion_and_claims_nothing(board: Board, lock_holder: Any) -> None:  # noqa: F811
     a, _ = board.create_task("a")
     board.create_task("b")

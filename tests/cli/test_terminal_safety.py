@@ -40,9 +40,12 @@ def unsafe(text: str) -> list[str]:
 
 
 @pytest.fixture
-def hostile(board: Board) -> dict[str, str]:
+def hostile(board: Board, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A task whose every free-text field is hostile; its title holds raw ESC too, as a board written by another
-    tool (or an older hermes) could."""
+    tool (or an older hermes) could. PostgreSQL text cannot hold NUL at all (refused as bad input): there the
+    sequences are every other one."""
+    if board.db.engine == "postgres":
+        monkeypatch.setitem(globals(), "HOSTILE", HOSTILE.replace("\x00", ""))
     t = board.create_task(HOSTILE_TITLE, body=f"first line\n{HOSTILE}\nlast line", tenant="ten\x9bant")[0]
     board.comment(t.id, f"comment {HOSTILE}", author="au\x9dthor")
     claim = board.claim(t.id, worker="wor\x9bker")

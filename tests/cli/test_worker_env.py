@@ -42,6 +42,7 @@ def test_a_misspelt_board_from_the_environment_is_not_created(cli: Cli, monkeypa
     assert not (hermes_home / "kanban" / "boards" / "typo").exists()
 
 
+@pytest.mark.sqlite_only  # SQLite's busy timeout
 def test_a_bad_busy_timeout_creates_nothing(cli: Cli, monkeypatch, hermes_home: Path) -> None:
     monkeypatch.setenv("HERMES_KANBAN_BUSY_TIMEOUT_MS", "abc")
     r = cli("create", "x")

@@ -17,6 +17,8 @@ from .errors import InvalidValue, NotFound, StorageError
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_BOARD = "default"
 DB_NAME = "kanban.db"
+#: a board that lives in PostgreSQL has this file (its URL) in its directory instead of DB_NAME
+PG_URL_NAME = "postgres.url"
 
 
 def hermes_home() -> Path:
@@ -161,14 +163,13 @@ def list_slugs() -> list[str]:
         return []
     except OSError as exc:  # not a directory, permission denied: "no boards" would be a lie
         raise StorageError(f"cannot list boards in {root}: {exc.strerror} (check HERMES_HOME)") from None
-    # A board is a directory with its SQLite file, or one whose board lives in PostgreSQL (postgres.url, or every
-    # board of this host when HERMES_KANBAN_URL is set: its directory is made the first time the board is opened).
+    # A board is its SQLite file, or the `postgres.url` naming the PostgreSQL database it lives in (store/engine.py),
+    # or, when HERMES_KANBAN_URL puts every board of this host in PostgreSQL, a board directory made here when the
+    # board was first opened.
     in_postgres = bool(os.environ.get("HERMES_KANBAN_URL", "").strip())
-    return sorted(
-        p.name for p in entries
-        if SLUG_RE.match(p.name) and ((p / DB_NAME).exists() or (p / "postgres.url").exists()
-                                      or (in_postgres and p.is_dir()))
-    )
+    return sorted(p.name for p in entries
+                  if SLUG_RE.match(p.name) and ((p / DB_NAME).exists() or (p / PG_URL_NAME).exists()
+                                                or (in_postgres and p.is_dir())))
 
 
 def ensure_private_dir(path: Path) -> None:

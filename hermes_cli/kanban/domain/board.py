@@ -56,31 +56,36 @@ class Board(Queries, Editing, Finishing, Review):
     @classmethod
     def open(
         cls, board: str | None = None, db_path: str | None = None, *, create: bool | None = None,
-        vfs: str | None = None,
+        vfs: str | None = None, url: str | None = None,
     ) -> Board:
         """Open a board by slug or db path. The default board and pinned db paths are created on first use;
         any other slug must have been created (`hermes kanban boards create SLUG`). `vfs` names a registered SQLite
-        VFS (tests/torture's power-cut simulation); None is SQLite's default."""
+        VFS (tests/torture's power-cut simulation); None is SQLite's default. `url` opens (or with `create`, makes)
+        the board in that PostgreSQL database whatever its directory says (`boards create SLUG --url`)."""
         paths = resolve(board, db_path)
         if create is None:
             # A slug from HERMES_KANBAN_BOARD must exist like one from --board: a typo never makes a new board.
             pinned = db_path is not None or (board is None and bool(os.environ.get("HERMES_KANBAN_DB")))
             create = pinned or paths.slug == DEFAULT_BOARD
-        if not create and board_exists(paths) is False:
-            if board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD") \
-                    and current_board() == paths.slug:
+        switched = board is None and db_path is None and not os.environ.get("HERMES_KANBAN_BOARD")
+        if not create and url is None and board_exists(paths) is False:
+            if switched and current_board() == paths.slug:
                 raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
                                "boards switch default)")
             raise NotFound(f"board {paths.slug} does not exist (see: hermes kanban boards create {paths.slug})")
-        opened = open_database(paths, create=create, vfs=vfs)
-        # A PostgreSQL board's PgDatabase has Database's interface (store/pg/database.py; the store contract suite
-        # runs on both engines), so the domain is typed against Database alone; code that needs SQLite itself
-        # (backup pages, integrity checks) checks `db.engine` first.
-        db = cast(Database, opened)
+        # PgDatabase has Database's interface (store/pg/database.py): the domain is typed against the SQLite one
+        try:
+            db = cast(Database, open_database(paths, create=create, vfs=vfs, url=url))
+        except NotFound:
+            # a PostgreSQL board's server says it is not there (the local disk cannot tell): the same words
+            if switched and not create and current_board() == paths.slug:
+                raise NotFound(f"board {paths.slug}, chosen with boards switch, does not exist (see: hermes kanban "
+                               "boards switch default)") from None
+            raise
         ring_doorbell_after_commit(db)
         try:
-            if isinstance(opened, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
-                migrate(opened)
+            if isinstance(db, Database):  # a PostgreSQL board was migrated as it opened (store/pg/opening.py)
+                migrate(db)
         except BaseException:
             db.close()
             raise

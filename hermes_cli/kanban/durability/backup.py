@@ -25,6 +25,7 @@ from ..core.errors import CorruptBoard, InvalidValue, NotFound, StorageError
 from ..core.fileio import fsync_file, write_json_atomic
 from ..core.models import iso
 from ..core.paths import BoardPaths, ensure_private_dir
+from ..store import engine
 from ..store import health as store_health
 from ..store.connection import fsync_dir
 
@@ -131,13 +132,22 @@ def create(
     sidecars = [Path(f"{tmp}{s}") for s in ("-journal", "-wal", "-shm")]
     try:
         try:
-            pages = store_health.backup_into(board.db.conn, tmp, progress)
+            if engine.is_postgres(board.db):
+                # An export into a new SQLite board file, read from one snapshot of the server: the same file a
+                # SQLite board's backup is, so `restore`, `doctor` and `backups list` read it alike.
+                from ..store.pg.transfer import export_to_sqlite
+
+                export_to_sqlite(board.db, tmp, None if progress is None else lambda _t, d, n: progress(d, n))
+                pages = None
+            else:
+                pages = store_health.backup_into(board.db.conn, tmp, progress)
             problems = store_health.finish_backup_copy(tmp, journal_mode="delete")
         except apsw.Error as exc:
             raise store_health.translate_error(exc, paths) from exc
         if problems:
             raise CorruptBoard(
-                f"the backup copy of {paths.db} failed integrity_check ({problems[0]}); the board itself is damaged, "
+                f"the backup copy of {engine.describe(paths)['db']} failed integrity_check ({problems[0]}); the board "
+                "itself is damaged, "
                 "no backup was kept (see: hermes kanban doctor --full)"
             )
         fsync_file(tmp)
@@ -153,7 +163,8 @@ def create(
         path=target, size=target.stat().st_size, created_at=started, verified=True, reason=reason, pages=pages,
         tasks=summary["tasks"], last_event_id=summary["last_event_id"], seconds=round(time.time() - started, 3),
     )
-    write_json_atomic(_meta_path(target), {**info.as_dict(), "created_at_ts": started, "source": str(paths.db),
+    source = engine.describe(paths)["db"]
+    write_json_atomic(_meta_path(target), {**info.as_dict(), "created_at_ts": started, "source": source,
                                      "schema_version": summary["schema_version"], "integrity_check": "ok"})
     if output is None:
         prune(paths, keep)

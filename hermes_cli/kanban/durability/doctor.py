@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from ..core.errors import CorruptBoard, HermesError, NotABoard, NotFound, StorageError
+from ..core.errors import CorruptBoard, HermesError, InvalidValue, NotABoard, NotFound, StorageError
 from ..core.models import iso
 from ..core.paths import BoardPaths
 from ..store import dispatch_profiles as profiles_sql
+from ..store import engine
 from ..store import health as store_health
 from ..store import stats as stats_sql
 from ..store.connection import UNSAFE_FS, Database, filesystem_type, sqlite_version, version_ok
@@ -98,6 +99,9 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
     """Run every health check on the board at `paths`. Never raises for an unhealthy board: that is a finding."""
     now = time.time() if now is None else now
     bo = _b(paths.slug)
+    url = engine.board_url(paths)
+    if url is not None:
+        return _pg_doctor(paths, url, full, now, bo)
     findings: list[Finding] = []
 
     v = sqlite_version()
@@ -143,6 +147,111 @@ def doctor(paths: BoardPaths, *, full: bool = False, now: float | None = None) -
                                 f"{store_health.quarantine_dir(paths)} (evidence; delete when done)",
                                 data={"copies": [e.as_dict() for e in q]}))
     return DoctorReport(paths.slug, str(paths.db), tuple(findings), full)
+
+
+def _pg_doctor(paths: BoardPaths, url: str, full: bool, now: float, bo: str) -> DoctorReport:
+    """doctor of a board in PostgreSQL: reachable, server version, schema version, the fleet's dispatchers, stale
+    claims (by the server's clock), amcheck of its indexes where available, and this host's spool and backups."""
+    from ..store.pg import health as pg_health
+    from ..store.pg.database import PgDatabase, redact
+    from ..store.pg.opening import current_version as pg_version
+    from ..store.pg.opening import schema_exists
+    from ..store.pg.schema import LATEST as PG_LATEST
+
+    where = redact(url)
+    findings: list[Finding] = []
+    settings = _settings(paths)
+    created_at: list[float] = []
+    db: PgDatabase | None = None
+    try:
+        db = PgDatabase(url, paths)
+    except StorageError as err:
+        findings.append(Finding("database", FAIL, err.message, "check the server and the network (reports spool "
+                                "on this host meanwhile), then hermes kanban reconcile-completions"
+                                f"{bo} --apply", {"engine": "postgres", "url": where}))
+    if db is not None:
+        try:
+            if not schema_exists(db):
+                raise NotFound(f"board {paths.slug} does not exist at {where} (see: hermes kanban boards create "
+                               f"{paths.slug} --url ...)")
+            findings.extend(_pg_db_checks(db, paths, full, bo, settings, created_at, pg_health, pg_version,
+                                          PG_LATEST, where))
+        except NotFound:
+            raise
+        except StorageError as err:
+            findings.append(Finding("database", FAIL, err.message, f"hermes kanban doctor{bo}"))
+        finally:
+            db.close()
+    findings.extend(_spool_checks(paths, bo))
+    findings.extend(_backup_checks(paths, now, bo, settings.backup_interval, created_at[0] if created_at else None))
+    return DoctorReport(paths.slug, where, tuple(findings), full)
+
+
+def _pg_db_checks(db: Any, paths: BoardPaths, full: bool, bo: str, settings: DispatchSettings,
+                  created_at: list[float], pg_health: Any, pg_version: Any, latest: int, where: str) -> list[Finding]:
+    out: list[Finding] = []
+    info = pg_health.server_info(db)
+    out.append(Finding("server", OK, f"PostgreSQL {info['version']} at {where}",
+                       data={"engine": "postgres", "version": info["version"], "version_num": info["version_num"],
+                             "url": where}))
+    if info["in_recovery"] or info["read_only"]:
+        why = "a hot standby (in recovery)" if info["in_recovery"] else "default_transaction_read_only is on"
+        out.append(Finding("writable", FAIL, f"the server at {where} takes no writes ({why}); reports are being "
+                           "spooled", "point the board at the primary, then hermes kanban reconcile-completions"
+                           f"{bo} --apply"))
+    else:
+        out.append(Finding("writable", OK, "writable"))
+    version = pg_version(db)
+    data = {"version": version, "latest": latest}
+    if version > latest:
+        out.append(Finding("schema", FAIL, f"schema pg v{version} is newer than this hermes (pg v{latest})",
+                           "upgrade hermes-kanban", data))
+        return out
+    out.append(Finding("schema", OK if version == latest else INFO,
+                       f"schema pg v{version}" + ("" if version == latest else f"; pg v{latest} is applied on the "
+                                                  "next open"), data=data))
+    checked = pg_health.amcheck(db, full=full)
+    if not checked["available"]:
+        out.append(Finding("amcheck", INFO, f"amcheck not available ({checked['reason']}); the indexes were not "
+                           "checked", data=checked))
+    elif checked["problems"]:
+        out.append(Finding("amcheck", FAIL, f"amcheck: {checked['problems'][0]}",
+                           f"REINDEX SCHEMA {db.schema} (as the board's owner), then hermes kanban doctor{bo}",
+                           checked))
+    else:
+        out.append(Finding("amcheck", OK, f"amcheck ok ({len(checked['indexes'])} indexes"
+                           + (", heapallindexed)" if full else ")"), data=checked))
+    regs = pg_health.dispatchers(db) if version >= 2 else []
+    out.extend(_dispatcher_findings(db, regs, bo, settings))
+    clock = db.clock()
+    rest = _lease_checks(db, clock, bo, 2, settings)
+    out.extend(f for f in rest if f.check != "dispatcher" or not regs)
+    out.append(_gave_up_check(db, bo))
+    born = store_health.board_created_at(db)
+    if born is not None:
+        created_at.append(born)
+    return out
+
+
+def _dispatcher_findings(db: Any, regs: list[dict[str, Any]], bo: str, settings: DispatchSettings) -> list[Finding]:
+    """The fleet's registered dispatchers: each one's host, pid and heartbeat age (by the server's clock); one whose
+    heartbeat is older than its lease is stale (its host is down or cut off: the others reclaim its runs)."""
+    if not regs:
+        return []
+    shown = [{"id": r["id"], "host": r["host"], "pid": r["pid"], "age_s": round(float(r["age_s"]), 1),
+              "lease_s": r["lease_s"], "stale": float(r["age_s"]) > float(r["lease_s"])} for r in regs]
+    live = [r for r in shown if not r["stale"]]
+    stale = [r for r in shown if r["stale"]]
+    text = ", ".join(f"{r['host']} pid {r['pid']} ({r['age_s']:.0f}s ago)" for r in shown[:5])
+    data = {"dispatchers": shown, "live": len(live), "stale": len(stale)}
+    if not live:
+        return [Finding("dispatcher", WARN, f"no live dispatcher: every registration's heartbeat is older than its "
+                        f"lease: {text}", f"hermes kanban dispatch{bo}", data)]
+    if stale:
+        return [Finding("dispatcher", WARN, f"{len(live)} live dispatcher(s), {len(stale)} stale: {text}",
+                        f"check the stale hosts (their runs are reclaimed by lease expiry); hermes kanban doctor{bo}",
+                        data)]
+    return [Finding("dispatcher", OK, f"{len(live)} dispatcher(s): {text}", data=data)]
 
 
 def _has_backup(paths: BoardPaths) -> bool:
@@ -378,6 +487,15 @@ def quick_health(board: Board) -> QuickHealth:
     parts: list[str] = []
     level = OK
     n_spool = spool.backlog(paths)
+    if engine.is_postgres(board.db):
+        # No file to check: the server keeps its own pages whole. Stale claims by the server's clock.
+        try:
+            stale = len(store_health.stale_claims(board.db, board.db.clock()))
+        except HermesError as err:
+            return QuickHealth(FAIL, err.message, n_spool, 0)
+        parts = ([f"{n_spool} spooled"] if n_spool else []) + (
+            [f"{stale} stale claim{'s' if stale != 1 else ''}"] if stale else [])
+        return QuickHealth(WARN if parts else OK, "; ".join(parts) or "healthy", n_spool, stale)
     if board.db.conn.readonly("main"):
         return QuickHealth(FAIL, "read-only: reports are being spooled (see: hermes kanban doctor)", n_spool, 0)
     try:
@@ -417,6 +535,9 @@ def repair(paths: BoardPaths) -> RepairResult:
 
     A quarantine copy is taken before anything is changed.
     """
+    if engine.board_url(paths) is not None:
+        raise InvalidValue(f"repair is for SQLite boards; board {paths.slug} is in PostgreSQL, which keeps its own "
+                           f"pages (see: hermes kanban doctor{_b(paths.slug)} --full, which runs amcheck)")
     if not paths.db.exists():
         raise NotFound(f"board database {paths.db} does not exist (see: hermes kanban init)")
     bo = _b(paths.slug)

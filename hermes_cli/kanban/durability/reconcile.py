@@ -53,7 +53,6 @@ left out and the transaction re-run without it, so it never holds up the others.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import CorruptBoard, HermesError, NotFound, StorageError
 from ..core.models import Run, RunOutcome, Task, TaskStatus, iso
+from ..store import engine
 from ..store import health as store_health
 from ..store import tasks as sql
 from ..store.connection import Database
@@ -220,7 +220,7 @@ def _decide_or_refuse(board: Board, report: SpooledReport, now: float) -> Decisi
 def plan(board: Board) -> tuple[list[Decision], list[dict[str, str]]]:
     """The dry run: one decision per pending report (oldest first), plus files that are not valid reports."""
     reports, invalid = spool.pending(board.paths)
-    now = time.time()
+    now = board.db.clock()  # the board's clock (the server's on PostgreSQL): leases are measured by it
     with board.db.read():
         return [_decide_or_refuse(board, r, now) for r in reports], invalid
 
@@ -247,14 +247,14 @@ def apply(board: Board, *, backup: bool = True, keep: int | None = None) -> Appl
     if todo:
         if backup:
             result.backup = backups.create(board, keep=keep, reason="reconcile").path
-        problems = store_health.quick_check(board.db.conn)
+        problems = _check(board)
         if problems:
             raise CorruptBoard(
                 f"board database {board.paths.db} failed quick_check before reconcile ({problems[0]}); nothing "
                 "applied (see: hermes kanban doctor)"
             )
         applied = _apply_all(board, [d.report for d in todo])
-        problems = store_health.quick_check(board.db.conn)
+        problems = _check(board)
         if problems:
             where = f"; restore {result.backup}" if result.backup else ""
             raise CorruptBoard(
@@ -278,6 +278,14 @@ def apply(board: Board, *, backup: bool = True, keep: int | None = None) -> Appl
     return result
 
 
+def _check(board: Board) -> list[str]:
+    """quick_check of a SQLite board file; nothing for a PostgreSQL board (the server keeps its pages whole: doctor
+    runs amcheck there)."""
+    if engine.is_postgres(board.db):
+        return []
+    return store_health.quick_check(board.db.conn)
+
+
 class _ReportFailed(Exception):
     """Raised inside the apply transaction to roll it back and re-run it without one report."""
 
@@ -297,7 +305,7 @@ def _apply_all(board: Board, reports: Sequence[SpooledReport]) -> list[Decision]
     failed: list[Decision] = []
 
     def tx() -> list[Decision]:
-        now = time.time()
+        now = board.db.clock()  # the board's clock (the server's on PostgreSQL), as every write uses
         out: list[Decision] = []
         for r in pending:
             dec = _decide_or_refuse(board, r, now)

@@ -34,6 +34,7 @@ from ..core.fileio import fsync_file
 from ..core.locks import LockHeld, file_lock
 from ..core.paths import BoardPaths, ensure_private_dir
 from ..domain.board import Board
+from ..store import engine
 from ..store import health as store_health
 from ..store.connection import exclusive_open_lock, fsync_dir
 from ..store.schema import LATEST
@@ -89,7 +90,7 @@ class _BoardLocks:
 @dataclass(slots=True)
 class RestoreResult:
     restored_from: Path
-    board: Path
+    board: Path | str  #: the board file, or a PostgreSQL board's URL (without its password)
     moved_aside: Path | None
     salvaged: int = 0
     salvage_note: str = ""
@@ -132,6 +133,12 @@ def restore(paths: BoardPaths, source: str | os.PathLike[str], *, replay: bool =
         raise InvalidValue(f"{src} is not a hermes board backup ({exc})") from None
     if summary["schema_version"] < 1 or summary["schema_version"] > LATEST:
         raise InvalidValue(f"{src} has schema v{summary['schema_version']}; this hermes reads v1..v{LATEST}")
+    url = engine.board_url(paths)
+    if url is not None:
+        from .migrate import restore_postgres
+
+        result = RestoreResult(restored_from=src, board=engine.redact_url(url), moved_aside=None)
+        return restore_postgres(paths, url, src, result, replay)
     ensure_private_dir(paths.dir)
     try:
         with file_lock(paths.dir / ".restore.lock", wait=False):

@@ -31,6 +31,7 @@ from ..core.models import iso
 from ..core.paths import BoardPaths, ensure_private_dir
 from ..core.values import MAX_BODY, check_block_kind, check_metadata, check_report_text, check_task_id
 from ..store.connection import fsync_dir, known_board_dir
+from ..store.engine import board_url
 
 SPOOL_FORMAT = 1
 KINDS = ("complete", "block")
@@ -134,7 +135,8 @@ def spool_dir_for(paths: BoardPaths) -> Path:
     in a directory hermes keeps boards in; otherwise (the board was removed or moved, or the pinned path is not a
     board, e.g. HERMES_KANBAN_DB=/etc/passwd) the host spool under HERMES_HOME, so nothing lands in a foreign
     directory. Both are read back by `pending` (reconcile-completions, the dispatcher's drain)."""
-    if paths.db.exists() and known_board_dir(paths):
+    here = paths.db.exists() or (paths.dir.is_dir() and board_url(paths) is not None)  # PostgreSQL: no file here
+    if here and known_board_dir(paths):
         return paths.spool_dir
     return paths.host_spool_dir
 

@@ -120,12 +120,22 @@ def stale_claims(db: Database, now: float) -> list[dict[str, Any]]:
 def given_up(db: Database) -> list[dict[str, Any]]:
     """Blocked tasks whose block is a give-up (retries exhausted: the newest `blocked`/`gave_up` event of the task is
     `gave_up`), oldest give-up first, with the attempts and the last run's outcome that event recorded."""
-    return db.rows(
-        "SELECT t.id, t.title, json_extract(e.payload, '$.attempts') AS attempts, "
-        "json_extract(e.payload, '$.last_outcome') AS last_outcome FROM tasks t "
+    rows = db.rows(
+        "SELECT t.id, t.title, e.payload FROM tasks t "
         "JOIN events e ON e.id = (SELECT max(id) FROM events WHERE task_id = t.id AND kind IN ('blocked', 'gave_up')) "
         "WHERE t.status = 'blocked' AND e.kind = 'gave_up' ORDER BY e.id"
     )
+    out = []
+    for r in rows:  # the payload is read here, not with json_extract: the same SQL runs on PostgreSQL
+        try:
+            payload = json.loads(r["payload"])
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        out.append({"id": r["id"], "title": r["title"], "attempts": payload.get("attempts"),
+                    "last_outcome": payload.get("last_outcome")})
+    return out
 
 
 def board_created_at(db: Database) -> float | None:

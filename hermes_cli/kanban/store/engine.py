@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Union
 
 from ..core.errors import InvalidValue
-from ..core.paths import BoardPaths, ensure_private_dir
+from ..core.paths import PG_URL_NAME, BoardPaths, ensure_private_dir
 from .connection import Database
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 AnyDatabase = Union[Database, "PgDatabase"]
 
 URL_ENV = "HERMES_KANBAN_URL"
-URL_FILE = "postgres.url"
+URL_FILE = PG_URL_NAME
 SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -62,13 +62,37 @@ def save_board_url(paths: BoardPaths, url: str) -> None:
     os.replace(tmp, target)
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and output (never print a board URL without this)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+
+
 def is_postgres(db: object) -> bool:
     return getattr(db, "engine", "sqlite") == "postgres"
 
 
-def open_database(paths: BoardPaths, *, create: bool, vfs: str | None = None) -> AnyDatabase:
-    """Open the board in whichever engine holds it; SQLite boards are migrated by the caller (store.schema)."""
+def board_engine(paths: BoardPaths) -> str:
+    return "sqlite" if board_url(paths) is None else "postgres"
+
+
+def describe(paths: BoardPaths) -> dict[str, str]:
+    """Where a board lives, for output: `db` (the SQLite file); a PostgreSQL board's `db` and `url` are its redacted
+    URL, with `engine: postgres` (a SQLite board's output stays as it always was)."""
     url = board_url(paths)
+    if url is None:
+        return {"db": str(paths.db)}
+    return {"engine": "postgres", "db": redact_url(url), "url": redact_url(url)}
+
+
+def open_database(paths: BoardPaths, *, create: bool, vfs: str | None = None, url: str | None = None) -> AnyDatabase:
+    """Open the board in whichever engine holds it (`url`: in that PostgreSQL database, whatever the board directory
+    says); SQLite boards are migrated by the caller (store.schema)."""
+    url = check_url(url) if url else board_url(paths)
     if url is None:
         from .opening import connect
 
@@ -83,3 +107,13 @@ def board_exists(paths: BoardPaths) -> bool | None:
     if board_url(paths) is not None:
         return None
     return paths.db.exists()
+
+
+def server_board_slugs() -> list[str]:
+    """The boards in the database HERMES_KANBAN_URL names (every board of this host lives there), [] when unset."""
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url:
+        return []
+    from .pg.opening import board_slugs
+
+    return board_slugs(check_url(url))

@@ -35,6 +35,7 @@ from ...core.errors import (
     WriteInterrupted,
 )
 from ...core.paths import BoardPaths
+from ..engine import redact_url
 from .dialect import to_postgres
 
 T = TypeVar("T")
@@ -45,13 +46,35 @@ WRITE_ATTEMPTS = 30
 CONNECT_TIMEOUT_S = 5
 
 
+#: PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1)
+MAX_IDENTIFIER = 63
+
+
+def _identifier(prefix: str, slug: str) -> str:
+    """`prefix + slug`, one name per slug: a slug with `-` (never in a plain name) or too long to fit is shortened and
+    given a hash of the whole slug, so `a-b` and `a_b`, or two long slugs with one prefix, never share a name."""
+    if "-" not in slug and len(prefix) + len(slug) <= MAX_IDENTIFIER:
+        return prefix + slug
+    import hashlib
+
+    digest = hashlib.sha256(slug.encode()).hexdigest()[:16]
+    keep = MAX_IDENTIFIER - len(prefix) - len(digest) - 1
+    return f"{prefix}{slug.replace('-', '_')[:keep]}_{digest}"
+
+
 def schema_name(slug: str) -> str:
     """The PostgreSQL schema a board lives in: one database can hold many boards (and the hub)."""
-    return "hk_" + slug.replace("-", "_")
+    return _identifier("hk_", slug)
 
 
 def channel_name(slug: str) -> str:
-    return "hk_events_" + slug.replace("-", "_")
+    """The board's NOTIFY channel (quote it in LISTEN: it is an identifier)."""
+    return _identifier("hk_events_", slug)
+
+
+def application_name(slug: str | None) -> str:
+    """What pg_stat_activity shows for our connections: `boards rm --drop-schema` refuses while a board has any."""
+    return "hermes-kanban" if slug is None else f"hermes-kanban/{slug}"
 
 
 def connect_timeout() -> int:
@@ -67,20 +90,15 @@ def connect_timeout() -> int:
 
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+    return redact_url(url)
 
 
-def open_connection(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+def open_connection(url: str, *, autocommit: bool = True, slug: str | None = None) -> psycopg.Connection[Any]:
     """A connection with keepalives short enough that a partition is noticed in seconds, not hours."""
     try:
         return psycopg.connect(
             url, autocommit=autocommit, connect_timeout=connect_timeout(), keepalives=1, keepalives_idle=5,
-            keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15_000, application_name="hermes-kanban",
+            keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15_000, application_name=application_name(slug),
         )
     except psycopg.OperationalError as exc:
         raise BoardUnreachable(f"PostgreSQL at {redact(url)} cannot be reached ({one_line(exc)}); reports spool "
@@ -118,7 +136,7 @@ class PgDatabase:
 
     # -- the connection ---------------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = open_connection(self.url)
+        conn = open_connection(self.url, slug=self.paths.slug)
         try:
             conn.execute(f'SET search_path TO "{self.schema}"')
         except psycopg.Error as exc:
@@ -168,6 +186,12 @@ class PgDatabase:
     @staticmethod
     def _params(params: Any) -> Any:
         # SQLite stores booleans as 0/1 and so do our PostgreSQL tables (one schema for both engines' rows).
+        values = list(params.values()) if isinstance(params, dict) else list(params)
+        for v in values:
+            # psycopg would send a big Python int as numeric and PostgreSQL would compare it happily; SQLite cannot
+            # bind it: refuse it the same way on both engines (bad input, exit 1).
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise InvalidValue(f"invalid number {v}: integers must fit in 64 bits")
         if isinstance(params, dict):
             return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
         return [int(v) if isinstance(v, bool) else v for v in params]
@@ -187,6 +211,8 @@ class PgDatabase:
         except (OverflowError, psycopg.DataError) as exc:
             if isinstance(exc, OverflowError) or isinstance(exc, pg_errors.NumericValueOutOfRange):
                 raise InvalidValue(f"invalid number: integers must fit in 64 bits ({one_line(exc)})") from None
+            if "NUL (0x00)" in str(exc):  # psycopg refuses it before sending: bad input, as on SQLite's checks
+                raise InvalidValue("invalid text: a PostgreSQL board cannot store NUL (0x00) characters") from None
             raise self._translate(exc) from exc
         except psycopg.Error as exc:
             raise self._translate(exc) from exc

@@ -201,11 +201,13 @@ class ThrowawayServer:
                               user=self.user, timeout=30)
         return proc.returncode == 0
 
-    def stop(self, remove: bool = True) -> None:
+    def stop(self, remove: bool = True, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: like a crash, which loses the last commits of an fsync=False server;
+        `fast`: a clean shutdown, for a test that starts it again) and, with `remove`, delete the cluster."""
         if self.base is None:
             return
         if (self.data / "postmaster.pid").exists():
-            subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
                            capture_output=True, user=self.user, timeout=60)
         if remove and self._owned_base:
             shutil.rmtree(self.base, ignore_errors=True)
