@@ -1,0 +1,169 @@
+"""The per-run watcher (dispatch/watch.py): a worker started by a one-pass `hermes kanban dispatch` is still supervised
+after the pass returned and while no dispatcher runs: its exit status is recorded (exit 0 = completed), its
+max_runtime enforced and its lease extended. Real processes: the CLI, the watcher, the workers, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hermes_cli.kanban import Board, TaskStatus
+from hermes_cli.kanban.dispatch import spawn
+
+from .conftest import HERMES, Reaper, configure, pycmd, runs_of, wait_for
+
+#: a worker that runs until the file named by its argument exists, then exits with the code in argv[2]
+WAIT_THEN_EXIT = ("import os,sys,time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+                  "sys.exit(int(sys.argv[2]))")
+
+
+def hermes(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HERMES, "kanban", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def one_pass(reaper: Reaper) -> dict[str, Any]:
+    """`hermes kanban dispatch --json`: returns its summary; the workers (and watchers) it started are the reaper's."""
+    p = hermes("dispatch", "--json")
+    assert p.returncode == 0, p.stderr
+    out: dict[str, Any] = json.loads(p.stdout)
+    assert out["reason"] == "pass", out
+    for s in out["started"]:
+        reaper.own(s["pid"])
+        if s.get("watcher"):
+            reaper.own(s["watcher"])
+    return out
+
+
+def ended_run(board: Board, task_id: str) -> Any:
+    runs = runs_of(board, task_id)
+    return runs[-1] if runs and not runs[-1].is_open else None
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_exit_0_without_a_report_is_completed_after_the_pass_returned(board: Board, reaper: Reaper,
+                                                                     tmp_path: Path) -> None:
+    configure(board, backup_interval="off")
+    release = tmp_path / "release"
+    task, _ = board.create_task("exits 0", command=pycmd(WAIT_THEN_EXIT, str(release), "0"), max_retries=0)
+    out = one_pass(reaper)
+    assert out["spawned"] == 1
+    assert board.get_task(task.id).status == TaskStatus.RUNNING  # the pass returned while its worker runs
+    release.write_text("go")
+    run = wait_for(lambda: ended_run(board, task.id), what="the run to be recorded with no dispatcher running")
+    assert (run.outcome, run.exit_code, run.summary) == ("completed", 0, "exited 0")
+    assert board.get_task(task.id).status == TaskStatus.DONE
+    assert run.pid == out["started"][0]["pid"]  # the run names the worker, not its watcher
+    wait_for(lambda: gone(out["started"][0]["watcher"]), what="the watcher to exit")
+    assert not spawn.watcher_lock(board.paths, run.id).exists()
+
+
+def test_exit_3_is_crashed_with_its_exit_code(board: Board, reaper: Reaper, tmp_path: Path) -> None:
+    configure(board, backup_interval="off")
+    release = tmp_path / "release"
+    task, _ = board.create_task("exits 3", command=pycmd(WAIT_THEN_EXIT, str(release), "3"), max_retries=0)
+    one_pass(reaper)
+    release.write_text("go")
+    run = wait_for(lambda: ended_run(board, task.id), what="the run to be recorded with no dispatcher running")
+    assert (run.outcome, run.exit_code, run.summary) == ("crashed", 3, "exited 3")
+    assert board.get_task(task.id).status == TaskStatus.BLOCKED  # max_retries 0: gave up
+
+
+def test_max_runtime_is_enforced_by_the_watcher(board: Board, reaper: Reaper) -> None:
+    configure(board, backup_interval="off")
+    task, _ = board.create_task("hangs", command=pycmd("import time; time.sleep(60)"), max_runtime="1s",
+                                max_retries=0)
+    out = one_pass(reaper)
+    pid = out["started"][0]["pid"]
+    run = wait_for(lambda: ended_run(board, task.id), what="the watcher to kill the worker at its max runtime")
+    assert run.outcome == "timed_out"
+    assert run.summary.startswith("killed after max runtime 1s"), run.summary
+    assert gone(pid)
+    assert board.get_task(task.id).status == TaskStatus.BLOCKED
+
+
+def test_the_watcher_extends_the_lease_while_no_dispatcher_runs(board: Board, reaper: Reaper,
+                                                                 tmp_path: Path) -> None:
+    configure(board, backup_interval="off", worker_ttl="2s")
+    release = tmp_path / "release"
+    task, _ = board.create_task("long", command=pycmd(WAIT_THEN_EXIT, str(release), "0"))
+    one_pass(reaper)
+    first = runs_of(board, task.id)[-1]
+    time.sleep(5.0)  # more than two leases of 2s with no dispatcher running
+    now = board.db.clock()
+    run = runs_of(board, task.id)[-1]
+    assert run.is_open and run.id == first.id
+    assert run.lease_expires_at > now, f"lease expired {now - run.lease_expires_at:.1f}s ago"
+    assert run.lease_expires_at > first.lease_expires_at + 2.0
+    # A pass now finds nothing to reclaim, and leaves the run to its watcher.
+    again = one_pass(reaper)
+    assert (again["reclaimed"], again["crashed"], again["adopted"]) == (0, 0, 1)
+    release.write_text("go")
+    done = wait_for(lambda: ended_run(board, task.id), what="the run to be recorded")
+    assert (done.outcome, done.exit_code) == ("completed", 0)
+
+
+def test_a_daemon_adopting_a_watched_run_leaves_its_end_to_the_watcher(board: Board, reaper: Reaper,
+                                                                       tmp_path: Path) -> None:
+    configure(board, backup_interval="off")
+    release = tmp_path / "release"
+    task, _ = board.create_task("watched", command=pycmd(WAIT_THEN_EXIT, str(release), "0"), max_retries=0)
+    one_pass(reaper)
+    d = reaper.hermes("kanban", "dispatch", "--until-idle", "--json", "--timeout", "30s")
+    wait_for(lambda: "adopted" in d.stderr(), what="the dispatcher to adopt the watched run")
+    release.write_text("go")
+    code, out, err = d.finish(timeout=40)
+    assert code == 0, err
+    assert out["reason"] == "idle", (out, err)
+    assert (out["adopted"], out["completed"], out["crashed"]) == (1, 0, 0), err
+    run = runs_of(board, task.id)[-1]
+    assert (run.outcome, run.exit_code, run.summary) == ("completed", 0, "exited 0")
+    ends = [e for e in board.events(task_id=task.id) if e.kind in ("completed", "crashed", "timed_out", "reclaimed")]
+    assert len(ends) == 1, ends  # recorded once, by the watcher
+
+
+def test_a_report_by_the_worker_wins_over_its_exit_0(board: Board, reaper: Reaper) -> None:
+    configure(board, backup_interval="off")
+    code = ("import os,subprocess,sys\n"
+            f"subprocess.run([{HERMES!r}, 'kanban', 'complete', '--summary', 'written by the worker'], check=True)")
+    task, _ = board.create_task("reports", command=pycmd(code))
+    one_pass(reaper)
+    run = wait_for(lambda: ended_run(board, task.id), what="the worker's report")
+    assert (run.outcome, run.summary) == ("completed", "written by the worker")
+    out = one_pass(reaper)
+    assert out["crashed"] == 0
+    assert runs_of(board, task.id)[-1].summary == "written by the worker"
+
+
+def test_sigkill_of_the_watcher_falls_back_to_adoption(board: Board, reaper: Reaper, tmp_path: Path) -> None:
+    configure(board, backup_interval="off")
+    release = tmp_path / "release"
+    task, _ = board.create_task("orphaned", command=pycmd(WAIT_THEN_EXIT, str(release), "0"), max_retries=0)
+    out = one_pass(reaper)
+    worker, watcher = out["started"][0]["pid"], out["started"][0]["watcher"]
+    os.kill(watcher, signal.SIGKILL)
+    wait_for(lambda: gone(watcher), what="the watcher to die")
+    assert psutil.pid_exists(worker) and not gone(worker)  # the worker runs on, in its own session
+    # A pass adopts the worker itself now (its watcher is gone)...
+    again = one_pass(reaper)
+    assert again["adopted"] == 1 and again["crashed"] == 0
+    release.write_text("go")
+    wait_for(lambda: gone(worker), what="the worker to exit")
+    # ... and, as before watchers existed, judges it once it is gone: crashed, exit status unknown.
+    last = one_pass(reaper)
+    assert last["crashed"] == 1
+    run = runs_of(board, task.id)[-1]
+    assert run.outcome == "crashed" and "exit status unknown" in (run.summary or ""), run.summary
+    assert not spawn.watcher_lock(board.paths, run.id).exists()
