@@ -102,7 +102,7 @@ class Adopter:
         w = Worker(
             task_id=task.id, run_id=run.id, pid=run.pid, create_time=run.pid_create_time, attempt=task.attempts,
             started_at=run.started_at, deadline=None if max_runtime is None else run.started_at + max_runtime,
-            max_runtime=max_runtime, log=spawn.log_path(self.board.paths, task.id), watcher=watcher, watched=True,
+            max_runtime=max_runtime, log=spawn.log_path(self.board.paths, task.id), watcher=watcher,
             # we wake when the watcher exits (it has recorded the run then); 0: its pid unknown, polled instead
             pidfd=procs.pidfd(watcher) if watcher else -1,
         )

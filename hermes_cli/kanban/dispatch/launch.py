@@ -133,7 +133,7 @@ class Launcher:
             w.popen, w.pidfd = started.popen, procs.pidfd(pid)
         else:
             # Its watcher is our child, the worker is not: we wake when the watcher exits (after recording the run)
-            w.watcher, w.watched, w.launched, w.pidfd = started.watcher, True, True, procs.pidfd(started.watcher)
+            w.watcher, w.launched, w.pidfd = started.watcher, True, procs.pidfd(started.watcher)
             LEFT_RUNNING.append(started.popen)  # referenced, so no finalizer warns that it still runs
         self.crew.supervise(w)
         self.result.counts["spawned"] += 1

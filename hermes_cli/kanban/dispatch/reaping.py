@@ -69,7 +69,12 @@ class Reaper:
         if w.watcher is not None:
             if spawn.watcher_of(self.board.paths, w.run_id) is not None:
                 return  # its watcher (watch.py) records how it ends; we only count it
-            self.crew.unwatch(w)  # the watcher is gone: judged from here on like any adopted worker
+            run = tsql.get_run(self.board.db, w.run_id)
+            if run is not None and run.ended_at is not None:
+                self.crew.unsupervise(w)
+                self.log(f"{w.task_id} run {w.run_id} ended under its watcher: {run.outcome}")
+                return
+            self.crew.unwatch(w)  # killed before it could record: judged from here on like any adopted worker
         if w.popen is not None:
             if not procs.exited(w.pid):
                 return
@@ -111,10 +116,6 @@ class Reaper:
         except StorageError:
             run = None  # cannot tell whether it reported: record() keeps (and spools) what we saw
         if run is not None and run.ended_at is not None:
-            if w.watched:
-                # Its watcher recorded it (or the worker reported, which the watcher then left as it was).
-                self.note(w, f"{w.task_id} run {w.run_id} ended; recorded by its watcher: {run.outcome}")
-                return
             # Closed before the process ended: by the worker's own report (it wins), a reclaim or an archive.
             if run.outcome in REPORTED:
                 self.result.counts["reported"] += 1

@@ -57,8 +57,6 @@ class Worker:
     #: the pid of the watcher (watch.py) that supervises it, set while that watcher lives (0: its pid is unknown):
     #: the watcher extends its lease, enforces its max runtime and records its end; the dispatcher only counts it
     watcher: int | None = None
-    #: it was found under a watcher (stays True once its watcher is gone)
-    watched: bool = False
     #: started by this dispatcher (under a watcher: a one-pass dispatch), not adopted
     launched: bool = False
 
