@@ -167,3 +167,33 @@ def test_sigkill_of_the_watcher_falls_back_to_adoption(board: Board, reaper: Rea
     run = runs_of(board, task.id)[-1]
     assert run.outcome == "crashed" and "exit status unknown" in (run.summary or ""), run.summary
     assert not spawn.watcher_lock(board.paths, run.id).exists()
+
+
+def test_a_watched_worker_gets_the_worker_contract_and_its_watcher_does_not(board: Board, reaper: Reaper,
+                                                                            tmp_path: Path) -> None:
+    configure(board, backup_interval="off")
+    release, seen = tmp_path / "release", tmp_path / "seen.json"
+    code = ("import json,os,sys,time\n"
+            "json.dump({'env': dict(os.environ), 'sid': os.getsid(0), 'pgid': os.getpgid(0), 'pid': os.getpid(),"
+            " 'cwd': os.getcwd()}, open(sys.argv[2], 'w'))\n"
+            "print('to the log', flush=True)\n"
+            "while not os.path.exists(sys.argv[1]): time.sleep(0.02)")
+    task, _ = board.create_task("contract", command=pycmd(code, str(release), str(seen)))
+    out = one_pass(reaper)
+    s = out["started"][0]
+    wait_for(lambda: seen.exists() and seen.read_text(), what="the worker to write what it sees")
+    got = json.loads(seen.read_text())
+    assert got["pid"] == s["pid"] and got["sid"] == got["pid"] == got["pgid"]  # its own session and group
+    assert got["cwd"] == s["workspace"]
+    env = got["env"]
+    assert (env["HERMES_KANBAN_TASK"], env["HERMES_KANBAN_RUN_ID"], env["HERMES_KANBAN_DB"]) == (
+        task.id, str(s["run_id"]), str(board.paths.db))
+    assert env["HERMES_HOME"] == os.environ["HERMES_HOME"]
+    # The watcher carries no run token (a process with one is taken for the worker) and leads its own session.
+    watcher = psutil.Process(s["watcher"])
+    assert "HERMES_KANBAN_RUN_ID" not in watcher.environ()
+    assert os.getsid(s["watcher"]) == s["watcher"]
+    assert spawn.watcher_of(board.paths, s["run_id"]) == s["watcher"]
+    release.write_text("go")
+    wait_for(lambda: ended_run(board, task.id), what="the run to be recorded")
+    assert "to the log" in (board.paths.logs_dir / f"{task.id}.log").read_text()

@@ -65,6 +65,7 @@ def main() -> int:
             spec["argv"], cwd=spec["cwd"], env=spec["env"], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
             close_fds=True, start_new_session=True,
         )
+        started_at = time.time()  # its max runtime counts from here, not from the end of our imports
     except ValueError as exc:
         os.unlink(spec["lock"])
         _reply({"error": "ValueError", "message": str(exc)})
@@ -87,7 +88,7 @@ def main() -> int:
     os.dup2(devnull, 1)  # the pass stops reading: nothing of ours may go to a closed pipe
     os.close(devnull)
     try:
-        supervise(spec, popen, create_time)
+        supervise(spec, popen, create_time, started_at)
     finally:
         try:
             os.unlink(spec["lock"])  # before the lock is released (at exit): a reader never unlinks a live one
@@ -97,7 +98,8 @@ def main() -> int:
     return 0
 
 
-def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time: float | None) -> None:
+def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time: float | None,
+              started_at: float) -> None:
     """Step 4 of the module docstring: the dispatcher's supervision of one worker, in this process."""
     from dataclasses import fields
 
@@ -134,10 +136,9 @@ def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time:
     except (StorageError, NotFound) as exc:
         say(f"could not record pid {pid} of run {run_id}: {getattr(exc, 'message', exc)}")
     max_runtime = spec["max_runtime"]
-    now = time.time()
     w = Worker(task_id=task_id, run_id=run_id, pid=pid, create_time=create_time, attempt=int(spec["attempt"]),
-               started_at=now, deadline=None if max_runtime is None else now + max_runtime, max_runtime=max_runtime,
-               popen=popen, pidfd=procs.pidfd(pid))
+               started_at=started_at, deadline=None if max_runtime is None else started_at + max_runtime,
+               max_runtime=max_runtime, popen=popen, pidfd=procs.pidfd(pid))
     result = DispatchResult(board=board.slug)
     # The Crew's heartbeat is the dispatcher's registry of runs to extend; its thread (which refreshes the
     # dispatcher lease we do not hold) is never started here: the loop below extends our one run itself.
@@ -145,7 +146,7 @@ def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time:
     reaper = Reaper(board, settings, result, crew, log=say)
     crew.supervise(w)
     every = max(0.05, settings.worker_ttl / 3)
-    next_beat = now + every
+    next_beat = time.time() + every
     fenced = False
     stop_trying: float | None = None
     storage_error = ""
