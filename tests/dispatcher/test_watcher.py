@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,37 @@ def test_a_watched_worker_gets_the_worker_contract_and_its_watcher_does_not(boar
     release.write_text("go")
     wait_for(lambda: ended_run(board, task.id), what="the run to be recorded")
     assert "to the log" in (board.paths.logs_dir / f"{task.id}.log").read_text()
+
+
+#: holds the board's write lock (BEGIN IMMEDIATE) until a line arrives on stdin
+LOCKER = ("import sys, apsw\nc = apsw.Connection(sys.argv[1]); c.setbusytimeout(30000); c.execute('BEGIN IMMEDIATE')\n"
+          "print('locked', flush=True); sys.stdin.readline(); c.execute('ROLLBACK')")
+
+
+def test_an_exit_0_the_locked_board_cannot_take_is_spooled_then_recorded(board: Board, reaper: Reaper,
+                                                                         tmp_path: Path) -> None:
+    from hermes_cli.kanban.durability import spool
+
+    configure(board, backup_interval="off", worker_ttl="30s")
+    release = tmp_path / "release"
+    task, _ = board.create_task("exits 0", command=pycmd(WAIT_THEN_EXIT, str(release), "0"), max_retries=0)
+    p = subprocess.run([HERMES, "kanban", "dispatch", "--json"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "HERMES_KANBAN_BUSY_TIMEOUT_MS": "50"})  # the watcher inherits it
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)["started"][0]
+    reaper.own(s["pid"])
+    reaper.own(s["watcher"])
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(board.paths.db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        release.write_text("go")
+        spooled = board.paths.spool_dir / spool.file_name(task.id, s["run_id"])
+        wait_for(spooled.exists, what="the watcher to spool the exit 0 the locked board cannot take")
+        assert runs_of(board, task.id)[-1].is_open
+    finally:
+        locker.communicate("go\n", timeout=30)  # the lock goes; its pipes are closed
+    run = wait_for(lambda: ended_run(board, task.id), what="the watcher to record it once the lock is gone")
+    assert (run.outcome, run.exit_code, run.summary) == ("completed", 0, "exited 0")
+    wait_for(lambda: not spooled.exists(), what="the spooled exit 0 to be filed as applied")
+    wait_for(lambda: gone(s["watcher"]), what="the watcher to exit")
