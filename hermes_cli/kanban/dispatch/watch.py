@@ -112,7 +112,7 @@ def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time:
     from hermes_cli.kanban.dispatch.workers import Crew, Worker
     from hermes_cli.kanban.domain.board import Board
     from hermes_cli.kanban.domain.config import DispatchSettings
-    from hermes_cli.kanban.durability import drain
+    from hermes_cli.kanban.durability import spool
     from hermes_cli.kanban.store import tasks as tsql
 
     task_id, run_id, pid = str(spec["task_id"]), int(spec["run_id"]), popen.pid
@@ -159,7 +159,11 @@ def supervise(spec: dict[str, Any], popen: subprocess.Popen[bytes], create_time:
                 if w.run_id in crew.workers and procs.exited(pid):
                     # As the dispatcher's tick: a report the worker spooled (board busy) is applied before its
                     # exit is judged, so its report still wins over the exit code.
-                    drain.drain_if_healthy(board, log=say)
+                    name = spool.file_name(task_id, run_id)
+                    if any(os.path.lexists(d / name) for d in (board.paths.spool_dir, board.paths.host_spool_dir)):
+                        from hermes_cli.kanban.durability import drain  # here: 50 ms of imports, rarely needed
+
+                        drain.drain_if_healthy(board, log=say)
                     reaper.reap_if_exited(w)
             except StorageError as exc:  # not a busy board: record() kept it (and spooled an exit 0)
                 if exc.message != storage_error:
