@@ -47,6 +47,10 @@ def _take_lock(path: str) -> int:
     """Create the lock file already locked, with our pid in it (written, locked, then renamed into place, so no
     reader ever sees it unlocked while we live). Returns its fd, held until we exit."""
     tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.unlink(tmp)  # left by a killed process that had our pid: the name is ours now
+    except FileNotFoundError:
+        pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.write(fd, f"{os.getpid()}\n".encode("ascii"))
