@@ -97,17 +97,17 @@ def test_max_runtime_is_enforced_by_the_watcher(board: Board, reaper: Reaper) ->
 
 def test_the_watcher_extends_the_lease_while_no_dispatcher_runs(board: Board, reaper: Reaper,
                                                                  tmp_path: Path) -> None:
-    configure(board, backup_interval="off", worker_ttl="2s")
+    configure(board, backup_interval="off", worker_ttl="3s")  # beats every 1s: a loaded host may delay one
     release = tmp_path / "release"
     task, _ = board.create_task("long", command=pycmd(WAIT_THEN_EXIT, str(release), "0"))
     one_pass(reaper)
     first = runs_of(board, task.id)[-1]
-    time.sleep(5.0)  # more than two leases of 2s with no dispatcher running
+    time.sleep(7.5)  # two and a half leases with no dispatcher running
     now = board.db.clock()
     run = runs_of(board, task.id)[-1]
     assert run.is_open and run.id == first.id
     assert run.lease_expires_at > now, f"lease expired {now - run.lease_expires_at:.1f}s ago"
-    assert run.lease_expires_at > first.lease_expires_at + 2.0
+    assert run.lease_expires_at > first.lease_expires_at + 3.0  # extended past the claim's lease
     # A pass now finds nothing to reclaim, and leaves the run to its watcher.
     again = one_pass(reaper)
     assert (again["reclaimed"], again["crashed"], again["adopted"]) == (0, 0, 1)
