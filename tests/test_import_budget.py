@@ -20,11 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: never imported by a hot worker command: click (the fast path exists to skip it) and what only other commands,
-#: the spool writer, a log call or a bug report need
+#: the spool writer, a log call or a bug report need (datetime and random: only a failed attempt or a busy board,
+#: and core.models.iso renders times without datetime)
 FORBIDDEN = {
     "click", "textual", "rich", "tui", "psutil", "filelock", "logging", "socket", "hashlib", "secrets", "traceback",
     "asyncio", "sqlite3", "_sqlite3", "multiprocessing", "concurrent", "ssl", "http", "email", "subprocess", "uuid",
-    "gettext", "argparse", "shutil", "tempfile", "unittest", "xml", "tomllib",
+    "gettext", "argparse", "shutil", "tempfile", "unittest", "xml", "tomllib", "datetime", "random",
 }
 #: product modules a hot command has no use for (of hermes_cli.cli, only the click-free modules the fast path and the
 #: click commands share: CLICK_FREE_CLI)

@@ -51,6 +51,10 @@ class Adopter:
                 continue
             if run.host != procs.HOST or run.pid is None or run.pid_create_time is None:
                 continue  # nothing to verify here: lease expiry decides
+            watcher = spawn.watcher_of(self.board.paths, run.id)
+            if watcher is not None:
+                self._adopt_watched(run, watcher)
+                continue
             state = procs.state(run.pid, run.pid_create_time)
             if state == procs.ProcState.DEAD:
                 task = self._task_or_none(run.task_id)
@@ -89,6 +93,27 @@ class Adopter:
             self.result.counts["adopted"] += 1
             self.log(f"adopted {task.id} run {run.id} pid {run.pid} ({state}), left by an earlier dispatcher")
 
+    def _adopt_watched(self, run: Run, watcher: int) -> None:
+        """A worker under a live watcher (started by a one-pass dispatch): counted against max_spawn and listed, but
+        its lease, max runtime and end are its watcher's (Worker.watcher); we take it over only if the watcher dies
+        (reaping.py)."""
+        assert run.pid is not None
+        task = self._task_or_none(run.task_id)
+        if task is None or task.status != TaskStatus.RUNNING or task.current_run_id != run.id:
+            return
+        max_runtime = task.max_runtime_s or self.s.max_runtime_default
+        w = Worker(
+            task_id=task.id, run_id=run.id, pid=run.pid, create_time=run.pid_create_time, attempt=task.attempts,
+            started_at=run.started_at, deadline=None if max_runtime is None else run.started_at + max_runtime,
+            max_runtime=max_runtime, log=spawn.log_path(self.board.paths, task.id), watcher=watcher,
+            # we wake when the watcher exits (it has recorded the run then); 0: its pid unknown, polled instead
+            pidfd=procs.pidfd(watcher) if watcher else -1,
+        )
+        self.crew.supervise(w)
+        self.result.counts["adopted"] += 1
+        self.log(f"adopted {task.id} run {run.id} pid {run.pid} under its watcher (pid {watcher}), left by an "
+                 "earlier dispatcher")
+
     def _recover_unrecorded(self, run: Run) -> bool:
         """A run claimed by an earlier dispatcher on this host that died before recording its worker's pid: find
         the worker by its environment and record it (it is adopted on the next scan), or, if no process carries
@@ -99,6 +124,8 @@ class Adopter:
             return False
         if time.time() - run.started_at < UNRECORDED_GRACE_S:
             return True  # its dispatcher may still be about to record it; look again on a later scan
+        if spawn.watcher_of(self.board.paths, run.id) is not None:
+            return True  # started under a watcher, which records the worker's pid itself
         found = procs.find_worker(run.id, str(self.board.paths.db))
         if found is not None:
             pid, started = found

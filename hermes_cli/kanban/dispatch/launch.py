@@ -24,7 +24,7 @@ from . import lease as leases
 from .reaping import Reaper
 from .result import DispatchResult
 from .selection import Selection
-from .workers import Crew, Worker
+from .workers import LEFT_RUNNING, Crew, Worker
 
 
 class Launcher:
@@ -32,7 +32,7 @@ class Launcher:
 
     def __init__(self, board: Board, settings: DispatchSettings, result: DispatchResult, crew: Crew, reaper: Reaper,
                  *, env: Mapping[str, str], worker_name: str, log: Callable[[str], None],
-                 record_started: bool = False) -> None:
+                 record_started: bool = False, watch: bool = False) -> None:
         self.board = board
         self.s = settings
         self.result = result
@@ -43,6 +43,8 @@ class Launcher:
         self.log = log
         #: list each started worker in result.started (one pass: what `dispatch --json` prints)
         self.record_started = record_started
+        #: start each worker under a watcher (watch.py), which supervises it once this dispatcher is gone (one pass)
+        self.watch = watch
         #: which ready tasks can be started, and with which command (shared with `dispatch --dry-run`)
         self.selection = Selection(settings)
         #: our registration on a PostgreSQL board (fleet.py): claims are fenced by it instead of the board lease
@@ -105,13 +107,19 @@ class Launcher:
     def _spawn(self, claim: Claim, task: Task) -> None:
         command = self.selection.command_for(task)
         assert command is not None  # dispatchable() only returns tasks that have a command
+        max_runtime = task.max_runtime_s or self.s.max_runtime_default
+        watch = None
+        if self.watch:
+            watch = spawn.Watch(attempt=claim.attempt, max_runtime=max_runtime, settings={
+                "worker_ttl": self.s.worker_ttl, "kill_grace": self.s.kill_grace, "linger": self.s.linger,
+                "failure_limit": self.s.failure_limit})
         try:
             where = workspaces.prepare(self.board.paths, task, self.board.settings().get("default_workdir"))
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
                 backups=self.s.log_backups, profile=task.assignee, workspace=where.path, branch=where.branch,
-                model=self.board.model_override(task.id),
+                model=self.board.model_override(task.id), watch=watch,
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
             # No such program, not executable, a bad command line, a workspace that cannot be made (workspaces.py),
@@ -124,21 +132,30 @@ class Launcher:
             self.reaper.record(task.id, claim.run_id, claim.attempt, RunOutcome.CRASHED, f"spawn failed: {reason}",
                                None, keep=True)
             return
-        pid = started.popen.pid
-        max_runtime = task.max_runtime_s or self.s.max_runtime_default
+        pid = started.pid
         now = time.time()
         w = Worker(
-            task_id=task.id, run_id=claim.run_id, pid=pid, create_time=procs.create_time(pid), attempt=claim.attempt,
-            started_at=now, deadline=None if max_runtime is None else now + max_runtime, max_runtime=max_runtime,
-            popen=started.popen, pidfd=procs.pidfd(pid), log=started.log,
+            task_id=task.id, run_id=claim.run_id, pid=pid, attempt=claim.attempt, started_at=now,
+            create_time=procs.create_time(pid) if started.watcher is None else started.create_time,
+            deadline=None if max_runtime is None else now + max_runtime, max_runtime=max_runtime,
+            log=started.log,
         )
+        if started.watcher is None:
+            w.popen, w.pidfd = started.popen, procs.pidfd(pid)
+        else:
+            # Its watcher is our child, the worker is not: we wake when the watcher exits (after recording the run)
+            w.watcher, w.launched, w.pidfd = started.watcher, True, procs.pidfd(started.watcher)
+            LEFT_RUNNING.append(started.popen)  # referenced, so no finalizer warns that it still runs
         self.crew.supervise(w)
         self.result.counts["spawned"] += 1
         if self.record_started:
             self.result.started.append({"task_id": task.id, "run_id": claim.run_id, "pid": pid,
                                         "attempt": claim.attempt, "assignee": task.assignee,
-                                        "argv": list(started.argv), "workspace": str(started.workspace)})
-        self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}: {shlex.join(started.argv)}")
+                                        "argv": list(started.argv), "workspace": str(started.workspace),
+                                        "watcher": started.watcher})
+        under = "" if started.watcher is None else f" (watcher pid {started.watcher})"
+        self.log(f"spawned {task.id} run {claim.run_id} attempt {claim.attempt} pid {pid}{under}: "
+                 f"{shlex.join(started.argv)}")
         try:
             self.board.set_run_process(claim.run_id, pid, w.create_time)
         except BoardBusy as exc:

@@ -66,6 +66,15 @@ class Reaper:
             self.reap_if_exited(w)
 
     def reap_if_exited(self, w: Worker) -> None:
+        if w.watcher is not None:
+            if spawn.watcher_of(self.board.paths, w.run_id) is not None:
+                return  # its watcher (watch.py) records how it ends; we only count it
+            run = tsql.get_run(self.board.db, w.run_id)
+            if run is not None and run.ended_at is not None:
+                self.crew.unsupervise(w)
+                self.log(f"{w.task_id} run {w.run_id} ended under its watcher: {run.outcome}")
+                return
+            self.crew.unwatch(w)  # killed before it could record: judged from here on like any adopted worker
         if w.popen is not None:
             if not procs.exited(w.pid):
                 return

@@ -142,7 +142,8 @@ class Dispatcher:
         self.adopter = Adopter(board, settings, self.result, self.crew, self.reaper, worker_name=self.worker_name,
                                log=self.log)
         self.launcher = Launcher(board, settings, self.result, self.crew, self.reaper, env=self.env,
-                                 worker_name=self.worker_name, log=self.log, record_started=one_pass)
+                                 worker_name=self.worker_name, log=self.log, record_started=one_pass,
+                                 watch=one_pass)
         #: the backup thread (None: backup_interval is off, or not started yet)
         self._backups: AutoBackup | None = None
         self.chores = Chores(self._per_tick_maintenance, log=self.log)

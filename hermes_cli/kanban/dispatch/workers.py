@@ -54,10 +54,15 @@ class Worker:
     #: the run was closed by the worker's own report; the process may still be finishing up
     reported: bool = False
     linger_until: float | None = None
+    #: the pid of the watcher (watch.py) that supervises it, set while that watcher lives (0: its pid is unknown):
+    #: the watcher extends its lease, enforces its max runtime and records its end; the dispatcher only counts it
+    watcher: int | None = None
+    #: started by this dispatcher (under a watcher: a one-pass dispatch), not adopted
+    launched: bool = False
 
     @property
     def adopted(self) -> bool:
-        return self.popen is None
+        return self.popen is None and not self.launched
 
     def signal(self, sig: int) -> bool:
         if self.popen is not None:
@@ -79,7 +84,7 @@ class Worker:
 
     def brief(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "run_id": self.run_id, "pid": self.pid, "attempt": self.attempt,
-                "adopted": self.adopted}
+                "adopted": self.adopted, "watcher": self.watcher}
 
 
 class Crew:
@@ -96,6 +101,16 @@ class Crew:
 
     def supervise(self, w: Worker) -> None:
         self.workers[w.run_id] = w
+        if w.watcher is None:  # a watched worker's lease is its watcher's to extend
+            self.heartbeat.watch(w.run_id, w.task_id, w.pid, w.create_time)
+
+    def unwatch(self, w: Worker) -> None:
+        """Its watcher is gone (killed: it would have recorded the run before exiting): from here on the worker is
+        supervised like any adopted worker (lease, max runtime, its exit judged with status unknown)."""
+        self.log(f"{w.task_id} run {w.run_id}: its watcher (pid {w.watcher}) is gone; supervising pid {w.pid}")
+        w.watcher = None
+        close_fd(w.pidfd)  # the watcher's pidfd: from now on we wake on the worker's exit
+        w.pidfd = procs.pidfd(w.pid)
         self.heartbeat.watch(w.run_id, w.task_id, w.pid, w.create_time)
 
     def unsupervise(self, w: Worker) -> None:
@@ -107,23 +122,29 @@ class Crew:
     def take_fenced(self, now: float) -> None:
         """Workers whose run is no longer current (the heartbeat was refused): stop them unless they reported."""
         for run_id in self.heartbeat.take_fenced():
-            w = self.workers.get(run_id)
-            if w is None or w.term_at is not None or w.reported:
-                continue
-            run = tsql.get_run(self.board.db, run_id)
-            if run is not None and run.outcome in REPORTED:
-                w.reported = True
-                w.linger_until = now + self.s.linger
-                continue
-            why = "its run was closed" if run is None else f"its run was closed as {run.outcome}"
-            self.log(f"stopping {w.task_id} run {run_id} pid {w.pid}: {why}")
-            w.terminate("fenced", now)
+            self.fence(run_id, now)
+
+    def fence(self, run_id: int, now: float) -> None:
+        """The run is no longer current: stop its worker, unless the worker reported (then it may linger)."""
+        w = self.workers.get(run_id)
+        if w is None or w.term_at is not None or w.reported:
+            return
+        run = tsql.get_run(self.board.db, run_id)
+        if run is not None and run.outcome in REPORTED:
+            w.reported = True
+            w.linger_until = now + self.s.linger
+            return
+        why = "its run was closed" if run is None else f"its run was closed as {run.outcome}"
+        self.log(f"stopping {w.task_id} run {run_id} pid {w.pid}: {why}")
+        w.terminate("fenced", now)
 
     def enforce(self, now: float) -> None:
         for w in list(self.workers.values()):
             self._enforce(w, now)
 
     def _enforce(self, w: Worker, now: float) -> None:
+        if w.watcher is not None:
+            return  # its watcher enforces max runtime and linger (two killers would race on the outcome)
         if w.term_at is None:
             if not w.reported and w.deadline is not None and now >= w.deadline:
                 self.log(f"{w.task_id} run {w.run_id} exceeded max runtime {w.max_runtime:g}s: SIGTERM to pid {w.pid}")
@@ -171,8 +192,12 @@ class Crew:
         """Stopping now: the workers still running are listed and left under their leases (never orphaned silently)."""
         for w in list(self.workers.values()):
             self.result.left_running.append(w.brief())
-            self.log(f"left running: {w.task_id} run {w.run_id} pid {w.pid} (the next dispatcher adopts it; "
-                     "otherwise its lease expires and the task is reclaimed)")
+            if w.watcher is not None:
+                self.log(f"left running: {w.task_id} run {w.run_id} pid {w.pid} under its watcher (pid {w.watcher}), "
+                         "which records how it ends")
+            else:
+                self.log(f"left running: {w.task_id} run {w.run_id} pid {w.pid} (the next dispatcher adopts it; "
+                         "otherwise its lease expires and the task is reclaimed)")
             if w.popen is not None:
                 LEFT_RUNNING.append(w.popen)
             self.unsupervise(w)

@@ -4,7 +4,6 @@ and the rules' constants. Part of Board (domain/board.py)."""
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
@@ -29,6 +28,8 @@ SORTS = ("priority", "age", "newest", "updated", *sql.EXTRA_SORTS)
 
 def retry_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
     """Exponential backoff with jitter for the retry after failed attempt number `attempt` (1-based)."""
+    import random  # here: only a failed attempt needs it; the hot worker commands start faster without it
+
     raw = min(cap, base * 2 ** max(0, attempt - 1))
     return raw * random.uniform(0.75, 1.25)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -377,6 +376,8 @@ class Database:
             finally:
                 queue.leave()  # before the backoff sleep and the doorbell: the next writer goes now
             if retry:
+                import random  # here: only a busy board needs jitter; hot commands start faster
+
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
@@ -455,6 +456,8 @@ def fair_busy_handler(timeout_ms: int) -> Callable[[int], bool]:
             started[0] = now
         elif now - started[0] >= timeout_s:
             return False
+        import random  # here, not at the top: see the retry above (cached after the first call)
+
         time.sleep(random.uniform(0.0002, 0.002))
         return True
 
