@@ -2,13 +2,20 @@
 SQL and the whole domain run unchanged on either engine.
 
 What differs, and why:
-- Writes run SERIALIZABLE and are retried whole on a serialization failure or deadlock: the domain's read-check-write
-  transactions were written for SQLite, where writers are serialized; SERIALIZABLE gives the same outcome with
-  concurrent writers (PostgreSQL aborts one of two transactions that could not have run one after the other).
+- Writers of one board take turns, as on SQLite: a session advisory lock on the board (the writers' turn) is taken
+  before BEGIN and let go with COMMIT. The domain's read-check-write transactions were written for serialized
+  writers. The first version let writers overlap under SERIALIZABLE and took the lock only at the first event
+  insert: concurrent claims aborted each other (1-7 serialization failures per task at 4-16 workers) and, worse, a
+  claim holding a task row and a completion holding the event lock deadlocked (24 deadlocks, each a 1 s stall, and
+  9 tasks in 17 s at 16 `complete --next` workers; 0 deadlocks and 74-88 tasks/s with the turn: docs/performance.md).
+  Writes still run SERIALIZABLE and are retried on a serialization failure, as a guard.
 - Time comes from the database (`clock_timestamp()` read at BEGIN), never the host: hosts' clocks may disagree, the
   server's is the one every lease is measured by.
-- Event ids must be handed out in commit order (readers follow `id > cursor`). A transaction takes the board's
-  advisory lock before its first event, and holds it to COMMIT, so no later id commits before an earlier one.
+- Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from before
+  BEGIN to COMMIT, so no later id commits before an earlier one.
+- A cut-off client must not keep the turn: each session sets short TCP keepalives and `tcp_user_timeout`, so the
+  server ends the session (releasing the turn) within seconds; `idle_in_transaction_session_timeout` is the
+  database's to set (docs/fleet.md).
 - A write that inserted an event sends NOTIFY before COMMIT: PostgreSQL delivers it only if and when the transaction
   commits, so listeners are woken after commit (live/ listens on the channel).
 - A lost connection is BoardUnreachable (a StorageError, so worker reports spool); the next call reconnects.
@@ -139,6 +146,16 @@ class PgDatabase:
         conn = open_connection(self.url, slug=self.paths.slug)
         try:
             conn.execute(f'SET search_path TO "{self.schema}"')
+            # A writer holds the board's turn (below) from before BEGIN to after COMMIT: if its host is cut off or
+            # the process stopped, the server must notice and end the session (releasing the turn) in seconds, not
+            # after the kernel's two hours. All four are settable by any role, per session.
+            # (idle_in_transaction_session_timeout is the database's to set: docs/fleet.md recommends 5 s.)
+            # tcp_user_timeout too: a backend whose reply to a cut-off client is never acknowledged (so no keepalive
+            # is sent) would otherwise hold the turn for the kernel's ~15 minutes of retransmissions.
+            conn.execute("SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3; "
+                         "SET tcp_user_timeout = 5000")
+            if conn.info.server_version >= 140000:
+                conn.execute("SET client_connection_check_interval = '2s'")
         except psycopg.Error as exc:
             conn.close()
             raise self._translate(exc) from exc
@@ -297,35 +314,47 @@ class PgDatabase:
         self._event_hooks.append(hook)
 
     def note_event(self) -> None:
-        """The current write is about to insert an event: take the board's event lock first (held to COMMIT), so
-        event ids commit in order, and remember to NOTIFY."""
-        if not self._wrote_event:
-            self._wrote_event = True
-            self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (self.schema,))
+        """The current write is about to insert an event: remember to NOTIFY. Its id commits in order because the
+        write holds the board's writers' turn from before BEGIN to after COMMIT (see write)."""
+        self._wrote_event = True
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in one SERIALIZABLE transaction, retried whole (with jitter) when PostgreSQL aborts it for a
-        conflict with a concurrent writer. `fn` must only touch the database (it may run more than once)."""
+        """Run `fn` in one SERIALIZABLE transaction, in the board's writers' turn, retried whole (with jitter) if
+        PostgreSQL aborts it for a conflict anyway. `fn` must only touch the database (it may run more than once).
+
+        The turn: a session advisory lock on the board, taken before BEGIN (so the transaction's snapshot is taken
+        after the previous writer committed) and let go after COMMIT. Writers of one board then run one at a time,
+        as on SQLite: no two SERIALIZABLE transactions overlap, so none is aborted and retried (concurrent claims of
+        the queue's head aborted each other 1-7 times per task: bench/pg_compare.py), and event ids commit in order.
+        """
         if self._in_write:
             return fn()
         delay = 0.001
         for attempt in range(WRITE_ATTEMPTS):
             self._wrote_event = False
             try:
-                self._tx_now = self._begin()
+                self._take_turn()
             except BoardUnreachable:
                 # An idle connection the server dropped (a restart, pg_terminate_backend) is only found out now:
                 # nothing of this transaction has run, so one fresh connection is tried before giving up.
                 self.close()
+                self._take_turn()
+            try:
                 self._tx_now = self._begin()
+            except BaseException:
+                self._end_turn()
+                raise
             self._in_write = True
             try:
                 result = fn()
                 if self._wrote_event:
                     self.execute("SELECT pg_notify(?, '')", (self.channel,))
-                self.execute("COMMIT")
+                # COMMIT and the end of the turn in one round trip: no moment where the turn is held by a session
+                # that is not in a transaction (idle_in_transaction_session_timeout could not end it then).
+                self.execute(f"COMMIT; SELECT pg_advisory_unlock(hashtext('{self.schema}'))")
             except BaseException as exc:
                 self._end("ROLLBACK")
+                self._end_turn()
                 cause = exc.__cause__ if isinstance(exc, HermesError) else exc
                 if isinstance(cause, _RETRY) and attempt < WRITE_ATTEMPTS - 1:
                     if self._stopping():
@@ -343,6 +372,16 @@ class PgDatabase:
                     hook()
             return result
         raise BoardBusy(f"{self.where}: writers kept colliding; retry later")
+
+    def _take_turn(self) -> None:
+        """Wait for the board's writers' turn (a session advisory lock; see write). Waiting is in the server, in
+        arrival order; a stop request cannot interrupt it, but a turn is one short transaction long."""
+        self.execute("SELECT pg_advisory_lock(hashtext(?))", (self.schema,))
+
+    def _end_turn(self) -> None:
+        """Let the next writer go. On a broken connection there is nothing to do: the server ended the session,
+        and its locks with it."""
+        self._end(f"SELECT pg_advisory_unlock(hashtext('{self.schema}'))")
 
     def _begin(self) -> float:
         """BEGIN and read the server's clock in one round trip (two statements in one simple query)."""
