@@ -30,6 +30,7 @@ from hermes_cli.kanban.domain.board import Board
 from hermes_cli.kanban.live.doorbell import Doorbell
 from hermes_cli.main import main
 
+from .. import pgserver
 from . import open_audit
 
 PRODUCT_DIRS = [str(Path(hermes_cli.__file__).resolve().parent)]
@@ -300,6 +301,18 @@ def cli_workload(cli: Cli, tmp_path: Path) -> None:
     cli("boards", "switch", "side")
     cli("boards", "switch", "default")
     cli("boards", "rename", "side", "Side board")
+    cli("boards", "set-default-workdir", str(tmp_path))
+    cli("boards", "set-default-workdir", "--clear")
+    cli("set-model", v, "small-model")
+    # a board moved into PostgreSQL and back (the SQLite side is read and written through APSW only)
+    cli("boards", "migrate", "side", "--to", pgserver.fresh_database())
+    cli("boards", "migrate", "side", "--to", "sqlite")
+    # write-through to a hub, and reading it
+    hub = pgserver.fresh_database()
+    cli("sync", "--once", "--hub", hub)
+    for what in ("boards", "list", "stats", "events"):
+        cli("hub", what, "--hub", hub)
+    cli("hub", "show", v, "--hub", hub)
     for verb in ("decompose", "specify", "swarm"):  # not supported here: one line, exit 2, no board file opened
         assert cli(verb, "x", expect=None)[0] == 2
 
@@ -334,6 +347,7 @@ def cli_workload(cli: Cli, tmp_path: Path) -> None:
     cli("create", "dispatched side", "--command", worker, "--board", "side")
     cli("dispatch", "--until-idle", "--timeout", "60s", "--quiet")
     cli("dispatch", "--once", "--quiet")
+    cli("daemon", "--until-idle", "--timeout", "60s", "--quiet")
     cli("dispatch", "--all-boards", "--until-idle", "--timeout", "60s", "--quiet")
     cli("boards", "rm", "side")
     cli("demo", "--json")
