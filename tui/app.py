@@ -25,8 +25,10 @@ from hermes_cli.kanban.live.readers import EventReader
 from hermes_cli.kanban.views import snapshot as view
 
 from .format import clean
+from .hub import HubRef
 from .loader import BoardLoader
 from .screens.board import BoardScreen
+from .screens.hub import HubScreen
 from .screens.dialogs import HelpScreen
 from .screens.error import BoardErrorScreen, ErrorChoice
 from .session import BoardRef, subscription_for
@@ -50,9 +52,13 @@ class KanbanApp(App[None]):
         Binding("shift+tab", "focus_previous", "Previous field", show=False, priority=True),
     ]
 
-    def __init__(self, board: str | None = None, db_path: str | None = None, subscription: str | None = None) -> None:
+    def __init__(self, board: str | None = None, db_path: str | None = None, subscription: str | None = None,
+                 hub: str | None = None) -> None:
+        """The local board `board` (or the pinned file `db_path`); with `hub` (a hub URL), board `board` of that hub
+        (an id, a slug or HOST:SLUG; None: every board on it), read-only (screens/hub.py)."""
         super().__init__()
-        self.board = BoardScreen(BoardRef(board, db_path), subscription)
+        self.board = (HubScreen(HubRef(board, url=hub)) if hub is not None
+                      else BoardScreen(BoardRef(board, db_path), subscription))
         self._error_screen: BoardErrorScreen | None = None
 
     def get_default_screen(self) -> Screen[None]:

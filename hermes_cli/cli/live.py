@@ -11,6 +11,7 @@ import sys
 import click
 
 from hermes_cli.kanban.core.errors import UsageError
+from hermes_cli.kanban.core.hubconf import HUB_URL_ENV, check_hub_url
 from hermes_cli.kanban.core.models import iso
 from hermes_cli.kanban.live.readers import Subscription, check_name, list_subscriptions, subscribe, unsubscribe
 
@@ -88,23 +89,34 @@ def kanban_notify_unsubscribe(name: str, board: str | None, as_json: bool) -> No
 @command("tui")
 @click.option("--subscription", default=None, metavar="NAME",
               help="Subscription that keeps the TUI's place (default: tui-<board>).")
+@click.option("--hub", "hub", metavar="URL", default=None,
+              help="Show the boards on this hub instead, read-only and live (--board: an id, a slug or HOST:SLUG; "
+                   "default: every board on the hub).")
 @common
-def kanban_tui(subscription: str | None, board: str | None, as_json: bool) -> None:
+def kanban_tui(subscription: str | None, hub: str | None, board: str | None, as_json: bool) -> None:
     """Open the live board in the terminal (columns, details, actions, toasts).
 
     Keys: arrows or hjkl move, enter opens details, n new, c complete, b block, u unblock, a approve,
     x archive, m comment, / filter, s switch board, ? help, q quit.
 
+    With --hub URL it shows the hub's copy of the fleet's boards instead (every board, or --board's), read-only:
+    it follows new events as the boards sync; the action keys change nothing.
+
     Example:
 
     \b
         hermes kanban tui --board research
+        hermes kanban tui --hub postgresql://hermes@hub.example/fleet --board build-1:default
     """
     if as_json:
         raise UsageError("tui is interactive and has no --json output (for a JSON stream use: "
                          "hermes kanban events --follow --json)")
     if subscription is not None:
+        if hub is not None:
+            raise UsageError("--subscription keeps a place on a local board; a hub view (--hub) keeps none")
         check_name(subscription)
+    if hub is not None:
+        hub = check_hub_url(hub)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("tui needs a terminal (for a stream of events use: hermes kanban events --follow)")
     # The TUI runs in this same process and terminal, but as `python -m tui`: exec'd, so this package never imports
@@ -116,6 +128,11 @@ def kanban_tui(subscription: str | None, board: str | None, as_json: bool) -> No
         argv += ["--board", slug]
     if subscription is not None:
         argv += ["--subscription", subscription]
+    env = dict(os.environ)
+    if hub is not None:
+        # The URL may hold a password: through the environment, never the command line (ps shows that to everyone).
+        env[HUB_URL_ENV] = hub
+        argv.append("--hub")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, env)

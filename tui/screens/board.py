@@ -77,6 +77,9 @@ class BoardScreen(Screen[None]):
     BOARD_ACTIONS: ClassVar[frozenset[str]] = frozenset({
         "back", "create", "act_on", "filter", "switch_board", "toggle_archived", "reload"})
 
+    #: the status line's class (the hub view's says which hub instead of which dispatcher)
+    STATUS_LINE: ClassVar[type[StatusLine]] = StatusLine
+
     #: whether the archived column is shown
     show_archived: reactive[bool] = reactive(False)
 
@@ -106,7 +109,7 @@ class BoardScreen(Screen[None]):
         with Horizontal(id="main"):
             yield BoardColumns(id="columns")
             yield DetailPane(id="detail")
-        yield StatusLine(id="status")
+        yield self.STATUS_LINE(id="status")
         yield Footer()
 
     @property
