@@ -15,6 +15,8 @@ import pytest
 
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core.hubconf import redact
+from textual.widgets import Static
+
 from tui.hub import READ_ONLY, HubWatcher
 from tui.screens.hub import HubScreen
 from tui.widgets.column import TaskColumn
@@ -125,7 +127,7 @@ async def test_hub_view_shows_the_synced_tasks_with_counts_detail_and_status(loc
         await pilot.press("enter")
         pane = app.query_one(DetailPane)
         await until(pilot, lambda: pane.task_id == app.selected.id, what="the detail pane")  # type: ignore[union-attr]
-        body = plain(pane.query_one("#detail-body").render(), width=160)
+        body = plain(pane.query_one("#detail-body", Static).content, width=160)
         assert "crawl the docs site" in body and "running" in body
         assert "created" in body and "claimed" in body  # the task's events, read from the hub
         assert host_label(local) in body  # which board it came from
@@ -186,6 +188,6 @@ def test_python_m_tui_takes_the_hub_url_from_the_environment_only(hermes_home: P
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no hub configured"), proc.stderr
     bad = hermes("tui", "--hub", "mysql://x@y/z")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid hub URL"), bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("error: invalid hub URL"), bad.stderr  # as sync --hub
     both = hermes("tui", "--hub", hub_url, "--subscription", "mine")
     assert both.returncode == 2 and "--subscription" in both.stderr and "s3cret-pw" not in both.stderr
