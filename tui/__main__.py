@@ -1,5 +1,6 @@
-"""`python -m tui [--board SLUG] [--hub]`: the process `hermes kanban tui` turns into (os.execv), so that the CLI package itself
-never imports Textual (the import-linter contract in pyproject.toml) while the user still types one command.
+"""`python -m tui [--board SLUG] [--hub]`: the process `hermes kanban tui` turns into (os.execve), so that the CLI
+package itself never imports Textual (the import-linter contract in pyproject.toml) while the user still types one
+command.
 
 `--hub` opens the hub view (read-only) of the hub configured for this host: `hermes kanban tui --hub URL` puts the
 URL in HERMES_KANBAN_HUB_URL for this process, never on its command line (it may hold a password, and a command line

@@ -28,9 +28,9 @@ from .format import clean
 from .hub import HubRef
 from .loader import BoardLoader
 from .screens.board import BoardScreen
-from .screens.hub import HubScreen
 from .screens.dialogs import HelpScreen
 from .screens.error import BoardErrorScreen, ErrorChoice
+from .screens.hub import HubScreen
 from .session import BoardRef, subscription_for
 from .widgets.column import TaskColumn
 

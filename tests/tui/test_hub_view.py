@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Static
 
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core.hubconf import redact
-from textual.widgets import Static
-
 from tui.hub import READ_ONLY, HubWatcher
 from tui.screens.hub import HubScreen
 from tui.widgets.column import TaskColumn
@@ -63,7 +62,8 @@ def sync(url: str) -> None:
 
 
 def local_counts(b: Board) -> dict[str, int]:
-    found = {str(r["status"]): int(r["n"]) for r in b.db.rows("SELECT status, count(*) AS n FROM tasks GROUP BY status")}
+    rows = b.db.rows("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+    found = {str(r["status"]): int(r["n"]) for r in rows}
     return {str(s): found.get(str(s), 0) for s in TaskStatus}
 
 
