@@ -17,6 +17,7 @@ from textual.widgets import Static
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core.hubconf import redact
 from tui.hub import READ_ONLY, HubWatcher
+from tui.screens.error import BoardErrorScreen
 from tui.screens.hub import HubScreen
 from tui.widgets.column import TaskColumn
 from tui.widgets.detail import DetailPane
@@ -191,3 +192,25 @@ def test_python_m_tui_takes_the_hub_url_from_the_environment_only(hermes_home: P
     assert bad.returncode == 1 and bad.stderr.startswith("error: invalid hub URL"), bad.stderr  # as sync --hub
     both = hermes("tui", "--hub", hub_url, "--subscription", "mine")
     assert both.returncode == 2 and "--subscription" in both.stderr and "s3cret-pw" not in both.stderr
+
+
+async def test_board_selects_one_board_of_the_hub_and_an_unknown_one_is_an_error(local: Board, hub_url: str) -> None:
+    sync(hub_url)
+    other = Board.open("nightly", create=True)
+    other.create_task("only on the nightly board")
+    other.close()
+    proc = hermes("sync", "--once", "--board", "nightly", "--hub", hub_url, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    app = RecordingApp(hub=hub_url, board=host_label(local))
+    async with app.run_test(size=SIZE) as pilot:
+        await hub_opened(app, pilot)
+        assert counts(app) == local_counts(local)  # the nightly board's task is not in this view
+        await until(pilot, lambda: f"board {host_label(local)}" in status_text(app), what="the board in the line")
+    app = RecordingApp(hub=hub_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await hub_opened(app, pilot)
+        assert "only on the nightly board" in titles(app, "ready")  # every board: the fleet in one set of columns
+    app = RecordingApp(hub=hub_url, board="nowhere:nothing")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, BoardErrorScreen), what="the error screen")
+        assert not app.board_ready

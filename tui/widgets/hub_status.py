@@ -30,8 +30,12 @@ class HubStatusLine(StatusLine):
         out.append(f"  {clean(self.hub) or '…'}")
         shown = ", ".join(clean(b) for b in self.boards[:SHOWN_BOARDS])
         more = f" +{len(self.boards) - SHOWN_BOARDS} more" if len(self.boards) > SHOWN_BOARDS else ""
-        out.append(f"  ·  {clean(self.board)}: ")
-        out.append(f"{shown}{more}" if self.boards else "no boards yet", style="bold" if self.boards else "yellow")
+        if self.boards == (self.board,):
+            out.append("  ·  board ")
+            out.append(clean(self.board), style="bold")
+        else:  # all boards, or a slug several hosts hold
+            out.append(f"  ·  {clean(self.board)}: ")
+            out.append(f"{shown}{more}" if self.boards else "no boards yet", style="bold" if self.boards else "yellow")
         out.append(f"  ·  {self.total:,} tasks")
         out.append("  ·  last event: ")
         if self.last_at is None:
