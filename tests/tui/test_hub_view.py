@@ -17,6 +17,7 @@ from textual.widgets import Static
 from hermes_cli.kanban import Board, TaskStatus
 from hermes_cli.kanban.core.hubconf import redact
 from tui.hub import READ_ONLY, HubWatcher
+from tui.screens.dialogs import BoardSwitcher
 from tui.screens.error import BoardErrorScreen
 from tui.screens.hub import HubScreen
 from tui.widgets.column import TaskColumn
@@ -210,6 +211,16 @@ async def test_board_selects_one_board_of_the_hub_and_an_unknown_one_is_an_error
     async with app.run_test(size=SIZE) as pilot:
         await hub_opened(app, pilot)
         assert "only on the nightly board" in titles(app, "ready")  # every board: the fleet in one set of columns
+        # `s` lists the hub's boards; picking one shows only it
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, BoardSwitcher), what="the switcher")
+        switcher = app.screen
+        assert isinstance(switcher, BoardSwitcher)
+        assert switcher.slugs == sorted(["all boards", host_label(local), host_label(local).split(":")[0] + ":nightly"])
+        switcher.dismiss(host_label(local))
+        await until(pilot, lambda: app.board_ready and "only on the nightly board" not in titles(app, "ready"),
+                    what="the view switched to one board")
+        assert counts(app) == local_counts(local)
     app = RecordingApp(hub=hub_url, board="nowhere:nothing")
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, BoardErrorScreen), what="the error screen")

@@ -55,8 +55,9 @@ class HubScreen(BoardScreen):
         line.hub = msg.hub
         line.boards = tuple(msg.boards)
         line.last_at = msg.last_at
-        # A snapshot can change with no event the watcher read (more than its per-poll share), so refresh anyway;
-        # the loader coalesces this with the refresh BoardChanged asks for.
+        # A board's ack moved, so its snapshots did: refresh (coalesced by the loader with the refresh BoardChanged
+        # asks for) and reload an open detail pane, whether or not the watcher read an event of its task (it reads
+        # at most its per-poll share).
         self.request_refresh()
         pane = self.query_one(DetailPane)
         if pane.is_open and pane.task_id is not None:
