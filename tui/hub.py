@@ -17,9 +17,11 @@ from hermes_cli.kanban.core.errors import BoardReadOnly
 from hermes_cli.kanban.core.hubconf import redact
 from hermes_cli.kanban.core.models import STATUS_ORDER
 from hermes_cli.kanban.hub.view import BoardMark, HubView
+from hermes_cli.kanban.store.hub.link import HubUnreachable
 from hermes_cli.kanban.live.readers import TOAST_KINDS
 from hermes_cli.kanban.views import snapshot as view
 
+from .format import clean
 from .loader import BoardLoader
 from .session import BoardRef
 from .watcher import DoorbellWatcher
@@ -146,6 +148,7 @@ class HubWatcher(DoorbellWatcher):
             marks = hub.marks()
             self.post_message(self._moved(board_gen, hub, marks))
             self.watching = True
+            down = False
             try:
                 while not worker.is_cancelled:
                     deadline = time.monotonic() + POLL_S
@@ -153,7 +156,18 @@ class HubWatcher(DoorbellWatcher):
                         time.sleep(0.05)  # wake often enough that stop() ends this worker within ~50 ms
                     if worker.is_cancelled:
                         break
-                    now = hub.marks()
+                    try:
+                        now = hub.marks()
+                    except HubUnreachable as err:
+                        # A dropped connection or a hub restarting: say so once and keep polling (the link
+                        # reconnects on the next call); the columns keep what they showed.
+                        if not down:
+                            self._warn(f"{clean(err.message)}; retrying every {POLL_S:g}s")
+                        down = True
+                        continue
+                    if down:
+                        self._warn(f"hub {hub.name} is back")
+                        down = False
                     self.polls += 1
                     if now == marks:
                         continue

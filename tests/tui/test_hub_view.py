@@ -225,3 +225,21 @@ async def test_board_selects_one_board_of_the_hub_and_an_unknown_one_is_an_error
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, BoardErrorScreen), what="the error screen")
         assert not app.board_ready
+
+
+async def test_a_dropped_hub_connection_is_retried_and_the_view_stays_live(local: Board, hub_url: str) -> None:
+    sync(hub_url)
+    app = RecordingApp(hub=hub_url)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await hub_opened(app, pilot)
+        # the server drops every connection of the view (as a hub restart or a cut link would)
+        dbname = hub_url.rsplit("/", 1)[1]
+        hub_rows(hub_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        await until(pilot, lambda: any("cannot be reached" in t[1] for t in app.toasts), what="the warning toast")
+        assert not any("s3cret-pw" in t[1] for t in app.toasts)
+        await until(pilot, lambda: any(t[1].endswith(" is back") for t in app.toasts), what="the hub to be back")
+        assert app.screen is app.board  # no error screen: the view kept going
+        local.create_task("after the drop", priority=8)
+        await asyncio.to_thread(sync, hub_url)
+        await until(pilot, lambda: "after the drop" in titles(app, "ready"), what="the change after the drop")
