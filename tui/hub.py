@@ -17,8 +17,8 @@ from hermes_cli.kanban.core.errors import BoardReadOnly
 from hermes_cli.kanban.core.hubconf import redact
 from hermes_cli.kanban.core.models import STATUS_ORDER
 from hermes_cli.kanban.hub.view import BoardMark, HubView
-from hermes_cli.kanban.store.hub.link import HubUnreachable
 from hermes_cli.kanban.live.readers import TOAST_KINDS
+from hermes_cli.kanban.store.hub.link import HubUnreachable
 from hermes_cli.kanban.views import snapshot as view
 
 from .format import clean
