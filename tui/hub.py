@@ -162,11 +162,11 @@ class HubWatcher(DoorbellWatcher):
                         # A dropped connection or a hub restarting: say so once and keep polling (the link
                         # reconnects on the next call); the columns keep what they showed.
                         if not down:
-                            self._warn(f"{clean(err.message)}; retrying every {POLL_S:g}s")
+                            self.say(f"{clean(err.message)}; retrying every {POLL_S:g}s")
                         down = True
                         continue
                     if down:
-                        self._warn(f"hub {hub.name} is back")
+                        self.say(f"hub {hub.name} is back")
                         down = False
                     self.polls += 1
                     if now == marks:
@@ -181,6 +181,10 @@ class HubWatcher(DoorbellWatcher):
                         self.post_message(self.BoardChanged(board_gen, events, 0, titles))
             finally:
                 self.watching = False
+
+    def say(self, message: str) -> None:
+        """A warning toast from the watcher's thread."""
+        self.app.call_from_thread(self.notify, message, severity="warning", markup=False)
 
     def _moved(self, board_gen: int, hub: HubView, marks: list[BoardMark]) -> HubMoved:
         times = [m.last_at for m in marks if m.last_at is not None]
