@@ -169,7 +169,13 @@ def run(argv: list[str]) -> int | None:
             out = run_verb(verb, board, args, opts)
         except (_Fallback, KeyboardInterrupt):
             raise
-        except Exception:  # any failure: nothing printed, nothing written; the click CLI runs it and reports it
+        except Exception as exc:  # any failure: nothing printed, nothing written; the click CLI runs it and reports it
+            from hermes_cli.kanban.core.errors import BoardUnreachable
+
+            if isinstance(exc, BoardUnreachable):
+                # A PostgreSQL server lost mid-command may have committed it: running the command again through the
+                # click CLI could do it twice (a second task, a second claim). Reported as the click CLI would.
+                return _fail(exc.code, exc.message, exc.exit_code, bool(opts.get("--json")))
             raise _Fallback from None
     except _Fallback:
         return None
@@ -187,6 +193,17 @@ def run(argv: list[str]) -> int | None:
         sys.stderr.write(f"error: {message}\n")
         return 1
     return 0
+
+
+def _fail(code: str, message: str, exit_code: int, as_json: bool) -> int:
+    """cli/common.py fail(): the JSON error on stdout with --json, one `error:` line on stderr."""
+    message = _one_line(message)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    sys.stderr.write(f"error: {message}\n")
+    return exit_code
 
 
 def _one_line(text: str) -> str:

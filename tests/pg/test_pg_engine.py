@@ -147,3 +147,35 @@ def test_the_hot_verbs_take_the_fast_path_on_a_postgres_board(pg_url: str) -> No
     assert p.stderr.strip().splitlines()[-1] == "0 False", p.stderr
     with Board.open() as board:
         assert [t.title for t in board.list_tasks()] == ["from the fast path"]
+
+
+UNREACHABLE = r"""
+import sys
+from hermes_cli.fast import main
+try:
+    main(["kanban", "create", "while the server is gone", "--json"])
+finally:
+    print("click imported:", "click" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_an_unreachable_server_is_reported_by_the_fast_path_itself(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path hands a failing command to the click CLI, which runs it again. A lost PostgreSQL connection may
+    have committed the command: it must be reported as it is, never run a second time."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    url = f"postgresql://postgres@127.0.0.1:{port}/gone"
+    (tmp_path / "hermes-home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HERMES_KANBAN_URL", url)
+    monkeypatch.setenv("HERMES_KANBAN_PG_CONNECT_TIMEOUT", "2")
+    fast = subprocess.run([sys.executable, "-c", UNREACHABLE], capture_output=True, text=True, timeout=120,
+                          env=os.environ)
+    slow = subprocess.run([sys.executable, "-m", "hermes_cli.main", "kanban", "create", "while the server is gone",
+                           "--json"], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert fast.returncode == slow.returncode == 4
+    assert fast.stdout == slow.stdout and '"code": "unreachable"' in fast.stdout
+    assert fast.stderr.splitlines()[0] == slow.stderr.strip()
+    assert fast.stderr.splitlines()[-1] == "click imported: False", fast.stderr
