@@ -179,3 +179,27 @@ def test_an_unreachable_server_is_reported_by_the_fast_path_itself(tmp_path, mon
     assert fast.stdout == slow.stdout and '"code": "unreachable"' in fast.stdout
     assert fast.stderr.splitlines()[0] == slow.stderr.strip()
     assert fast.stderr.splitlines()[-1] == "click imported: False", fast.stderr
+
+
+def test_a_write_returns_only_once_its_commit_is_flushed_to_disk(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers COMMIT inside the board's turn with synchronous_commit off (so the turn is not held through the WAL
+    flush) and then wait for the flush outside it: a write must not return before its commit record is on disk.
+    The WAL position is read as the transaction's last statement, so the commit record lies beyond it; the server's
+    flush position must have passed it when `write` returns. (Without the wait, the WAL writer flushes an
+    asynchronous commit only every wal_writer_delay, 200 ms by default, so nearly every one of these would fail.)
+    The test server runs with synchronous_commit off (fsync=False): this board's sessions turn it on, as a durable
+    server has it."""
+    monkeypatch.setenv("HERMES_KANBAN_URL", pg_url + "?options=-c%20synchronous_commit%3Don")
+    with Board.open() as board:
+        db = board.db
+        unflushed = []
+        for i in range(20):
+            def create(i: int = i) -> object:
+                board.create_task(f"durable {i}")
+                return db.value("SELECT pg_current_wal_insert_lsn()::text")
+
+            before_commit = db.write(create)
+            flushed = db.value("SELECT pg_current_wal_flush_lsn() >= ?::pg_lsn", (before_commit,))
+            if not flushed:
+                unflushed.append(i)
+    assert unflushed == [], f"writes {unflushed} returned before their commit was flushed"

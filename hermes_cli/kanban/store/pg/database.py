@@ -2,17 +2,35 @@
 SQL and the whole domain run unchanged on either engine.
 
 What differs, and why:
-- Writers of one board take turns, as on SQLite: a session advisory lock on the board (the writers' turn) is taken
-  before BEGIN and let go with COMMIT. The domain's read-check-write transactions were written for serialized
-  writers. The first version let writers overlap under SERIALIZABLE and took the lock only at the first event
-  insert: concurrent claims aborted each other (1-7 serialization failures per task at 4-16 workers) and, worse, a
-  claim holding a task row and a completion holding the event lock deadlocked (24 deadlocks, each a 1 s stall, and
-  9 tasks in 17 s at 16 `complete --next` workers; 0 deadlocks and 74-88 tasks/s with the turn: docs/performance.md).
-  Writes still run SERIALIZABLE and are retried on a serialization failure, as a guard.
+- Writers of one board take turns, as on SQLite: an advisory lock on the board (the writers' turn) is the first
+  statement of every write transaction and is let go by its COMMIT. The domain's read-check-write transactions were
+  written for serialized writers. The first version let writers overlap under SERIALIZABLE and took the lock only at
+  the first event insert: concurrent claims aborted each other (1-7 serialization failures per task at 4-16
+  workers) and, worse, a claim holding a task row and a completion holding the event lock deadlocked (24 deadlocks,
+  each a 1 s stall, and 9 tasks in 17 s at 16 `complete --next` workers; 0 deadlocks with the turn:
+  docs/performance.md). Since every write holds the turn, writes run one at a time and READ COMMITTED is enough:
+  each statement's snapshot is taken after the lock was granted, so it sees every earlier writer's commit (under
+  SERIALIZABLE or REPEATABLE READ the snapshot would date from the lock statement itself, before the previous writer
+  committed). A retry on a serialization failure or deadlock is kept for writes that can still meet one (DDL).
+- The turn is held for as few round trips as possible, because while one writer waits for the network or for a
+  CPU, every other writer of the board waits for it: BEGIN, the lock, the clock are one round trip; the event
+  INSERTs (nothing in a write reads its own events back, and no statement but a read of `events` could notice) are
+  held back and sent with NOTIFY and COMMIT in the last one.
 - Time comes from the database (`clock_timestamp()` read at BEGIN), never the host: hosts' clocks may disagree, the
   server's is the one every lease is measured by.
 - Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from before
   BEGIN to COMMIT, so no later id commits before an earlier one.
+- The turn is not held through the WAL flush. Held through a synchronous COMMIT, it made every commit of a board wait
+  for its own fsync in turn (~3.5 ms each on the project's VM), so a board did at most ~290 commits/s whatever the
+  number of workers, and concurrent commits never shared a flush. So a write COMMITs inside the turn with
+  `synchronous_commit = off` (visible at once, in order), lets the turn go, and only then waits for its commit to be
+  durable: a one-record synchronous transaction of its own (`pg_logical_emit_message`, transactional: it takes an
+  xid and writes WAL, so its COMMIT flushes the WAL up to and including ours; no table, any role may call it).
+  Writers waiting for their flushes at the same time share one fsync (PostgreSQL's group commit). The caller hears
+  of success only after the flush: what it was told is durable, is. A write another session saw before the flush
+  cannot outlive a crash that loses ours: WAL is replayed in order, so whatever that session then wrote comes after
+  ours in the WAL and is lost with it. A connection lost between COMMIT and the flush is BoardUnreachable, like a
+  COMMIT whose answer was lost: the outcome is unknown to the caller, and worker reports spool and are reconciled.
 - A cut-off client must not keep the turn: each session sets short TCP keepalives and `tcp_user_timeout`, so the
   server ends the session (releasing the turn) within seconds; `idle_in_transaction_session_timeout` is the
   database's to set (docs/fleet.md).
@@ -84,6 +102,26 @@ def application_name(slug: str | None) -> str:
     return "hermes-kanban" if slug is None else f"hermes-kanban/{slug}"
 
 
+#: how long a just-closed connection may still be listed by pg_stat_activity (its backend exits after the client
+#: hung up, not at once) before it counts as open
+CLOSING_GRACE_S = 2.0
+
+
+def other_board_connections(conn: psycopg.Connection[Any], slug: str) -> list[tuple[Any, ...]]:
+    """(pid, client address) of every other hermes connection to board `slug` in this database. A connection whose
+    client just closed it is still listed until its backend has exited: it is waited for (CLOSING_GRACE_S), so a
+    command that closed its board and then dropped or moved it is not refused by its own past."""
+    query = ("SELECT pid, coalesce(client_addr::text, 'local') FROM pg_stat_activity WHERE application_name = %s "
+             "AND pid <> pg_backend_pid() AND datname = current_database()")
+    deadline = time.monotonic() + CLOSING_GRACE_S
+    while True:
+        found = conn.execute(query, (application_name(slug),)).fetchall()
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
+        conn.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction the view is a snapshot: renew it
+
+
 def connect_timeout() -> int:
     raw = os.environ.get("HERMES_KANBAN_PG_CONNECT_TIMEOUT", "")
     try:
@@ -116,6 +154,9 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
+#: how the store writes an event (store/tasks.py add_event): such INSERTs are held back to the commit (see write)
+_EVENT_INSERT = "INSERT INTO events("
+
 _RETRY = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.LockNotAvailable)
 
 
@@ -132,6 +173,8 @@ class PgDatabase:
         self.refused = False
         self.created = False
         self._event_hooks: list[Callable[[], object]] = []
+        self._held_events: list[bytes] = []
+        self._savepoints: dict[str, int] = {}
         self._wrote_event = False
         self._in_write = False
         self._in_read = False
@@ -213,9 +256,15 @@ class PgDatabase:
             return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
         return [int(v) if isinstance(v, bool) else v for v in params]
 
-    def _cursor(self, sql: str, params: Any) -> psycopg.Cursor[Any]:
+    def _cursor(self, sql: str | bytes, params: Any) -> psycopg.Cursor[Any]:
+        """Run `sql` (a str in the store's dialect; bytes: PostgreSQL SQL with every value already bound, sent as it
+        is) and return its cursor, errors translated."""
+        if self._held_events and isinstance(sql, str) and "events" in sql:
+            self._send_held_events()
         try:
-            if params:
+            if isinstance(sql, bytes):
+                cur = self.conn.execute(sql)
+            elif params:
                 cur = self.conn.execute(to_postgres(sql), self._params(params))
             else:
                 cur = self.conn.execute(to_postgres(sql, with_params=False).encode())
@@ -258,7 +307,32 @@ class PgDatabase:
         return None if found is None else found[0]
 
     def execute(self, sql: str, params: Any = ()) -> None:
+        if self._in_write and sql.startswith(_EVENT_INSERT):
+            self._hold_event(sql, params)
+            return
         self._cursor(sql, params)
+
+    def _hold_event(self, sql: str, params: Any) -> None:
+        """Keep an event INSERT, bound here (client side) as SQL text, for the round trip that commits (see the
+        module docstring). Bad values are refused now, as a sent statement would refuse them."""
+        try:
+            text = psycopg.ClientCursor(self.conn).mogrify(to_postgres(sql), self._params(params))
+        except UnicodeEncodeError as exc:
+            around = exc.object[max(0, exc.start - 20): exc.end + 20]
+            raise InvalidValue(f"invalid text {around!r}: it is not valid UTF-8 (check the encoding of your input)"
+                               ) from None
+        except psycopg.DataError as exc:
+            if "NUL (0x00)" in str(exc):
+                raise InvalidValue("invalid text: a PostgreSQL board cannot store NUL (0x00) characters") from None
+            raise self._translate(exc) from exc
+        self._held_events.append(text.encode())
+        self._rowcount = 1
+
+    def _send_held_events(self) -> None:
+        held, self._held_events = self._held_events, []
+        # every open savepoint now precedes all that is still to be held back
+        self._savepoints = dict.fromkeys(self._savepoints, 0)
+        self._cursor(b"; ".join(held), ())
 
     def changes(self) -> int:
         """Rows changed by the last statement (sqlite3_changes on the other engine)."""
@@ -294,14 +368,19 @@ class PgDatabase:
             # open on the server (the transaction ended with the error or the connection).
             pass
 
+    # Held-back event INSERTs (see write) belong to the savepoint they were written after: a rollback to it drops
+    # them as PostgreSQL would have dropped the rows.
     def savepoint(self, name: str) -> None:
         self.execute(f"SAVEPOINT {name}")
+        self._savepoints[name] = len(self._held_events)
 
     def rollback_to(self, name: str) -> None:
         self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        del self._held_events[self._savepoints.get(name, 0):]
 
     def release(self, name: str) -> None:
         self.execute(f"RELEASE SAVEPOINT {name}")
+        self._savepoints.pop(name, None)
 
     # -- writes ------------------------------------------------------------------------------------------------------
     def set_stop_check(self, stop: Callable[[], bool] | None) -> None:
@@ -319,42 +398,37 @@ class PgDatabase:
         self._wrote_event = True
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in one SERIALIZABLE transaction, in the board's writers' turn, retried whole (with jitter) if
-        PostgreSQL aborts it for a conflict anyway. `fn` must only touch the database (it may run more than once).
+        """Run `fn` in one transaction, in the board's writers' turn, and return once its commit is durable;
+        retried whole (with jitter) if PostgreSQL aborts it for a conflict anyway. `fn` must only touch the database
+        (it may run more than once).
 
-        The turn: a session advisory lock on the board, taken before BEGIN (so the transaction's snapshot is taken
-        after the previous writer committed) and let go after COMMIT. Writers of one board then run one at a time,
-        as on SQLite: no two SERIALIZABLE transactions overlap, so none is aborted and retried (concurrent claims of
-        the queue's head aborted each other 1-7 times per task: bench/pg_compare.py), and event ids commit in order.
+        The turn: a transaction-level advisory lock on the board, the first statement after BEGIN, let go by COMMIT.
+        Writers of one board run one at a time, as on SQLite: none is aborted for a conflict (concurrent claims of
+        the queue's head aborted each other 1-7 times per task when writers overlapped: bench/pg_compare.py), and
+        event ids commit in order. The commit is asynchronous inside the turn and made durable outside it
+        (_wait_durable; see the module docstring).
         """
         if self._in_write:
             return fn()
         delay = 0.001
         for attempt in range(WRITE_ATTEMPTS):
             self._wrote_event = False
+            self._held_events = []
+            self._savepoints = {}
             try:
-                self._take_turn()
+                self._tx_now = self._begin()
             except BoardUnreachable:
                 # An idle connection the server dropped (a restart, pg_terminate_backend) is only found out now:
                 # nothing of this transaction has run, so one fresh connection is tried before giving up.
                 self.close()
-                self._take_turn()
-            try:
                 self._tx_now = self._begin()
-            except BaseException:
-                self._end_turn()
-                raise
             self._in_write = True
             try:
                 result = fn()
-                if self._wrote_event:
-                    self.execute("SELECT pg_notify(?, '')", (self.channel,))
-                # COMMIT and the end of the turn in one round trip: no moment where the turn is held by a session
-                # that is not in a transaction (idle_in_transaction_session_timeout could not end it then).
-                self.execute(f"COMMIT; SELECT pg_advisory_unlock(hashtext('{self.schema}'))")
+                wrote = self._commit_and_end_turn()
             except BaseException as exc:
-                self._end("ROLLBACK")
-                self._end_turn()
+                self._held_events = []
+                self._end("ROLLBACK")  # lets the turn go too (a transaction's lock)
                 cause = exc.__cause__ if isinstance(exc, HermesError) else exc
                 if isinstance(cause, _RETRY) and attempt < WRITE_ATTEMPTS - 1:
                     if self._stopping():
@@ -366,6 +440,8 @@ class PgDatabase:
             finally:
                 self._in_write = False
                 self._tx_now = None
+            if wrote:
+                self._wait_durable()
             if self._wrote_event:
                 self._wrote_event = False
                 for hook in self._event_hooks:
@@ -373,24 +449,44 @@ class PgDatabase:
             return result
         raise BoardBusy(f"{self.where}: writers kept colliding; retry later")
 
-    def _take_turn(self) -> None:
-        """Wait for the board's writers' turn (a session advisory lock; see write). Waiting is in the server, in
-        arrival order; a stop request cannot interrupt it, but a turn is one short transaction long."""
-        self.execute("SELECT pg_advisory_lock(hashtext(?))", (self.schema,))
+    def _commit_and_end_turn(self) -> bool:
+        """The held-back event INSERTs, NOTIFY (if an event was written) and COMMIT (which ends the turn, a
+        transaction's lock) in one round trip. Returns whether the transaction wrote anything (had an xid), i.e.
+        whether there is a commit to flush."""
+        held, self._held_events = self._held_events, []
+        notify = f"SELECT pg_notify('{self.channel}', '')".encode() if self._wrote_event else b""
+        check = b"SELECT pg_current_xact_id_if_assigned() IS NOT NULL AS wrote"
+        cur = self._cursor(b"; ".join([*held, *([notify] if notify else []), check, b"COMMIT"]), ())
+        while cur.description is None or cur.description[0].name != "wrote":
+            if not cur.nextset():
+                return True  # cannot tell: flushing once too often costs a round trip, never a lost commit
+        found = cur.fetchone()
+        return bool(found and found[0])
 
-    def _end_turn(self) -> None:
-        """Let the next writer go. On a broken connection there is nothing to do: the server ended the session,
-        and its locks with it."""
-        self._end(f"SELECT pg_advisory_unlock(hashtext('{self.schema}'))")
+    def _wait_durable(self) -> None:
+        """Wait until this session's last commit is on disk (see the module docstring): a transactional logical
+        message takes an xid and writes one WAL record, so this statement's own synchronous COMMIT flushes the WAL
+        through it, our asynchronous commit included. Outside the turn: concurrent writers share the flush."""
+        self._cursor("SELECT pg_logical_emit_message(true, 'hermes-kanban', '')", ())
 
     def _begin(self) -> float:
-        """BEGIN and read the server's clock in one round trip (two statements in one simple query)."""
-        cur = self._cursor(
-            "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT extract(epoch FROM clock_timestamp())::float8", ()
-        )
-        while cur.description is None and cur.nextset():
-            pass
-        found = cur.fetchone()
+        """BEGIN, wait for the board's writers' turn (a transaction's advisory lock, let go by COMMIT or ROLLBACK;
+        waiting is in the server, in arrival order), commit asynchronously (see the module docstring), and read the
+        server's clock once the turn is ours: one round trip. A stop request cannot interrupt the wait, but a turn
+        is one short transaction long."""
+        try:
+            cur = self._cursor(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; "
+                f"SELECT pg_advisory_xact_lock(hashtext('{self.schema}')); "
+                "SET LOCAL synchronous_commit TO off; "
+                "SELECT extract(epoch FROM clock_timestamp())::float8", ()
+            )
+            while cur.nextset():  # the clock is the last result
+                pass
+            found = cur.fetchone()
+        except BaseException:
+            self._end("ROLLBACK")
+            raise
         assert found is not None, "SELECT of the clock returned no row"
         return float(found[0])
 

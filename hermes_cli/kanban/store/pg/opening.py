@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...core.errors import NotFound, StorageError
 from ...core.paths import BoardPaths, ensure_private_dir
-from .database import PgDatabase, application_name, one_line, open_connection, redact
+from .database import PgDatabase, one_line, open_connection, other_board_connections, redact
 from .schema import LATEST, MIGRATIONS
 
 #: the meta row naming the board a schema holds
@@ -102,10 +102,7 @@ def drop_schema(paths: BoardPaths, url: str) -> str:
     conn = open_connection(url, autocommit=False)
     try:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("migrate:" + schema,))
-        others = conn.execute(
-            "SELECT pid, coalesce(client_addr::text, 'local') FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid() AND datname = current_database()",
-            (application_name(paths.slug),)).fetchall()
+        others = other_board_connections(conn, paths.slug)
         if others:
             raise Conflict(f"board {paths.slug} is open in {len(others)} other connection(s) to {redact(url)} "
                            f"(backend pid {others[0][0]}, from {others[0][1]}): stop its dispatchers and workers first")

@@ -226,14 +226,11 @@ def other_connections(paths: Any, url: str) -> list[tuple[Any, ...]]:
     """(pid, client address) of every other hermes connection to this board on the server."""
     import psycopg
 
-    from .database import application_name, open_connection, redact
+    from .database import open_connection, other_board_connections, redact
 
     try:
         with open_connection(url) as conn:
-            return conn.execute(
-                "SELECT pid, coalesce(client_addr::text, 'local') FROM pg_stat_activity WHERE application_name = %s "
-                "AND pid <> pg_backend_pid() AND datname = current_database()",
-                (application_name(paths.slug),)).fetchall()
+            return other_board_connections(conn, paths.slug)
     except psycopg.Error as exc:
         raise StorageError(f"cannot list the connections at {redact(url)}: {exc}") from None
 
@@ -244,16 +241,14 @@ def retire_schema(paths: Any, url: str) -> str:
     name until someone drops it. Refused (Conflict) while any other hermes connection to the board is open."""
     import psycopg
 
-    from .database import _identifier, application_name, open_connection, redact, schema_name
+    from .database import _identifier, open_connection, other_board_connections, redact, schema_name
 
     schema = schema_name(paths.slug)
     retired = _identifier("hkmoved_", f"{paths.slug}-{os.urandom(4).hex()}")
     conn = open_connection(url, autocommit=False)
     try:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("migrate:" + schema,))
-        others = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid() "
-            "AND datname = current_database()", (application_name(paths.slug),)).fetchall()
+        others = other_board_connections(conn, paths.slug)
         if others:
             raise Conflict(f"board {paths.slug} is open in {len(others)} other connection(s) to {redact(url)} "
                            f"(backend pid {others[0][0]}): stop its dispatchers, workers and TUIs on every host first")
