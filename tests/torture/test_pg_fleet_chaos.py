@@ -315,15 +315,11 @@ def test_a_host_cut_off_for_20s_is_reclaimed_and_its_spooled_reports_reconciled(
 
 
 def chaos_command(rng: random.Random, i: int) -> str:
-    """Cheap workers, three kinds. Most sleep and exit 0 (their dispatcher records the completion, fenced by the run
-    id, and spools it when the board cannot be reached); every 8th reports itself with `hermes kanban complete`
-    (spooled on its host when cut off); every 25th does the same after 5-7 s, past a lease, so that a dispatcher
-    SIGKILLed meanwhile leaves it to report on a run already reclaimed (a stale report, which must be refused)."""
-    if i % 25 == 0:
-        return shlex.join(["sh", "-c", f"sleep {rng.uniform(5.0, 7.0):.2f}; exec {shlex.quote(HERMES)} kanban "
-                                       "complete --summary 'slow report'"])
-    if i % 8 == 0:
-        return shlex.join(["sh", "-c", f"sleep {rng.uniform(0.2, 1.0):.2f}; exec {shlex.quote(HERMES)} kanban "
+    """Cheap workers, two kinds. Most sleep and exit 0 (their dispatcher records the completion, fenced by the run
+    id, and spools it when the board cannot be reached); every 4th reports itself with `hermes kanban complete`
+    (spooled on its host when cut off; refused, exit 3, when its run was taken from it meanwhile)."""
+    if i % 4 == 0:
+        return shlex.join(["sh", "-c", f"sleep {rng.uniform(0.5, 2.0):.2f}; exec {shlex.quote(HERMES)} kanban "
                                        "complete --summary 'own report'"])
     return f"sleep {rng.uniform(0.2, 1.0):.2f}"
 
@@ -416,8 +412,9 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
 
             def open_runs() -> list[dict[str, Any]]:
                 try:
-                    return query(url, "SELECT id, task_id, pid, dispatcher_id FROM runs WHERE ended_at IS NULL "
-                                      "AND pid IS NOT NULL")
+                    return query(url, "SELECT r.id, r.task_id, r.pid, r.dispatcher_id, t.command LIKE '%%complete%%' "
+                                      "AS reports FROM runs r JOIN tasks t ON t.id = r.task_id "
+                                      "WHERE r.ended_at IS NULL AND r.pid IS NOT NULL")
                 except psycopg.Error:
                     return []  # restarting: no victim this time
 
@@ -441,8 +438,22 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
                         happened[what] = done()
                         verb, _, who = what.partition(" ")
                         if what.startswith("kill dispatcher"):
+                            # When one of its workers reports for itself (wait a little for one): SIGKILL the
+                            # dispatcher and SIGSTOP its orphans past their lease. Their runs are reclaimed by the
+                            # others; on SIGCONT a reporter's `complete` names a run taken from it: a stale report.
+                            def orphans_to_be(h: str = who[-1]) -> list[dict[str, Any]]:
+                                reg = query(url, "SELECT id FROM dispatchers WHERE pid = %s", (procs[h].pid,))
+                                mine = [r for r in open_runs() if reg and r["dispatcher_id"] == reg[0]["id"]]
+                                return mine if any(r["reports"] for r in mine) else []
+
+                            orphans = wait_for(orphans_to_be, timeout=10,
+                                               what=f"a self-reporting worker of host {who[-1]}")
                             procs[who[-1]].kill()
                             procs[who[-1]].communicate(timeout=30)
+                            for r in orphans:
+                                if (created := proc_started(int(r["pid"]))) is not None:
+                                    signal_group(int(r["pid"]), signal.SIGSTOP)
+                                    stopped[int(r["pid"])] = (time.monotonic() + WORKER_TTL_S + 3.0, created)
                         elif what.startswith("start dispatcher"):
                             procs[who[-1]] = start_dispatcher(net3, who[-1], homes[who[-1]], url, errs[who[-1]])
                         elif what == "cut a":
@@ -529,6 +540,7 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
     assert {"cut a", "restart server", "kill dispatcher b", "kill dispatcher c"} <= set(happened)
     assert all(n < CHAOS_TASKS for k, n in happened.items() if k != "terminated"), happened
     assert happened["terminated"] > 0 and kills >= 5 and stops >= 5, (happened, kills, stops)
+    assert refused > 0, "no stale report was made: the fencing went untested"
     elapsed = time.monotonic() - started
     print(f"\nchaos 500: {elapsed:.0f}s; {kills} worker kills, {stops} stops, {happened['terminated']} backends "
           f"terminated; done at each blow {happened}; spooled {filed}; stale reports refused: {refused}; "
