@@ -1,17 +1,26 @@
-"""Multi-host chaos on one PostgreSQL board (issue 13), first cut: two hosts as network namespaces, one cut off.
+"""Multi-host chaos on one PostgreSQL board (issue 13's must-show), with dispatchers: test_pg_fleet_chaos_500.
 
-Topology (we are root): a bridge in this namespace holds the server's address; each simulated host is a network
-namespace joined to the bridge by a veth pair, with its own host name (UTS namespace), its own HERMES_HOME and its own
-dispatcher. PostgreSQL (a throwaway server for this test) listens on the bridge address only.
+Topology (we are root): a bridge in this namespace holds the server's address; each of three simulated hosts is a
+network namespace joined to the bridge by a veth pair, with its own host name (UTS namespace), its own HERMES_HOME
+and its own `hermes kanban daemon`, whose workers run on that host. PostgreSQL (a throwaway server for this test)
+listens on the bridge address only. 500 tasks on one board; the workers are cheap (`sleep`, or `sleep` then
+`hermes kanban complete` for every 4th task).
 
-During the run host A is cut off (`ip link set <its veth> down`: silent packet loss, nothing resets) for 20 s while
-its workers run, then reconnected. Its workers' `complete` reports cannot reach the board and spool on host A; host B
-removes A's lapsed registration and reclaims A's runs by lease expiry and runs those tasks again; back on the network,
-A finds its registration gone, stops its workers and registers anew; its spooled reports are reconciled.
+During the run: workers SIGKILLed and SIGSTOPped past their lease (SIGCONT later) at random; two dispatchers SIGKILLed
+while one of their workers reports for itself, their orphaned workers SIGSTOPped past their lease (so that, on
+SIGCONT, they report on runs the other hosts reclaimed: stale reports), and started again; host A cut off
+(`ip link set <its veth> down`: silent packet loss, nothing resets) for 20 s and reconnected; every hermes backend
+killed with pg_terminate_backend; PostgreSQL restarted once.
 
-Invariants: every task done, exactly once, by an accepted report (a completed run, or a late report the reconcile
-applied); never two open runs for one task; every report spooled on host A reconciled (applied, or filed as skipped
-because the task was done by then), none pending, none silently dropped.
+Invariants: 0 tasks lost; every task done, exactly once, by an accepted report (a completed run, or a late report the
+reconcile applied); 0 stale completions accepted (every `completed` event names the run that completed the task);
+never two open runs for one task (watched every 100 ms all along, and from the runs table at the end); host A's
+registration lapsed while it was cut off and it registered anew; every report each host spooled reconciled (applied,
+filed as skipped, or listed as a conflict), none pending unaccounted, none silently dropped.
+
+Seen failing: without the run-id fencing of `complete` (store's compare-and-set and Board._fenced) "stale completions
+accepted: [... 'outcome': 'reclaimed' ...]"; with reconcile-completions applying nothing, "... spool/t_....json is
+still pending after reconcile".
 
 Cleanup (namespaces, veths, bridge, the server, every process) runs even when the test fails.
 """
@@ -43,17 +52,14 @@ from hermes_cli.kanban.store.pg.server import ThrowawayServer
 pytestmark = pytest.mark.slow
 
 HERMES = str(Path(sys.executable).with_name("hermes"))
-TASKS = 40
 CUT_S = 20.0
 WORKER_TTL_S = 4.0
 SETTINGS = {"poll_interval": "500ms", "kill_grace": "500ms", "lease_grace": "3s", "worker_ttl": f"{WORKER_TTL_S:g}s",
             "max_spawn": 4, "backup_interval": "off"}
-#: server-side bounds on a cut-off client's backend (see the module docstring of docs/fleet.md's partition section)
+#: server-side bounds on a cut-off client's backend (what docs/fleet.md's set-up recommends)
 SESSION_SETTINGS = ("idle_in_transaction_session_timeout = '5s'", "tcp_keepalives_idle = 2",
                     "tcp_keepalives_interval = 1", "tcp_keepalives_count = 3",
                     "client_connection_check_interval = '2s'")
-#: start to finish, the cut included
-BUDGET_S = 110.0
 CHAOS_TASKS = 500
 CHAOS_BUDGET_S = 150.0
 
@@ -103,16 +109,6 @@ class Net:
 
 
 @pytest.fixture
-def net() -> Iterator[Net]:
-    n = Net(["a", "b"])
-    try:
-        n.up()
-        yield n
-    finally:
-        n.down()
-
-
-@pytest.fixture
 def net3() -> Iterator[Net]:
     n = Net(["a", "b", "c"])
     try:
@@ -136,10 +132,6 @@ def query(url: str, sql: str, params: tuple[Any, ...] = (), *, attempts: int = 1
                 raise
             time.sleep(1.0)
     raise AssertionError("unreachable")
-
-
-def server_now(url: str) -> float:
-    return float(query(url, "SELECT extract(epoch FROM clock_timestamp())::float8 AS t", attempts=30)[0]["t"])
 
 
 def start_server(net: Net) -> tuple[ThrowawayServer, str]:
@@ -169,22 +161,13 @@ def start_dispatcher(net: Net, host: str, home: Path, url: str, stderr: Path) ->
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
 
 
-#: a worker: works a little, then reports itself (spooled on its host when the board cannot be reached)
-WORKER = shlex.join([sys.executable, "-c",
-                     "import random, subprocess, sys, time; time.sleep(random.uniform(0.5, 2.0)); "
-                     "sys.exit(subprocess.call([sys.executable, '-m', 'hermes_cli.main', 'kanban', "
-                     "'complete', '--summary', 'done by the worker']))"])
-
-
-def reconcile_home(home: Path, url: str) -> tuple[list[str], str]:
-    """The reports the workers of this host said they spooled, and `reconcile-completions --apply` run for it."""
-    logs = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in home.rglob("*.log*") if f.is_file())
-    spooled = sorted(set(re.findall(r"was spooled to (\S+\.json)", logs)))
+def reconcile_home(home: Path, url: str) -> str:
+    """`reconcile-completions --apply --json` run on one host (its HERMES_HOME): what it printed."""
     env = {**os.environ, "HERMES_HOME": str(home), "HERMES_KANBAN_URL": url}
     rec = subprocess.run([HERMES, "kanban", "reconcile-completions", "--apply", "--json"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert rec.returncode == 0, (rec.stdout, rec.stderr)
-    return spooled, rec.stdout
+    return rec.stdout
 
 
 def check_invariants(url: str, task_ids: list[str]) -> dict[int, str]:
@@ -205,15 +188,6 @@ def check_invariants(url: str, task_ids: list[str]) -> dict[int, str]:
         for a, b in zip(mine, mine[1:], strict=False):
             assert a["ended_at"] <= b["started_at"], f"{tid}: runs {a['id']} and {b['id']} overlap"
     return outcome
-
-
-def check_spool_filed(spooled: list[str], reconcile_out: str) -> None:
-    """Every spooled report was applied or filed as skipped (the task was done by then): none pending, none lost."""
-    for path in spooled:
-        p = Path(path)
-        assert not p.exists(), f"{path} is still pending after reconcile"
-        filed = [d for d in ("applied", "skipped") if list((p.parent / d).glob(p.stem + "*.json"))]
-        assert filed, f"{path} was neither applied nor filed as skipped: {reconcile_out}"
 
 
 def wait_for(pred: Any, *, timeout: float, what: str) -> Any:
@@ -246,72 +220,6 @@ def kill_tree_of_runs(url: str) -> None:
             os.killpg(int(r["pid"]), signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
-
-
-def test_a_host_cut_off_for_20s_is_reclaimed_and_its_spooled_reports_reconciled(
-        net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    started = time.monotonic()
-    server, url = start_server(net)
-    procs: dict[str, subprocess.Popen[str]] = {}
-    try:
-        monkeypatch.setenv("HERMES_KANBAN_URL", url)
-        homes = {h: tmp_path / f"home-{h}" for h in net.hosts}
-        with Board.open() as board:
-            task_ids = [board.create_task(f"task {i}", command=WORKER)[0].id for i in range(TASKS)]
-        for h in net.hosts:
-            procs[h] = start_dispatcher(net, h, homes[h], url, tmp_path / f"dispatcher-{h}.stderr")
-        regs = wait_for(lambda: len(r := query(url, "SELECT id, host, pid FROM dispatchers")) == 2 and r,
-                        timeout=30, what="both dispatchers registered")
-        reg_a = next(r for r in regs if r["host"] == "chaos-a")
-
-        def a_running() -> list[dict[str, Any]]:
-            return query(url, "SELECT id, task_id FROM runs WHERE ended_at IS NULL AND pid IS NOT NULL "
-                              "AND dispatcher_id = %s", (reg_a["id"],))
-
-        wait_for(lambda: len(a_running()) >= 2, timeout=30, what="host A running workers")
-        net.cut("a")
-        cut_at = server_now(url)
-        cut_runs = a_running()
-        try:
-            wait_for(lambda: query(url, "SELECT 1 FROM dispatchers WHERE id = %s", (reg_a["id"],)) == [],
-                     timeout=CUT_S, what="host A's registration removed by host B")
-            stale = [r["id"] for r in cut_runs]
-            wait_for(lambda: all(r["ended_at"] is not None for r in query(
-                url, "SELECT ended_at FROM runs WHERE id = ANY(%s)", (stale,))),
-                timeout=CUT_S, what="host A's runs reclaimed by host B")
-            time.sleep(max(0.0, CUT_S - (server_now(url) - cut_at)))
-        finally:
-            net.heal("a")
-        healed_at = time.monotonic()
-
-        with Board.open() as board:
-            wait_for(lambda: len(board.list_tasks(status="done", limit=1000)) == TASKS,
-                     timeout=max(10.0, BUDGET_S - (time.monotonic() - started)), what=f"all {TASKS} tasks done")
-        a_err = tmp_path / "dispatcher-a.stderr"
-        wait_for(lambda: "registered anew" in a_err.read_text(encoding="utf-8"), timeout=30,
-                 what="host A's dispatcher registered anew")
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for h, p in procs.items():
-            p.communicate(timeout=60)
-            err = (tmp_path / f"dispatcher-{h}.stderr").read_text(encoding="utf-8")
-            assert p.returncode == 0, f"host {h}'s dispatcher exited {p.returncode}: {err[-3000:]}"
-
-        spooled, reconciled = reconcile_home(homes["a"], url)
-        assert spooled, "no report of host A was spooled during the cut"
-        outcome = check_invariants(url, task_ids)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=30)
-        kill_tree_of_runs(url)
-        server.stop()
-
-    for r in cut_runs:
-        assert outcome[r["id"]] in ("reclaimed", "completed", "crashed"), (r, outcome[r["id"]])
-    check_spool_filed(spooled, reconciled)
-    assert time.monotonic() - healed_at < BUDGET_S
 
 
 def chaos_command(rng: random.Random, i: int) -> str:
@@ -428,6 +336,7 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
                     (6.0 + CUT_S, "heal a"), (32.0, "restart server")]
             plan.sort()
             happened: dict[str, int] = {}  # what -> tasks done when it happened (the chaos met a busy fleet)
+            facts: dict[str, int] = {}
             cut_runs: list[dict[str, Any]] = []
             kills = stops = 0
             try:
@@ -460,9 +369,11 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
                             cut_runs = [r for r in open_runs() if r["dispatcher_id"] == reg_a["id"]]
                             net3.cut("a")
                         elif what == "heal a":
+                            facts["a registered at heal"] = len(query(
+                                url, "SELECT 1 FROM dispatchers WHERE id = %s", (reg_a["id"],), attempts=5))
                             net3.heal("a")
                         elif what == "terminate backends":
-                            happened["terminated"] = query(
+                            facts["terminated"] = query(
                                 url, "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
                                      "WHERE application_name LIKE 'hermes-kanban%%' AND pid <> pg_backend_pid()",
                                 attempts=5)[0]["n"]
@@ -503,7 +414,7 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
         for h, p in procs.items():
             p.communicate(timeout=60)
             assert p.returncode == 0, f"host {h}'s dispatcher exited {p.returncode}: {errs[h].read_text()[-3000:]}"
-        reconciled = {h: reconcile_home(homes[h], url)[1] for h in net3.hosts}
+        reconciled = {h: reconcile_home(homes[h], url) for h in net3.hosts}
         outcome = check_invariants(url, task_ids)
         completions = query(url, "SELECT e.task_id, e.run_id, e.payload, r.outcome FROM events e "
                                  "LEFT JOIN runs r ON r.id = e.run_id WHERE e.kind = 'completed'")
@@ -538,11 +449,12 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
                   for home in homes.values() for f in home.rglob("*.log*") if f.is_file())
     # Every scheduled blow fell on a fleet still at work (else it tested nothing).
     assert {"cut a", "restart server", "kill dispatcher b", "kill dispatcher c"} <= set(happened)
-    assert all(n < CHAOS_TASKS for k, n in happened.items() if k != "terminated"), happened
-    assert happened["terminated"] > 0 and kills >= 5 and stops >= 5, (happened, kills, stops)
+    assert all(n < CHAOS_TASKS for n in happened.values()), happened
+    assert facts["a registered at heal"] == 0, "host A's registration outlived 20 s cut off"
+    assert facts["terminated"] > 0 and kills >= 5 and stops >= 5, (facts, kills, stops)
     assert refused > 0, "no stale report was made: the fencing went untested"
     elapsed = time.monotonic() - started
-    print(f"\nchaos 500: {elapsed:.0f}s; {kills} worker kills, {stops} stops, {happened['terminated']} backends "
+    print(f"\nchaos 500: {elapsed:.0f}s; {kills} worker kills, {stops} stops, {facts['terminated']} backends "
           f"terminated; done at each blow {happened}; spooled {filed}; stale reports refused: {refused}; "
           f"runs {len(outcome)} ({sum(1 for o in outcome.values() if o == 'reclaimed')} reclaimed)")
     assert elapsed < CHAOS_BUDGET_S + 30
