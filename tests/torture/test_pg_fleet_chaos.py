@@ -326,7 +326,8 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
             def open_runs() -> list[dict[str, Any]]:
                 try:
                     return query(url, "SELECT r.id, r.task_id, r.pid, r.dispatcher_id, t.command LIKE '%%complete%%' "
-                                      "AS reports FROM runs r JOIN tasks t ON t.id = r.task_id "
+                                      "AS reports, extract(epoch FROM clock_timestamp()) - r.started_at AS age "
+                                      "FROM runs r JOIN tasks t ON t.id = r.task_id "
                                       "WHERE r.ended_at IS NULL AND r.pid IS NOT NULL")
                 except psycopg.Error:
                     return []  # restarting: no victim this time
@@ -336,8 +337,11 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
 
             # The schedule, in seconds after the three registered; workers are hit at random all along.
             t0 = time.monotonic()
-            plan = [(3.0, "kill dispatcher c"), (6.0, "cut a"), (4.0 + 6.0, "start dispatcher c"),
-                    (12.0, "terminate backends"), (16.0, "kill dispatcher b"), (18.0, "start dispatcher b"),
+            # A killed dispatcher stays down until its orphans' runs were reclaimed by the others (their lease and
+            # a poll, with a margin): started sooner, it would adopt them and stop them before they report.
+            down = WORKER_TTL_S + 4.0
+            plan = [(3.0, "kill dispatcher c"), (6.0, "cut a"), (3.0 + down, "start dispatcher c"),
+                    (12.0, "terminate backends"), (16.0, "kill dispatcher b"), (16.0 + down, "start dispatcher b"),
                     (6.0 + CUT_S, "heal a"), (32.0, "restart server")]
             plan.sort()
             happened: dict[str, int] = {}  # what -> tasks done when it happened (the chaos met a busy fleet)
@@ -358,7 +362,8 @@ def test_pg_fleet_chaos_500(net3: Net, tmp_path: Path, monkeypatch: pytest.Monke
                             def orphans_to_be(h: str = who[-1]) -> list[dict[str, Any]]:
                                 reg = query(url, "SELECT id FROM dispatchers WHERE pid = %s", (procs[h].pid,))
                                 mine = [r for r in open_runs() if reg and r["dispatcher_id"] == reg[0]["id"]]
-                                return mine if any(r["reports"] for r in mine) else []
+                                # a reporter started just now is still asleep: its report is yet to come
+                                return mine if any(r["reports"] and r["age"] < 0.3 for r in mine) else []
 
                             orphans = wait_for(orphans_to_be, timeout=10,
                                                what=f"a self-reporting worker of host {who[-1]}")
