@@ -18,8 +18,9 @@ never two open runs for one task (watched every 100 ms all along, and from the r
 registration lapsed while it was cut off and it registered anew; every report each host spooled reconciled (applied,
 filed as skipped, or listed as a conflict), none pending unaccounted, none silently dropped.
 
-Seen failing: without the run-id fencing of `complete` (store's compare-and-set and Board._fenced) "stale completions
-accepted: [... 'outcome': 'reclaimed' ...]"; with reconcile-completions applying nothing, "... spool/t_....json is
+Seen failing: without the run-id fencing of `complete` (store's compare-and-set and Board._fenced), "stale completions
+accepted: [... 'outcome': 'reclaimed' ...]" in one run, runs left open under done tasks ("assert [{'id': 45, ...
+'ended_at': None, ...}] == []") in another; with reconcile-completions applying nothing, "... spool/t_....json is
 still pending after reconcile".
 
 Cleanup (namespaces, veths, bridge, the server, every process) runs even when the test fails.
