@@ -8,7 +8,8 @@ lease expiry, reclaimed by the two others, which then run those tasks again.
 
 Invariants: every task done, by exactly one accepted (completed) run; never two open runs for one task (a task's runs
 never overlap in time, by the server's clock); the killed dispatcher's runs reclaimed after it died, and its
-registration removed as lapsed; the board-wide `max_running` held across the three (open runs never exceeded it);
+registration removed as lapsed; the board-wide `max_running` held across the three (open runs never exceeded it),
+and so did the per-assignee limit (`[profiles.researcher] max_running`, half the tasks assigned to `researcher`);
 both survivors did work after the kill.
 """
 
@@ -38,6 +39,8 @@ DISPATCHERS = 3
 MAX_SPAWN = 4
 #: board-wide, below DISPATCHERS * MAX_SPAWN so the limit binds
 MAX_RUNNING = 6
+#: every other task is assigned to `researcher`, whose tasks may run at most this many at once on the whole board
+RESEARCHER_MAX = 2
 SETTINGS = {"poll_interval": "300ms", "kill_grace": "500ms", "lease_grace": "2s", "worker_ttl": "3s",
             "max_spawn": MAX_SPAWN, "max_running": MAX_RUNNING, "backup_interval": "off"}
 #: the whole test (start to finish), well under the 90 s the brief allows
@@ -50,6 +53,7 @@ def start_dispatcher(reaper: Reaper, tmp: Path, n: int, url: str, *, own_host: b
     board_dir = home / "kanban" / "boards" / "default"
     board_dir.mkdir(parents=True)
     lines = ["[dispatch]"] + [f"{k} = {json.dumps(v)}" for k, v in {**SETTINGS, **settings}.items()]
+    lines += ["[profiles.researcher]", f"max_running = {RESEARCHER_MAX}"]
     (board_dir / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     err = tmp / f"dispatcher{n}.stderr"
     # Its own UTS namespace: another host name for the dispatcher and its workers (exec keeps the pid).
@@ -88,7 +92,8 @@ def test_three_dispatchers_on_three_hosts_one_killed(pg_url: str, reaper: Reaper
     worker = shlex.join([PY, "-c", "import random, time; time.sleep(random.uniform(0.2, 0.7))"])
     with Board.open() as board:
         reaper.watch_board(board)
-        task_ids = [board.create_task(f"task {i}", command=worker)[0].id for i in range(TASKS)]
+        task_ids = [board.create_task(f"task {i}", command=worker, assignee="researcher" if i % 2 else None)[0].id
+                    for i in range(TASKS)]
 
         procs = [start_dispatcher(reaper, tmp_path, n, pg_url) for n in range(DISPATCHERS)]
         registered = wait_for(lambda: len(regs := query(pg_url, "SELECT id, host, pid FROM dispatchers")) == 3
@@ -136,7 +141,7 @@ def test_three_dispatchers_on_three_hosts_one_killed(pg_url: str, reaper: Reaper
 
         runs = query(pg_url, "SELECT id, task_id, dispatcher_id, started_at, ended_at, outcome, summary FROM runs "
                              "ORDER BY id")
-        tasks = {t["id"]: t for t in query(pg_url, "SELECT id, status, current_run_id FROM tasks")}
+        tasks = {t["id"]: t for t in query(pg_url, "SELECT id, status, current_run_id, assignee FROM tasks")}
 
     # Every task done, exactly once, by an accepted run; nothing left open.
     assert sorted(tasks) == sorted(task_ids)
@@ -169,6 +174,8 @@ def test_three_dispatchers_on_three_hosts_one_killed(pg_url: str, reaper: Reaper
 
     # The board-wide limit held across the three dispatchers, and the survivors both worked after the kill.
     assert max_overlap([(r["started_at"], r["ended_at"]) for r in runs]) <= MAX_RUNNING
+    researcher = [(r["started_at"], r["ended_at"]) for r in runs if tasks[r["task_id"]]["assignee"] == "researcher"]
+    assert max_overlap(researcher) <= RESEARCHER_MAX, "the per-assignee limit was exceeded across the dispatchers"
     after_kill = {r["dispatcher_id"] for r in runs if r["started_at"] > killed_at}
     assert after_kill == survivors, after_kill
     assert time.monotonic() - started < BUDGET_S + 30

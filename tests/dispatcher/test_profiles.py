@@ -68,9 +68,11 @@ def test_an_assignee_without_a_command_is_skipped_once_and_left_for_pull_workers
 def test_a_bad_profile_table_is_refused_with_the_file_named(board: Board) -> None:
     path = board.paths.config_file
     for text, message in (
-        ('[profiles.researcher]\ncmd = "x"\n', "unknown setting profiles.researcher.cmd (known: command)"),
+        ('[profiles.researcher]\ncmd = "x"\n', "unknown setting profiles.researcher.cmd (known: command, max_running)"),
         ('[profiles.researcher]\ncommand = 3\n', "profiles.researcher.command must be a string"),
         ('[profiles."bad name"]\ncommand = "x"\n', "[profiles.bad name]: invalid profile name 'bad name'"),
+        ('[profiles.researcher]\nmax_running = 0\n', "profiles.researcher.max_running must be an integer from 1"),
+        ('[profiles.researcher]\nmax_running = "2"\n', "profiles.researcher.max_running must be an integer from 1"),
     ):
         write_config(board, text)
         board.create_task("x", assignee="researcher")

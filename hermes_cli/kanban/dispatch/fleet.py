@@ -15,7 +15,9 @@ once instead, and:
 - a dispatcher that finds its own registration gone (it lapsed while it was paused or cut off, and another removed it)
   stops its workers (their runs are reclaimed, or soon will be: their reports would be refused) and registers anew;
 - board-wide limits hold across hosts: `max_running` is counted in the same SERIALIZABLE transaction that claims, so
-  two hosts claiming at once cannot both take the last slot (PostgreSQL aborts one; the write is retried).
+  two hosts claiming at once cannot both take the last slot (PostgreSQL aborts one; the write is retried). The
+  per-assignee limits (`[profiles.<name>] max_running`) are counted the same way, in the same transaction
+  (selection.py `assignees_at_limit`, read by the claim's queue read in launch.py).
 """
 
 from __future__ import annotations

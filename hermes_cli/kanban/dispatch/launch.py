@@ -93,6 +93,8 @@ class Launcher:
             # Board-wide, counted in this transaction: every host's dispatcher (and pull worker) is counted.
             if fleet.at_limit(board, self.s.max_running):
                 return None
+            # The per-assignee limits ([profiles.<name>] max_running) likewise: the queue read leaves out the tasks
+            # of an assignee that runs its limit already, counted here, in the transaction that claims.
             ids = self.selection.dispatchable(board.db, board.db.clock(), limit=1)
             if not ids:
                 return None

@@ -29,8 +29,16 @@ class Selection:
         self.profiles = dict(settings.profiles)
 
     def dispatchable(self, db: Database, now: float, *, limit: int) -> list[str]:
-        """Ready tasks that can be started now, best first."""
-        return psql.dispatchable(db, now, any_default=self.any_default, profiles=self.profiles, limit=limit)
+        """Ready tasks that can be started now, best first; none of an assignee at its limit
+        (`[profiles.<name>] max_running`, counted on the whole board in the caller's transaction)."""
+        return psql.dispatchable(db, now, any_default=self.any_default, profiles=self.profiles, limit=limit,
+                                 exclude=self.assignees_at_limit(db))
+
+    def assignees_at_limit(self, db: Database) -> set[str]:
+        """Assignees that already run as many tasks as their `max_running` allows (every host counted)."""
+        limits = self.s.assignee_limits
+        running = psql.running_by_assignee(db, limits)
+        return {name for name, n in running.items() if n >= limits[name]}
 
     def next_retry_at(self, db: Database, *, after: float) -> float | None:
         """The earliest retry, later than `after`, of a dispatchable task."""

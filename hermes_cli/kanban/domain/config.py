@@ -12,6 +12,7 @@ The config file is `<board dir>/config.toml`; the dispatcher reads its `[dispatc
 
     [profiles.researcher]          # what a task assigned to `researcher` runs (when it has no --command)
     command = "python3 research.py {task_id} {workspace}"
+    max_running = 2                # tasks assigned to `researcher` running at once on the whole board (optional)
 
 Other tables in the file belong to other parts of hermes and are ignored here.
 """
@@ -72,6 +73,9 @@ class DispatchSettings:
     #: worker command by assignee profile (`[profiles.<name>] command`), for tasks without --command; an assigned
     #: task whose profile has none is not started (pull workers may claim it). Not a [dispatch] key, not a flag.
     profiles: Mapping[str, str] = field(default_factory=dict)
+    #: tasks of an assignee running at once on the whole board (`[profiles.<name>] max_running`), counted like
+    #: max_running in the claim's own transaction, every host's dispatchers and pull workers counted. Not a flag.
+    assignee_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def refresh_interval(self) -> float:
@@ -158,10 +162,26 @@ def _table(paths: BoardPaths, data: dict[str, Any], name: str) -> dict[str, Any]
 
 
 def read_profiles(paths: BoardPaths, data: dict[str, Any] | None = None) -> dict[str, str]:
-    """The `[profiles.<name>]` tables of the board's config file: {profile: command}. Each table takes one key,
-    `command` (a worker command line, checked like --command); anything else is refused with the file named."""
+    """The `[profiles.<name>]` tables of the board's config file: {profile: command} (profiles that have one)."""
+    return _read_profile_tables(paths, data)[0]
+
+
+def read_assignee_limits(paths: BoardPaths, data: dict[str, Any] | None = None) -> dict[str, int]:
+    """The `max_running` of the `[profiles.<name>]` tables of the board's config file: {profile: limit}."""
+    return _read_profile_tables(paths, data)[1]
+
+
+#: the keys of a `[profiles.<name>]` table
+_PROFILE_KEYS = ("command", "max_running")
+
+
+def _read_profile_tables(paths: BoardPaths, data: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, int]]:
+    """({profile: command}, {profile: max_running}) from the `[profiles.<name>]` tables. A table takes `command` (a
+    worker command line, checked like --command) and `max_running` (an integer, like [dispatch] max_running), at
+    least one of them; anything else is refused with the file named."""
     where = f"config {paths.config_file}"
-    out: dict[str, str] = {}
+    commands: dict[str, str] = {}
+    limits: dict[str, int] = {}
     for name, table in _table(paths, _read_file(paths) if data is None else data, PROFILES).items():
         try:
             profile = check_profile(name, "profile name")
@@ -169,9 +189,20 @@ def read_profiles(paths: BoardPaths, data: dict[str, Any] | None = None) -> dict
             raise InvalidValue(f"{where}: [{PROFILES}.{name}]: {exc.message}") from None
         if not isinstance(table, dict):
             raise InvalidValue(f'{where}: {PROFILES}.{name} must be a table, e.g. [{PROFILES}.{name}] command = "..."')
-        unknown = sorted(set(table) - {"command"})
+        unknown = sorted(set(table) - set(_PROFILE_KEYS))
         if unknown:
-            raise InvalidValue(f"{where}: unknown setting {PROFILES}.{name}.{unknown[0]} (known: command)")
+            raise InvalidValue(f"{where}: unknown setting {PROFILES}.{name}.{unknown[0]} (known: "
+                               f"{', '.join(_PROFILE_KEYS)})")
+        assert profile is not None  # a name was given
+        if "max_running" in table:
+            lo, hi = _POSITIVE_INTS["max_running"]
+            limit = table["max_running"]
+            if isinstance(limit, bool) or not isinstance(limit, int) or not lo <= limit <= hi:
+                raise InvalidValue(f"{where}: {PROFILES}.{name}.max_running must be an integer from {lo} to {hi}, "
+                                   f"got {limit!r}")
+            limits[profile] = limit
+            if "command" not in table:
+                continue  # a limit only: the assignee's tasks are started by their own --command (or pulled)
         command = table.get("command")
         if not isinstance(command, str):
             raise InvalidValue(f'{where}: {PROFILES}.{name}.command must be a string, e.g. command = "python3 '
@@ -180,9 +211,9 @@ def read_profiles(paths: BoardPaths, data: dict[str, Any] | None = None) -> dict
             checked = check_command(command)
         except InvalidValue as exc:
             raise InvalidValue(f"{where}: {PROFILES}.{name}.command: {exc.message}") from None
-        assert profile is not None and checked is not None  # both were given
-        out[profile] = checked
-    return out
+        assert checked is not None  # a command was given
+        commands[profile] = checked
+    return commands, limits
 
 
 def _read_file(paths: BoardPaths) -> dict[str, Any]:
@@ -204,9 +235,10 @@ def _read_file(paths: BoardPaths) -> dict[str, Any]:
 
 def load_settings(paths: BoardPaths, flags: Mapping[str, Any] | None = None) -> DispatchSettings:
     """Defaults, then the board's config file, then `flags` (entries whose value is None are not given)."""
-    known = {f.name for f in fields(DispatchSettings)} - {"profiles"}
+    known = {f.name for f in fields(DispatchSettings)} - {"profiles", "assignee_limits"}
     data = _read_file(paths)
-    values: dict[str, Any] = {"profiles": read_profiles(paths, data)}
+    commands, limits = _read_profile_tables(paths, data)
+    values: dict[str, Any] = {"profiles": commands, "assignee_limits": limits}
     for name, value in _table(paths, data, SECTION).items():
         if name not in known:
             raise InvalidValue(

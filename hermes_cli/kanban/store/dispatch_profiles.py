@@ -24,14 +24,32 @@ def _startable(profiles: Collection[str]) -> tuple[str, tuple[str, ...]]:
     return f"(command IS NOT NULL OR (assignee IS NULL AND ? = 1) OR {by_profile})", names
 
 
-def dispatchable(db: Database, now: float, *, any_default: bool, profiles: Collection[str], limit: int) -> list[str]:
+def dispatchable(db: Database, now: float, *, any_default: bool, profiles: Collection[str], limit: int,
+                 exclude: Collection[str] = ()) -> list[str]:
+    """Ready tasks that can be started now, best first; none assigned to an assignee in `exclude` (at its limit)."""
     clause, names = _startable(profiles)
+    full = tuple(sorted(exclude))
+    not_full = f"AND (assignee IS NULL OR assignee NOT IN ({', '.join('?' * len(full))})) " if full else ""
     rows = db.rows(
         f"SELECT id FROM tasks WHERE status = 'ready' AND {clause} AND (retry_at IS NULL OR retry_at <= ?) "
-        f"ORDER BY {CLAIM_ORDER} LIMIT ?",
-        (int(any_default), *names, now, limit),
+        f"{not_full}ORDER BY {CLAIM_ORDER} LIMIT ?",
+        (int(any_default), *names, now, *full, limit),
     )
     return [r["id"] for r in rows]
+
+
+def running_by_assignee(db: Database, assignees: Collection[str]) -> dict[str, int]:
+    """Tasks running on the whole board (every host's) per assignee, for these assignees (absent: none running):
+    what a per-assignee limit counts."""
+    names = tuple(sorted(assignees))
+    if not names:
+        return {}
+    rows = db.rows(
+        f"SELECT assignee, count(*) AS n FROM tasks WHERE status = 'running' AND assignee IN "
+        f"({', '.join('?' * len(names))}) GROUP BY assignee",
+        names,
+    )
+    return {r["assignee"]: int(r["n"]) for r in rows}
 
 
 def next_retry_at(db: Database, *, any_default: bool, profiles: Collection[str], after: float) -> float | None:
