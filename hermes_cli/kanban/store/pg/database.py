@@ -406,7 +406,7 @@ class PgDatabase:
         Writers of one board run one at a time, as on SQLite: none is aborted for a conflict (concurrent claims of
         the queue's head aborted each other 1-7 times per task when writers overlapped: bench/pg_compare.py), and
         event ids commit in order. The commit is asynchronous inside the turn and made durable outside it
-        (_wait_durable; see the module docstring).
+        (wait_durable; see the module docstring).
         """
         if self._in_write:
             return fn()
@@ -441,7 +441,7 @@ class PgDatabase:
                 self._in_write = False
                 self._tx_now = None
             if wrote:
-                self._wait_durable()
+                self.wait_durable()
             if self._wrote_event:
                 self._wrote_event = False
                 for hook in self._event_hooks:
@@ -463,10 +463,11 @@ class PgDatabase:
         found = cur.fetchone()
         return bool(found and found[0])
 
-    def _wait_durable(self) -> None:
+    def wait_durable(self) -> None:
         """Wait until this session's last commit is on disk (see the module docstring): a transactional logical
         message takes an xid and writes one WAL record, so this statement's own synchronous COMMIT flushes the WAL
-        through it, our asynchronous commit included. Outside the turn: concurrent writers share the flush."""
+        through it, our asynchronous commit included, and every commit this session has seen. Outside the turn:
+        concurrent writers share the flush."""
         self._cursor("SELECT pg_logical_emit_message(true, 'hermes-kanban', '')", ())
 
     def _begin(self) -> float:
