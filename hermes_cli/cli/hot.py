@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hermes_cli.kanban.core.errors import BoardMissing, InvalidValue, NotFound, StorageError, UsageError
+from hermes_cli.kanban.core.models import Task
 from hermes_cli.kanban.core.paths import resolve
 from hermes_cli.kanban.core.values import check_metadata, check_priority, check_report_text, check_text, parse_duration
 from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S, Board
@@ -214,6 +215,7 @@ def report(kind: str, slug: str | None, task_id: str, run_id: int | None, *, sum
         with open_worker_board(slug) as b:
             if kind == "complete":
                 t = b.complete(task_id, run_id, summary=summary, force=force, result=result, metadata=meta)
+                release_worktrees(b, [t])
             else:
                 t = b.block(task_id, run_id, reason=summary, force=force, kind=block_kind)
     except StorageError as err:
@@ -222,6 +224,23 @@ def report(kind: str, slug: str | None, task_id: str, run_id: int | None, *, sum
                             force=force, err=err, extra=extra)
         return Out(data, f"{task_id} spooled")
     return render.reported(t)
+
+
+def release_worktrees(b: Board, tasks: Sequence[Task]) -> None:
+    """After a completion or an archive has committed: the git worktree of a finished `--workspace worktree` task is
+    removed when nothing in it can be lost, else kept, with an event saying which and why (dispatch/workspaces.py
+    release; a kept one is also a warning here). Never raises: what it follows has landed. Only a worktree task
+    pays for it (the module and git are not even loaded otherwise)."""
+    for t in tasks:
+        if not (t.workspace or "").startswith("worktree"):
+            continue
+        from hermes_cli.kanban.dispatch import workspaces
+
+        out = workspaces.release(b, t)
+        if out and out["kind"] == "workspace_kept":
+            render.warn(f"warning: kept the git worktree of {t.id}: {out['reason']}")
+        if out and out.get("note_error"):
+            render.warn(f"warning: could not record what became of {t.id}'s git worktree: {out['note_error']}")
 
 
 def report_many(kind: str, slug: str | None, task_ids: list[str], *, force: bool, summary: str | None = None,
@@ -237,6 +256,7 @@ def report_many(kind: str, slug: str | None, task_ids: list[str], *, force: bool
         with open_board(slug) as b:
             if kind == "complete":
                 done = b.complete_many(task_ids, result=result, force=force)
+                release_worktrees(b, done)
             else:
                 done = b.block_many(task_ids, reason=summary, force=force, kind=block_kind, run_ids=runs)
     except StorageError as err:
@@ -261,6 +281,7 @@ def report_next(slug: str | None, task_id: str, run_id: int, *, summary: str | N
     try:
         with open_worker_board(slug) as b:
             t, c = b.complete_next(task_id, run_id, summary=summary, worker=worker, ttl=lease_s, tenant=tenant)
+            release_worktrees(b, [t])
     except StorageError as err:
         data = spool_report("complete", slug, task_id, run_id, summary=summary, force=False, err=err)
         return Out({"completed": data, "next": None},

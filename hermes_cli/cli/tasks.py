@@ -426,6 +426,7 @@ def kanban_archive(task_ids: tuple[str, ...], purge_ids: tuple[str, ...], board:
             emit(as_json, data, "\n".join(f"{t} deleted" for t in gone))
             return
         done = b.archive_many(task_ids)
+        hot.release_worktrees(b, done)
     _emit_tasks(as_json, done)
 
 
