@@ -115,7 +115,7 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
            review: bool = False, assignee: str | None = None, created_by: str | None = None,
            skills: Sequence[str] = (), triage: bool = False, initial_status: str | None = None,
            workspace: str | None = None, branch: str | None = None, model: str | None = None,
-           provider: str | None = None) -> Out:
+           provider: str | None = None, scheduled_at: str | None = None) -> Out:
     if branch is not None and not (workspace or "").startswith("worktree"):
         raise UsageError("--branch only applies with --workspace worktree (or worktree:PATH)")
     text = read_body(body, body_file)
@@ -128,6 +128,7 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
             idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
             assignee=assignee, created_by=created_by, skills=tuple(skills), triage=triage,
             initial_status=initial_status, workspace=workspace, branch=branch, model=model, provider=provider,
+            scheduled_at=scheduled_at,
         )
     return render.created(task, was_created)
 

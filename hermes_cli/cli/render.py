@@ -143,7 +143,8 @@ def detail(d: TaskDetail) -> str:
     if t.current_run_id:
         lines.append(f"  current run {t.current_run_id}, lease until {iso(t.lease_expires_at)}")
     if t.retry_at and t.retry_at > now:
-        lines.append(f"  retry after {iso(t.retry_at)}")
+        # never run yet: a `create --scheduled-at` (a retry's backoff follows an attempt)
+        lines.append(f"  {'scheduled to start at' if t.attempts == 0 else 'retry after'} {iso(t.retry_at)}")
     if t.summary:
         lines.append(f"  summary: {inline(t.summary)}")
     if t.result is not None and t.result != t.summary:
