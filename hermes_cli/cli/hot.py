@@ -22,11 +22,19 @@ from hermes_cli.kanban.core.models import Task
 from hermes_cli.kanban.core.paths import resolve
 from hermes_cli.kanban.core.values import check_metadata, check_priority, check_report_text, check_text, parse_duration
 from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S, Board
-from hermes_cli.kanban.durability import spool
 from hermes_cli.kanban.store import engine
 
 from . import render
 from .render import Out
+
+
+def _spool():  # type: ignore[no-untyped-def]
+    """durability/spool.py, imported when a report needs it (complete/block check their input with it, and spool
+    when the board cannot take them): heartbeat, claim, create and show start faster without it."""
+    from hermes_cli.kanban.durability import spool
+
+    return spool
+
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 DEFAULT_TTL = f"{DEFAULT_LEASE_S:g}s"
@@ -209,7 +217,7 @@ def block(slug: str | None, task_id: str | None, reason_words: Sequence[str] = (
 # same way whether the board is healthy or not.
 def report(kind: str, slug: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
            result: str | None = None, metadata: str | None = None, block_kind: str | None = None) -> Out:
-    spool.check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
+    _spool().check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
     meta = check_metadata(metadata)
     result = check_report_text(result, "result")
     try:
@@ -251,7 +259,7 @@ def report_many(kind: str, slug: str | None, task_ids: list[str], *, force: bool
     report per task when the board cannot be written."""
     runs = run_ids or {}
     for t in task_ids:
-        spool.check_report(kind, t, runs.get(t), summary)
+        _spool().check_report(kind, t, runs.get(t), summary)
     result = check_report_text(result, "result")
     try:
         with open_board(slug) as b:
@@ -276,7 +284,7 @@ def report_next(slug: str | None, task_id: str, run_id: int, *, summary: str | N
     """`complete --next`: the completion and the next claim in one transaction. Printed as {"completed": <what
     complete prints>, "next": <what claim prints> or null}; exit 0 either way (the completion landed). A board that
     cannot be written spools the completion exactly as `complete` does, and claims nothing."""
-    spool.check_report("complete", task_id, run_id, summary)
+    _spool().check_report("complete", task_id, run_id, summary)
     lease_s = parse_duration(ttl, what="lease ttl")  # refused before the board is tried, like the report itself
     worker = check_text(worker, "worker")
     try:
@@ -295,7 +303,7 @@ def spool_report(kind: str, slug: str | None, task_id: str, run_id: int | None, 
                  err: StorageError, extra: dict[str, Any] | None = None) -> dict[str, object]:
     """Spool the report, warn on stderr, and return what the command prints for it."""
     paths = resolve(slug)
-    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
+    rep, wrote = _spool().spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
                                     extra=extra)
     again = "" if wrote else " (already spooled)"
     render.warn(
