@@ -44,7 +44,7 @@ def _table() -> dict[str, tuple[int | None, dict[str, Kind]]]:
                        "--tenant": VALUE, "--idempotency-key": VALUE, "--max-runtime": VALUE, "--max-retries": INT,
                        "--review": FLAG, "--assignee": VALUE, "--created-by": VALUE, "--skill": MULTI,
                        "--triage": FLAG, "--initial-status": INITIAL_STATUSES, "--workspace": VALUE,
-                       "--branch": VALUE, **_COMMON}),
+                       "--branch": VALUE, "--scheduled-at": VALUE, **_COMMON}),
         "show": (1, {"--events": INT, **_COMMON}),
         "claim": (1, {"--ttl": VALUE, "--worker": VALUE, "--tenant": VALUE, **_COMMON}),
         "heartbeat": (1, {"--run-id": RUN_ID, "--ttl": VALUE, "--note": VALUE, **_COMMON}),
@@ -124,7 +124,7 @@ def run_verb(verb: str, board: str | None, args: list[str], opts: dict[str, Any]
             max_runtime=o("--max-runtime"), max_retries=o("--max-retries"), review=bool(o("--review")),
             assignee=o("--assignee"), created_by=o("--created-by"), skills=o("--skill", ()),
             triage=bool(o("--triage")), initial_status=o("--initial-status"), workspace=o("--workspace"),
-            branch=o("--branch"))
+            branch=o("--branch"), scheduled_at=o("--scheduled-at"))
     if verb == "show":
         if first is None or not o("--json"):  # the human view is long and rarely scripted: the click CLI's
             raise _Fallback

@@ -18,14 +18,23 @@ from contextlib import contextmanager
 from typing import Any
 
 from hermes_cli.kanban.core.errors import BoardMissing, InvalidValue, NotFound, StorageError, UsageError
+from hermes_cli.kanban.core.models import Task
 from hermes_cli.kanban.core.paths import resolve
 from hermes_cli.kanban.core.values import check_metadata, check_priority, check_report_text, check_text, parse_duration
 from hermes_cli.kanban.domain.board import DEFAULT_LEASE_S, Board
-from hermes_cli.kanban.durability import spool
 from hermes_cli.kanban.store import engine
 
 from . import render
 from .render import Out
+
+
+def _spool():  # type: ignore[no-untyped-def]
+    """durability/spool.py, imported when a report needs it (complete/block check their input with it, and spool
+    when the board cannot take them): heartbeat, claim, create and show start faster without it."""
+    from hermes_cli.kanban.durability import spool
+
+    return spool
+
 
 TASK_ID_RE = re.compile(r"t_[0-9a-f]{4,32}")
 DEFAULT_TTL = f"{DEFAULT_LEASE_S:g}s"
@@ -114,7 +123,7 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
            review: bool = False, assignee: str | None = None, created_by: str | None = None,
            skills: Sequence[str] = (), triage: bool = False, initial_status: str | None = None,
            workspace: str | None = None, branch: str | None = None, model: str | None = None,
-           provider: str | None = None) -> Out:
+           provider: str | None = None, scheduled_at: str | None = None) -> Out:
     if branch is not None and not (workspace or "").startswith("worktree"):
         raise UsageError("--branch only applies with --workspace worktree (or worktree:PATH)")
     text = read_body(body, body_file)
@@ -127,6 +136,7 @@ def create(slug: str | None, title: str, *, body: str | None = None, body_file: 
             idempotency_key=idempotency_key, max_runtime=max_runtime, max_retries=max_retries, review=review,
             assignee=assignee, created_by=created_by, skills=tuple(skills), triage=triage,
             initial_status=initial_status, workspace=workspace, branch=branch, model=model, provider=provider,
+            scheduled_at=scheduled_at,
         )
     return render.created(task, was_created)
 
@@ -207,13 +217,14 @@ def block(slug: str | None, task_id: str | None, reason_words: Sequence[str] = (
 # same way whether the board is healthy or not.
 def report(kind: str, slug: str | None, task_id: str, run_id: int | None, *, summary: str | None, force: bool,
            result: str | None = None, metadata: str | None = None, block_kind: str | None = None) -> Out:
-    spool.check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
+    _spool().check_report(kind, task_id, run_id, summary)  # bad input is refused before anything, and never spooled
     meta = check_metadata(metadata)
     result = check_report_text(result, "result")
     try:
         with open_worker_board(slug) as b:
             if kind == "complete":
                 t = b.complete(task_id, run_id, summary=summary, force=force, result=result, metadata=meta)
+                release_worktrees(b, [t])
             else:
                 t = b.block(task_id, run_id, reason=summary, force=force, kind=block_kind)
     except StorageError as err:
@@ -224,6 +235,23 @@ def report(kind: str, slug: str | None, task_id: str, run_id: int | None, *, sum
     return render.reported(t)
 
 
+def release_worktrees(b: Board, tasks: Sequence[Task]) -> None:
+    """After a completion or an archive has committed: the git worktree of a finished `--workspace worktree` task is
+    removed when nothing in it can be lost, else kept, with an event saying which and why (dispatch/workspaces.py
+    release; a kept one is also a warning here). Never raises: what it follows has landed. Only a worktree task
+    pays for it (the module and git are not even loaded otherwise)."""
+    for t in tasks:
+        if not (t.workspace or "").startswith("worktree"):
+            continue
+        from hermes_cli.kanban.dispatch import workspaces
+
+        out = workspaces.release(b, t)
+        if out and out["kind"] == "workspace_kept":
+            render.warn(f"warning: kept the git worktree of {t.id}: {out['reason']}")
+        if out and out.get("note_error"):
+            render.warn(f"warning: could not record what became of {t.id}'s git worktree: {out['note_error']}")
+
+
 def report_many(kind: str, slug: str | None, task_ids: list[str], *, force: bool, summary: str | None = None,
                 result: str | None = None, block_kind: str | None = None,
                 run_ids: dict[str, int] | None = None) -> Out:
@@ -231,12 +259,13 @@ def report_many(kind: str, slug: str | None, task_ids: list[str], *, force: bool
     report per task when the board cannot be written."""
     runs = run_ids or {}
     for t in task_ids:
-        spool.check_report(kind, t, runs.get(t), summary)
+        _spool().check_report(kind, t, runs.get(t), summary)
     result = check_report_text(result, "result")
     try:
         with open_board(slug) as b:
             if kind == "complete":
                 done = b.complete_many(task_ids, result=result, force=force)
+                release_worktrees(b, done)
             else:
                 done = b.block_many(task_ids, reason=summary, force=force, kind=block_kind, run_ids=runs)
     except StorageError as err:
@@ -255,12 +284,13 @@ def report_next(slug: str | None, task_id: str, run_id: int, *, summary: str | N
     """`complete --next`: the completion and the next claim in one transaction. Printed as {"completed": <what
     complete prints>, "next": <what claim prints> or null}; exit 0 either way (the completion landed). A board that
     cannot be written spools the completion exactly as `complete` does, and claims nothing."""
-    spool.check_report("complete", task_id, run_id, summary)
+    _spool().check_report("complete", task_id, run_id, summary)
     lease_s = parse_duration(ttl, what="lease ttl")  # refused before the board is tried, like the report itself
     worker = check_text(worker, "worker")
     try:
         with open_worker_board(slug) as b:
             t, c = b.complete_next(task_id, run_id, summary=summary, worker=worker, ttl=lease_s, tenant=tenant)
+            release_worktrees(b, [t])
     except StorageError as err:
         data = spool_report("complete", slug, task_id, run_id, summary=summary, force=False, err=err)
         return Out({"completed": data, "next": None},
@@ -273,7 +303,7 @@ def spool_report(kind: str, slug: str | None, task_id: str, run_id: int | None, 
                  err: StorageError, extra: dict[str, Any] | None = None) -> dict[str, object]:
     """Spool the report, warn on stderr, and return what the command prints for it."""
     paths = resolve(slug)
-    rep, wrote = spool.spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
+    rep, wrote = _spool().spool_report(paths, kind, task_id, run_id, summary=summary, force=force, error=err,
                                     extra=extra)
     again = "" if wrote else " (already spooled)"
     render.warn(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -15,6 +16,7 @@ from hermes_cli.kanban.core.hubconf import HUB_URL_ENV, check_hub_url
 from hermes_cli.kanban.core.models import iso
 from hermes_cli.kanban.live.readers import Subscription, check_name, list_subscriptions, subscribe, unsubscribe
 
+from . import render
 from .common import board_slug, command, common, emit, open_board
 
 
@@ -24,29 +26,85 @@ def _sub_line(s: Subscription) -> str:
     return f"{s.name}  cursor {s.cursor}  kinds {kinds}{pending}  updated {iso(s.updated_at)}"
 
 
+#: the events hermes-agent's gateway delivers to a subscribed chat (its terminal kinds of a task)
+CHAT_KINDS = ("completed", "blocked", "gave_up", "crashed", "timed_out")
+#: hermes-agent's chat options, accepted with --platform only (what they say is kept in the subscription's name or
+#: echoed back; nothing here sends a chat message)
+_CHAT_OPTIONS = ("--chat-id", "--thread-id", "--user-id", "--user-id-alt", "--chat-type", "--notifier-profile",
+                 "--delivery-mode")
+
+
+def _chat_options(f):  # type: ignore[no-untyped-def]
+    for opt, metavar, help_ in reversed((
+        ("--platform", "P", "hermes-agent's form: NAME is a task id, and the chat P/--chat-id is subscribed to its "
+                            "terminal events (a named subscription; see notifications.md)."),
+        ("--chat-id", "C", "With --platform: the chat."),
+        ("--thread-id", "T", "With --platform: the thread in the chat."),
+        ("--user-id", "U", "With --platform: accepted, not used here."),
+        ("--user-id-alt", "U", "With --platform: accepted, not used here."),
+        ("--chat-type", "dm|group|channel|thread", "With --platform: accepted, not used here."),
+        ("--notifier-profile", "P", "With --platform: accepted, not used here."),
+        ("--delivery-mode", "notify|notify+wake|wake", "With --platform: accepted, not used here."),
+    )):
+        f = click.option(opt, opt.lstrip("-").replace("-", "_"), default=None, metavar=metavar, help=help_)(f)
+    return f
+
+
+def _chat_name(task_id: str, platform: str | None, chat: dict[str, str | None], verb: str) -> str | None:
+    """hermes-agent's `notify-subscribe TASK --platform P --chat-id C [--thread-id T]`: the subscription's name,
+    `P:C[:T]:TASK` (lowercased, other characters as `_`); None for our own form (NAME, no chat options)."""
+    given = [o for o in _CHAT_OPTIONS if chat.get(o.lstrip("-").replace("-", "_")) is not None]
+    if platform is None:
+        if given:
+            raise UsageError(", ".join(_CHAT_OPTIONS[:-1]) + f" and {_CHAT_OPTIONS[-1]} only apply with --platform")
+        return None
+    if chat.get("chat_id") is None:
+        raise UsageError(f"--platform needs --chat-id: hermes kanban {verb} TASK_ID --platform P --chat-id C")
+    thread = chat.get("thread_id")
+    parts = [platform, chat.get("chat_id") or ""] + ([thread] if thread else []) + [task_id]
+    name = ":".join(re.sub(r"[^a-z0-9_.-]", "_", part.lower()) for part in parts)
+    return name[:64] if name[:1].isalnum() else ("c" + name)[:64]
+
+
 @command("notify-subscribe")
 @click.argument("name")
 @click.option("--kinds", default=None, metavar="K1,K2", help="Only these event kinds (default: every kind).")
 @click.option("--after", type=int, default=None, metavar="ID",
               help="Start after this event id (default: the newest event; 0 replays the whole log).")
+@_chat_options
 @common
-def kanban_notify_subscribe(name: str, kinds: str | None, after: int | None, board: str | None,
-                            as_json: bool) -> None:
+def kanban_notify_subscribe(name: str, kinds: str | None, after: int | None, platform: str | None,
+                            board: str | None, as_json: bool, **chat: str | None) -> None:
     """Create a named subscription: a cursor on the event log that is kept in the board.
 
     Subscribing again under an existing name keeps its cursor (new --kinds replace the old ones). Read it with
     `events --follow --subscription NAME`; the TUI uses one per board, so a restart shows what it missed.
+
+    hermes-agent's form, `notify-subscribe TASK_ID --platform P --chat-id C [--thread-id T] ...`, subscribes
+    `P:C[:T]:TASK_ID` to the task's terminal events (completed, blocked, gave_up, crashed, timed_out). There is no
+    chat gateway here: read it with `events --follow --subscription NAME --task TASK_ID` and deliver it yourself.
 
     Example:
 
     \b
         hermes kanban notify-subscribe ops-pager --kinds completed,gave_up,crashed
         hermes kanban events --follow --subscription ops-pager --json
+        hermes kanban notify-subscribe t_3fa2b1c4d5e6 --platform telegram --chat-id 12345678
     """
+    chat_name = _chat_name(name, platform, chat, "notify-subscribe")
     with open_board(board) as b:
-        sub, created = subscribe(b, name, kinds=kinds, after=after)
+        if chat_name is not None:
+            b.get_task(name)  # an unknown task: NotFound, exit 1
+            sub, created = subscribe(b, chat_name, kinds=kinds or ",".join(CHAT_KINDS), after=after)
+        else:
+            sub, created = subscribe(b, name, kinds=kinds, after=after)
     verb = "subscribed" if created else "already subscribed"
-    emit(as_json, {**sub.as_dict(), "created": created}, f"{verb}: {_sub_line(sub)}")
+    data: dict[str, object] = {**sub.as_dict(), "created": created}
+    if chat_name is not None:
+        data.update(task_id=name, platform=platform, **chat)
+        render.warn(f"note: no chat gateway here: nothing is sent to {platform}; read the task's events with "
+                    f"hermes kanban events --follow --subscription {chat_name} --task {name}")
+    emit(as_json, data, f"{verb}: {_sub_line(sub)}")
 
 
 @command("notify-list")
@@ -72,17 +130,22 @@ def kanban_notify_list(task_id: str | None, board: str | None, as_json: bool) ->
 
 @command("notify-unsubscribe")
 @click.argument("name")
+@_chat_options
 @common
-def kanban_notify_unsubscribe(name: str, board: str | None, as_json: bool) -> None:
-    """Remove a subscription (its cursor is forgotten).
+def kanban_notify_unsubscribe(name: str, platform: str | None, board: str | None, as_json: bool,
+                              **chat: str | None) -> None:
+    """Remove a subscription (its cursor is forgotten). hermes-agent's form, `notify-unsubscribe TASK_ID --platform P
+    --chat-id C [--thread-id T]`, removes what its `notify-subscribe` made.
 
     Example:
 
     \b
         hermes kanban notify-unsubscribe ops-pager
+        hermes kanban notify-unsubscribe t_3fa2b1c4d5e6 --platform telegram --chat-id 12345678
     """
+    chat_name = _chat_name(name, platform, chat, "notify-unsubscribe")
     with open_board(board) as b:
-        sub = unsubscribe(b, name)
+        sub = unsubscribe(b, chat_name or name)
     emit(as_json, {**sub.as_dict(), "removed": True}, f"unsubscribed: {sub.name}")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hermes_cli.kanban.core.models import Claim, Task, TaskDetail, iso
+from hermes_cli.kanban.core.models import Claim, Event, Task, TaskDetail, iso
 from hermes_cli.kanban.core.textsafe import inline, terminal_safe
 
 #: the human form of an output: the text, or a function that builds it (only called without --json)
@@ -143,7 +143,8 @@ def detail(d: TaskDetail) -> str:
     if t.current_run_id:
         lines.append(f"  current run {t.current_run_id}, lease until {iso(t.lease_expires_at)}")
     if t.retry_at and t.retry_at > now:
-        lines.append(f"  retry after {iso(t.retry_at)}")
+        # never run yet: a `create --scheduled-at` (a retry's backoff follows an attempt)
+        lines.append(f"  {'scheduled to start at' if t.attempts == 0 else 'retry after'} {iso(t.retry_at)}")
     if t.summary:
         lines.append(f"  summary: {inline(t.summary)}")
     if t.result is not None and t.result != t.summary:
@@ -170,5 +171,12 @@ def detail(d: TaskDetail) -> str:
         lines += ["", "comments:"] + [f"  {iso(c.created_at)} {inline(c.author or '-')}: {inline(c.body)}"
                                       for c in d.comments]
     if d.events:
-        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {inline(e.kind)}" for e in d.events]
+        lines += ["", "events:"] + [f"  {e.id:>6} {iso(e.created_at)} {_event_line(e)}" for e in d.events]
     return "\n".join(lines)
+
+
+def _event_line(e: Event) -> str:
+    """An event's kind; a kept git worktree also says why (the one event whose next step only its payload holds)."""
+    if e.kind == "workspace_kept" and e.payload.get("reason"):
+        return f"{inline(e.kind)}: {inline(str(e.payload['reason']))}"
+    return inline(e.kind)

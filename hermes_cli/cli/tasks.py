@@ -48,6 +48,8 @@ _task_out = render.task_out
 @click.option("--model", default=None, metavar="M",
               help="A model override for its worker (HERMES_KANBAN_MODEL; see set-model).")
 @click.option("--provider", default=None, metavar="P", help="With --model: its provider (HERMES_KANBAN_PROVIDER).")
+@click.option("--scheduled-at", default=None, metavar="TIME",
+              help="Not claimed or started before this ISO 8601 time (e.g. 2026-06-01T03:00:00Z).")
 @click.option("--goal", is_flag=True, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @click.option("--goal-max-turns", default=None, hidden=True, help="hermes-agent's; not used here (a note says so).")
 @common
@@ -56,7 +58,8 @@ def kanban_create(
     command_: str | None, tenant: str | None, idempotency_key: str | None, max_runtime: str | None,
     max_retries: int | None, review: bool, assignee: str | None, created_by: str | None, skills: tuple[str, ...],
     triage: bool, initial_status: str | None, workspace: str | None, branch: str | None, model: str | None,
-    provider: str | None, goal: bool, goal_max_turns: str | None, board: str | None, as_json: bool,
+    provider: str | None, scheduled_at: str | None, goal: bool, goal_max_turns: str | None, board: str | None,
+    as_json: bool,
 ) -> None:
     """Create a task and print its id.
 
@@ -74,7 +77,7 @@ def kanban_create(
         command=command_, tenant=tenant, idempotency_key=idempotency_key, max_runtime=max_runtime,
         max_retries=max_retries, review=review, assignee=assignee, created_by=created_by, skills=skills,
         triage=triage, initial_status=initial_status, workspace=workspace, branch=branch, model=model,
-        provider=provider,
+        provider=provider, scheduled_at=scheduled_at,
     )
     if ignored:
         # hermes-agent's agent loop settings: a worker here is a command, which decides when to stop. Only once the
@@ -426,6 +429,7 @@ def kanban_archive(task_ids: tuple[str, ...], purge_ids: tuple[str, ...], board:
             emit(as_json, data, "\n".join(f"{t} deleted" for t in gone))
             return
         done = b.archive_many(task_ids)
+        hot.release_worktrees(b, done)
     _emit_tasks(as_json, done)
 
 

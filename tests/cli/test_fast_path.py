@@ -152,6 +152,8 @@ STEPS: list[tuple[list[str], dict[str, str], str]] = [
     (["kanban", "complete", "@T15@", "--force", "--summary", "an operator closed it"], {}, "fast"),
     (["kanban", "create", "in a worktree", "--workspace", "worktree", "--branch", "wt/x", "--json"], {}, "fast"),
     (["kanban", "create", "branch alone", "--branch", "wt/x"], {}, "click"),
+    (["kanban", "create", "later", "--scheduled-at", "2999-06-01T03:00:00Z", "--json"], {}, "fast"),
+    (["kanban", "create", "bad time", "--scheduled-at", "soon"], {}, "click"),
 ]
 
 

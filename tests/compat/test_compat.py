@@ -16,7 +16,7 @@ from .compat import DOCUMENTED_EXCEPTIONS, UNSUPPORTED_TEXT, Outcome, Runner, pa
 #: the share of the original's lines (documented exceptions aside) that must work unchanged (issue 11)
 TARGET = 0.9
 #: what works today, as a ratchet: no change may lose a line that works (raise it as lines start working)
-WORKING_NOW = 103
+WORKING_NOW = 107
 
 
 @pytest.fixture(scope="module")

@@ -100,10 +100,12 @@ def test_workers_run_in_the_default_workdir_a_dir_and_a_git_worktree(board: Boar
     assert json.loads(out["dir"].read_text()) == [made, made, None]
     tree = str(board.paths.workspaces_dir / in_tree)
     assert json.loads(out["tree"].read_text()) == [tree, tree, "wt/fix"]
-    branch = subprocess.run(["git", "-C", tree, "branch", "--show-current"], capture_output=True, text=True)
-    assert branch.stdout.strip() == "wt/fix"
-    assert tree in subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
-                                  text=True).stdout
+    # the worker exited 0 leaving the tree clean and no commit of its own: the worktree goes (test_worktree_cleanup.py),
+    # and the branch the user named stays
+    assert not Path(tree).exists()
+    assert tree not in subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
+                                      text=True).stdout
+    assert "wt/fix" in subprocess.run(["git", "-C", str(repo), "branch"], capture_output=True, text=True).stdout
     assert json.loads(out["scratch"].read_text())[0] == str(board.paths.workspaces_dir / scratch)
     assert all(board.get_task(t).status == TaskStatus.DONE for t in (in_dir, in_tree, scratch))
 

@@ -45,7 +45,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "review_requested", "changes_requested", "blocked", "unblocked", "archived", "reclaimed", "crashed", "timed_out",
     "gave_up", "reconciled", "salvaged", "subscribed", "unsubscribed", "dispatcher_started", "dispatcher_stopped",
     "dispatcher_lock_broken", "assigned", "dependency_wait", "promoted_manual", "edited", "deleted", "heartbeat",
-    "board_updated", "skipped_nonspawnable", "model_override_set",
+    "board_updated", "skipped_nonspawnable", "model_override_set", "workspace_removed", "workspace_kept",
 )
 
 #: statuses in board order, for columns and stats

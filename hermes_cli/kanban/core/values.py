@@ -205,3 +205,16 @@ def check_branch(branch: str | None) -> str | None:
         raise InvalidValue(f"invalid --branch {branch!r}: use a git branch name such as wt/fix-login (no spaces, "
                            "not starting with '-')")
     return b
+
+
+def parse_time(text: str | float, *, what: str = "--scheduled-at") -> float:
+    """An ISO 8601 time (`2026-06-01T03:00:00Z`, an offset, or no zone: local time), as hermes-agent's
+    `create --scheduled-at` takes it, in epoch seconds. A number is taken as epoch seconds already."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    from datetime import datetime  # lazily: only a scheduled create pays for it
+
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()  # 'Z' and offsets: Python >= 3.11
+    except (ValueError, OverflowError, OSError):
+        raise InvalidValue(f"invalid {what} {text!r}: use an ISO 8601 time such as 2026-06-01T03:00:00Z") from None

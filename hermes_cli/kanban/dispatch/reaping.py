@@ -25,7 +25,7 @@ from ..domain.board import Board
 from ..domain.config import DispatchSettings
 from ..durability import spool
 from ..store import tasks as tsql
-from . import spawn
+from . import spawn, workspaces
 from .result import DispatchResult
 from .workers import REPORTED, Crew, Worker
 
@@ -221,6 +221,10 @@ class Reaper:
             return False
         self.result.counts[str(outcome)] += 1
         text = f"{task_id} run {run_id} {outcome}{_after(took)}: {summary}"
+        released = workspaces.release(self.board, task)  # a done worktree task's git worktree: removed or kept
+        if released is not None:
+            text += "; git worktree " + ("removed" if released["kind"] == "workspace_removed"
+                                         else f"kept: {released['reason']}")
         if outcome != RunOutcome.COMPLETED:
             if task.status == TaskStatus.BLOCKED:
                 self.result.counts["gave_up"] += 1

@@ -67,6 +67,10 @@ class Claims(BoardCore):
                     )
                 elif task.status != TaskStatus.READY:
                     raise InvalidTransition(f"task {task.id} is {task.status}; only ready tasks can be claimed")
+                elif task.attempts == 0 and task.retry_at is not None and task.retry_at > now:
+                    # never run, yet not before a time: `create --scheduled-at` (a retry's backoff follows an attempt)
+                    raise InvalidTransition(f"task {task.id} is scheduled to start at {iso_text(task.retry_at)}; "
+                                            "wait for it, or create it again without --scheduled-at")
             return self._open_run(task, now, lease_s, worker, pid, pid_create_time)
 
         try:

@@ -82,6 +82,13 @@ class BoardCore:
     ) -> None:
         sql.add_event(self.db, kind, now, task_id, run_id, **payload)
 
+    def note_workspace(self, task_id: str, kind: str, **payload: Any) -> None:
+        """Record what became of a finished task's git worktree (dispatch/workspaces.py release):
+        `workspace_removed` {path, branch, branch_deleted} or `workspace_kept` {path, branch, reason}."""
+        assert kind in ("workspace_removed", "workspace_kept"), kind
+        check_task_id(task_id)
+        self._write(lambda now: self._event(kind, now, task_id, **payload))
+
     def _todo_or_ready(self, task_id: str) -> str:
         """Where a task goes back to when it is free to run again: `todo` while a parent is unfinished, else `ready`
         (retry, reclaim, unblock, request changes)."""

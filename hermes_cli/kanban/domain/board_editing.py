@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.errors import HermesError, InvalidTransition, InvalidValue
 from ..core.hubconf import configured_hub, redact
-from ..core.models import Comment, RunOutcome, Task, TaskStatus
+from ..core.models import Comment, RunOutcome, Task, TaskStatus, iso
 from ..core.values import (
     INITIAL_STATUSES,
     check_body,
@@ -26,6 +26,7 @@ from ..core.values import (
     check_title,
     check_workspace,
     parse_duration,
+    parse_time,
 )
 from ..store import sync as sync_sql
 from ..store import tasks as sql
@@ -62,6 +63,7 @@ class Editing(BoardCore):
         branch: str | None = None,
         model: str | None = None,
         provider: str | None = None,
+        scheduled_at: str | float | None = None,
     ) -> tuple[Task, bool]:
         """Create a task. Returns (task, created); with an idempotency key already in use, the existing task and
         False.
@@ -71,7 +73,8 @@ class Editing(BoardCore):
         `--initial-status blocked`); "running" means the usual: ready, or todo while a parent is unfinished.
         `workspace` is where its worker runs (core.values.check_workspace; None: the board's default workdir, else a
         scratch directory); `branch` names a worktree workspace's branch. `model`/`provider` set its model override
-        (see set_model)."""
+        (see set_model). `scheduled_at` (hermes-agent's `--scheduled-at`, ISO 8601 or epoch seconds): nothing claims or
+        starts it before then (kept as its `retry_at`, which the ready queue honours; `claim ID` refuses it too)."""
         title = check_title(title)
         body = check_body(body or "")
         priority = check_priority(priority)
@@ -96,6 +99,7 @@ class Editing(BoardCore):
         provider = check_text(provider, "provider")
         if model is None and provider is not None:
             raise InvalidValue("--provider needs --model: hermes kanban create TITLE --model M --provider P")
+        start_at = None if scheduled_at is None else parse_time(scheduled_at)
 
         def tx(now: float) -> tuple[Task, bool]:
             if idempotency_key is not None:
@@ -128,11 +132,15 @@ class Editing(BoardCore):
                     "skills": json.dumps(skill_list) if skill_list else None,
                     "block_kind": "needs_input" if status == TaskStatus.BLOCKED else None,
                     "workspace": workspace, "branch": branch,
+                    # a schedule is a first start not before then: the ready queue's `retry_at`, with no attempt yet
+                    "retry_at": start_at if start_at is not None and start_at > now else None,
                 },
             )
             for p in parent_tasks:
                 sql.add_link(self.db, p.id, task_id, now)
             who: dict[str, Any] = {k: v for k, v in (("assignee", assignee), ("created_by", created_by)) if v}
+            if start_at is not None and start_at > now:
+                who["scheduled_at"] = iso(start_at)
             self._event(
                 "created", now, task_id, title=title, status=str(status), priority=priority,
                 parents=[p.id for p in parent_tasks], tenant=task_tenant, **who,

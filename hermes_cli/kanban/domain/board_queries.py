@@ -14,14 +14,11 @@ from ..core.values import (
     check_profile,
     check_task_id,
 )
-from ..store import dispatch as dispatch_sql
-from ..store import stats as stats_sql
 from ..store import tasks as sql
 from .board_core import (
     SORTS,
     BoardCore,
 )
-from .workspaces import where
 
 
 class Queries(BoardCore):
@@ -90,6 +87,8 @@ class Queries(BoardCore):
         now = self.db.clock()
         with self.db.read():
             counts = sql.count_by_status(self.db)
+            from ..store import stats as stats_sql  # here: stats is not a hot command's
+
             outcomes = stats_sql.run_outcome_counts(self.db)
             oldest_ready = stats_sql.oldest_ready_created_at(self.db)
             done_last_hour = stats_sql.done_since(self.db, now - 3600)
@@ -158,6 +157,8 @@ class Queries(BoardCore):
                     "summary": p.summary, "metadata": run.metadata if run else None,
                 })
             comments = sql.comments_for(self.db, task.id)
+        from .workspaces import where  # here: only `context` needs it, not the hot commands
+
         ws = where(self.paths, task, sql.meta_get(self.db, "default_workdir"))
         env = {
             "HERMES_KANBAN_DB": str(self.paths.db),
@@ -210,4 +211,6 @@ class Queries(BoardCore):
 
     def next_retry_at(self) -> float | None:
         # any task (any_command) and any time: the earliest retry of a ready task (one query, store/dispatch.py)
+        from ..store import dispatch as dispatch_sql  # here: only a dispatcher asks
+
         return dispatch_sql.next_retry_at(self.db, any_command=True, after=float("-inf"))

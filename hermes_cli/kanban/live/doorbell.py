@@ -23,12 +23,12 @@ EOF/POLLHUP when writers come and go and `wait` never busy-loops.
 
 from __future__ import annotations
 
+import _thread  # its lock is threading.Lock's; importing threading costs every hot command ~1 ms
 import errno
 import os
 import select
 import signal
 import stat
-import threading
 from pathlib import Path
 
 from ..core.paths import ensure_private_dir
@@ -152,7 +152,7 @@ class Doorbell:
         self.safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "reader"
         self.fd = -1
         self.path = notify_dir
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._open()
 
     def _open(self) -> None:

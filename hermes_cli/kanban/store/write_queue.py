@@ -27,12 +27,16 @@ in flock or on its condition.
 
 from __future__ import annotations
 
+import _thread  # bare locks: threading's own Lock type, without importing threading (see _wait)
 import fcntl
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import threading
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 #: bumped in a forked child: a queue made before the fork has no helper thread there and shares its flock (one open
@@ -70,11 +74,11 @@ class WriteQueue:
         self._thread: threading.Thread | None = None
         # Two bare locks used as one-shot signals (cheaper than a Condition on this path): _request wakes the
         # helper, _granted tells the caller the helper holds the flock for it. _state guards the three flags.
-        self._request = threading.Lock()
+        self._request = _thread.allocate_lock()
         self._request.acquire()
-        self._granted = threading.Lock()
+        self._granted = _thread.allocate_lock()
         self._granted.acquire()
-        self._state = threading.Lock()
+        self._state = _thread.allocate_lock()
         self._outstanding = False  # a request the helper has not finished (it may be inside flock(2))
         self._abandoned = False  # the caller stopped waiting: the helper lets go as soon as it gets the flock
         self._closing = False
@@ -105,6 +109,8 @@ class WriteQueue:
                 if self._helper_fd is None:
                     return
             if self._thread is None:
+                import threading  # here: only a contended write needs the helper thread (~1 ms to import)
+
                 self._thread = threading.Thread(target=self._helper, name="hermes-write-queue", daemon=True)
                 self._thread.start()
             self._outstanding, self._abandoned = True, False
