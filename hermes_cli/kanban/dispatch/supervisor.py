@@ -147,6 +147,11 @@ class Dispatcher:
         #: the backup thread (None: backup_interval is off, or not started yet)
         self._backups: AutoBackup | None = None
         self.chores = Chores(self._per_tick_maintenance, log=self.log)
+        #: a daemon (not a pass, --once or --until-idle, nor capped by --max): it starts what the bell announces
+        #: before its chores (see _loop)
+        self._continuous = not (once or until_idle or one_pass) and max_start is None
+        #: whether the last wait ended on the doorbell (a board change), rather than a worker exit or a deadline
+        self._rung = False
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -261,10 +266,16 @@ class Dispatcher:
                 return
             try:
                 scan = now >= next_scan
+                spawning = self.signals.count == 0 and not pass_done
+                if spawning and self._rung and self._continuous and next_scan:
+                    # The bell rang (a task may have become ready): start it before the chores (reaping, reclaims,
+                    # adoption, the spool): none of them is needed to claim a ready task, and each costs round trips
+                    # (docs/dispatcher.md, Pickup latency). Not on the first tick: adoption goes first there, so
+                    # adopted workers count against max_spawn before anything is started.
+                    self.launcher.fill(self.epoch)
                 self._maintenance(now, scan=scan)
                 if scan:
                     next_scan = now + self.s.poll_interval
-                spawning = self.signals.count == 0 and not pass_done
                 if spawning:
                     self.launcher.fill(self.epoch, limit=self.max_start)
                     pass_done = self.once or self.one_pass
@@ -377,7 +388,8 @@ class Dispatcher:
         if self.doorbell is not None:
             poller.register(self.doorbell.fileno(), select.POLLIN)
         self.crew.register(poller)
-        poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        ready = poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        self._rung = self.doorbell is not None and any(fd == self.doorbell.fileno() for fd, _ in ready)
         self.wakeups.drain()
         if self.doorbell is not None:
             self.doorbell.drain()
