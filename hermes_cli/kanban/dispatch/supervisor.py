@@ -267,7 +267,7 @@ class Dispatcher:
             try:
                 scan = now >= next_scan
                 spawning = self.signals.count == 0 and not pass_done
-                if spawning and self._rung and self._continuous and next_scan:
+                if spawning and self._continuous and next_scan and self._bell_rang():
                     # The bell rang (a task may have become ready): start it before the chores (reaping, reclaims,
                     # adoption, the spool): none of them is needed to claim a ready task, and each costs round trips
                     # (docs/dispatcher.md, Pickup latency). Not on the first tick: adoption goes first there, so
@@ -382,6 +382,18 @@ class Dispatcher:
         if self.reaper.unrecorded:
             until = min(until, now + RETRY_RECORD_S)
         return max(0.0, until - now)
+
+    def _bell_rang(self) -> bool:
+        """Whether the bell rang since the last wait: the wait's own answer, or (woken by a worker's exit or a
+        deadline) a ring that came just after it, so that wake-up too starts a ready task before the chores."""
+        if self._rung or self.doorbell is None:
+            return self._rung
+        poller = select.poll()
+        poller.register(self.doorbell.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return False
+        self.doorbell.drain()  # what it announced is read from the board right after this
+        return True
 
     def _wait(self, timeout: float) -> None:
         poller = self.wakeups.poller()
