@@ -152,6 +152,8 @@ class Dispatcher:
         self._continuous = not (once or until_idle or one_pass) and max_start is None
         #: whether the last wait ended on the doorbell (a board change), rather than a worker exit or a deadline
         self._rung = False
+        #: (earliest lease expiry,) as _next_wake read it, for the maintenance that follows the wait (None: unread)
+        self._expiry_hint: tuple[float | None] | None = None
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -267,16 +269,21 @@ class Dispatcher:
             try:
                 scan = now >= next_scan
                 spawning = self.signals.count == 0 and not pass_done
-                if spawning and self._continuous and next_scan and self._bell_rang():
+                first = spawning and self._continuous and bool(next_scan) and self._bell_rang()
+                if first:
                     # The bell rang (a task may have become ready): start it before the chores (reaping, reclaims,
                     # adoption, the spool): none of them is needed to claim a ready task, and each costs round trips
                     # (docs/dispatcher.md, Pickup latency). Not on the first tick: adoption goes first there, so
                     # adopted workers count against max_spawn before anything is started.
                     self.launcher.fill(self.epoch)
+                supervised = len(self.workers)
                 self._maintenance(now, scan=scan)
                 if scan:
                     next_scan = now + self.s.poll_interval
-                if spawning:
+                # After a fill-first, the chores' writes that make a task ready (a recorded exit promoting a child,
+                # a reclaim, a drained report) ring the bell again: the next wake starts it. Filling again now is
+                # only needed when they freed a slot (a worker gone) or on a scan tick (adoption, belt and braces).
+                if spawning and (not first or scan or len(self.workers) < supervised):
                     self.launcher.fill(self.epoch, limit=self.max_start)
                     pass_done = self.once or self.one_pass
             except fleet.RegistrationLost as exc:
@@ -341,9 +348,15 @@ class Dispatcher:
             # reclaimed just because its dispatcher was away for longer than its lease.
             self._scan_runs()
             self.launcher.note_unstartable()
-        expiry = dsql.earliest_lease_expiry(self.board.db)
-        if expiry is not None and expiry < now:
-            self.crew.reclaim_expired()
+        # The earliest lease expiry as the last _next_wake read it (the wait was timed by it): while it is not due,
+        # no lease that existed then is, and one taken since is read by the next _next_wake. Read again when it is
+        # due, on a scan tick, or when there is none (a BoardBusy retry, the first tick): one round trip fewer per
+        # wake-up.
+        hint, self._expiry_hint = self._expiry_hint, None
+        if scan or hint is None or (hint[0] is not None and hint[0] < now):
+            expiry = dsql.earliest_lease_expiry(self.board.db)
+            if expiry is not None and expiry < now:
+                self.crew.reclaim_expired()
 
     def _scan_runs(self) -> None:
         self.adopter.scan_runs()
@@ -376,6 +389,7 @@ class Dispatcher:
             if retry is not None:
                 until = min(until, retry)
         expiry = dsql.earliest_lease_expiry(db)
+        self._expiry_hint = (expiry,)
         if expiry is not None and expiry >= now:
             until = min(until, expiry + 0.005)
         until = self.crew.next_wake(now, until)
