@@ -15,13 +15,15 @@ runs the loop below and owns one object per concern:
   so a backup never holds up the loop;
 - wakeups.py: the stop signals and the wake pipe; result.py: what a run returns.
 
-Each iteration of the loop:
+Each iteration of the loop (a daemon woken by the bell first does step 6, then 1-5, then 6 again only if they freed a
+slot or on a scan tick: a ready task waits for none of the chores; docs/dispatcher.md, Pickup latency):
 1. per-tick maintenance (`_per_tick_maintenance`: the one place for board chores such as draining the spool);
    best effort: a failure there is logged and the loop carries on;
 2. reap: workers that exited are recorded (reaping.py);
 3. enforce: SIGTERM to the group of workers over max_runtime (SIGKILL after kill_grace), stop workers whose run
    was taken from them (lease expired while paused, task archived), and workers lingering after their report;
-4. reclaim expired leases (only when one is due: a reclaim writes and rings the doorbell);
+4. reclaim expired leases (only when one is due, by the expiry the last wait was timed by: a reclaim writes and rings
+   the doorbell);
 5. every poll interval: look at open runs this dispatcher does not supervise (adoption.py);
 6. dispatch: claim ready tasks (in the same transaction that checks this dispatcher still holds the lease) and
    start their workers, up to max_spawn running at once;
