@@ -14,7 +14,8 @@ the poll) whose worker is `true`. For each task:
 
 so `started - ready` includes the commit, the doorbell ring, the dispatcher's wake-up, its claim transaction, the
 fork+exec and the start of the transaction that records the pid: an upper bound on "ready -> process started".
-Targets (DESIGN.md, issue 5): p50 <= 100 ms and p99 <= 300 ms with the doorbell.
+Targets (DESIGN.md, issue 5): p50 <= 100 ms and p99 <= 300 ms with the doorbell; issue 13 asks p99 <= 50 ms of the
+pickup on either engine (bench/pg_pickup.py is the PostgreSQL side).
 """
 
 from __future__ import annotations
@@ -118,22 +119,28 @@ def main() -> int:
     env = environment(home)
     try:
         with_bell = measure(home, samples=args.samples, doorbell=True, poll=args.poll)
-        without = measure(home, samples=args.samples_no_doorbell, doorbell=False, poll=args.poll)
+        without = None
+        if args.samples_no_doorbell > 0:
+            without = measure(home, samples=args.samples_no_doorbell, doorbell=False, poll=args.poll)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     ok = with_bell["p50_ms"] <= 100 and with_bell["p99_ms"] <= 300  # type: ignore[operator]
     env["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     result = {"benchmark": "dispatch_latency", "environment": env, "doorbell": with_bell,
-              "no_doorbell": without, "targets": {"p50_ms": 100, "p99_ms": 300}, "targets_met": ok}
+              "no_doorbell": without, "targets": {"p50_ms": 100, "p99_ms": 300}, "targets_met": ok,
+              "issue13_target": {"p99_ms": 50}, "issue13_target_met": with_bell["p99_ms"] <= 50}  # type: ignore[operator]
     if args.json:
         print(json.dumps(result))
         return 0
     print("dispatch latency, task ready -> worker process started")
     print("  " + ", ".join(f"{k} {v}" for k, v in env.items()))
     for label, r in (("doorbell on ", with_bell), ("doorbell off", without)):
+        if r is None:
+            continue
         print(f"  {label}: n={r['samples']:<4} p50 {r['p50_ms']:8.1f} ms   p90 {r['p90_ms']:8.1f} ms   "
               f"p99 {r['p99_ms']:8.1f} ms   max {r['max_ms']:8.1f} ms   (fallback poll {r['poll_interval_s']:g}s)")
     print(f"  targets with the doorbell: p50 <= 100 ms, p99 <= 300 ms: {'met' if ok else 'NOT met'}")
+    print(f"  issue 13 (pickup p99 <= 50 ms): {'met' if result['issue13_target_met'] else 'NOT met'}")
     return 0
 
 

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..core import procs
 from ..core.errors import BoardBusy, HermesError, NotFound
@@ -82,10 +83,10 @@ class Launcher:
             if written or self.record_started:
                 self.result.skipped_nonspawnable.append({"task_id": task_id, "assignee": assignee, "reason": reason})
 
-    def _claim_next(self, epoch: int) -> tuple[Claim, Task] | None:
+    def _claim_next(self, epoch: int) -> tuple[Claim, Task, str | None, dict[str, Any] | None] | None:
         board = self.board
 
-        def tx() -> tuple[Claim, Task] | None:
+        def tx() -> tuple[Claim, Task, str | None, dict[str, Any] | None] | None:
             if self.fleet_id is not None:
                 fleet.check_registered(board, self.fleet_id)  # a dispatcher whose registration lapsed starts nothing
             else:
@@ -102,11 +103,14 @@ class Launcher:
             assert claim is not None  # a specific ready task in our own transaction is always claimable
             if self.fleet_id is not None:
                 fleet.own_run(board, claim.run_id, self.fleet_id)
-            return claim, tsql.get_task(board.db, claim.task_id)
+            # What the worker's start needs from the board, read here rather than in a transaction of its own
+            # after the claim: two round trips fewer between a task becoming ready and its worker's exec.
+            workdir = tsql.meta_get(board.db, "default_workdir")
+            return claim, tsql.get_task(board.db, claim.task_id), workdir, board.model_override(claim.task_id)
 
         return board.db.write(tx)
 
-    def _spawn(self, claim: Claim, task: Task) -> None:
+    def _spawn(self, claim: Claim, task: Task, workdir: str | None, model: dict[str, Any] | None) -> None:
         command = self.selection.command_for(task)
         assert command is not None  # dispatchable() only returns tasks that have a command
         max_runtime = task.max_runtime_s or self.s.max_runtime_default
@@ -116,12 +120,12 @@ class Launcher:
                 "worker_ttl": self.s.worker_ttl, "kill_grace": self.s.kill_grace, "linger": self.s.linger,
                 "failure_limit": self.s.failure_limit})
         try:
-            where = workspaces.prepare(self.board.paths, task, self.board.settings().get("default_workdir"))
+            where = workspaces.prepare(self.board.paths, task, workdir)
             started = spawn.start(
                 self.board.paths, command=command, task_id=task.id, run_id=claim.run_id, title=task.title,
                 attempt=claim.attempt, env_base=self.env, max_bytes=self.s.log_max_bytes,
                 backups=self.s.log_backups, profile=task.assignee, workspace=where.path, branch=where.branch,
-                model=self.board.model_override(task.id), watch=watch,
+                model=model, watch=watch,
             )
         except (OSError, ValueError, subprocess.SubprocessError, HermesError) as exc:
             # No such program, not executable, a bad command line, a workspace that cannot be made (workspaces.py),

@@ -15,13 +15,15 @@ runs the loop below and owns one object per concern:
   so a backup never holds up the loop;
 - wakeups.py: the stop signals and the wake pipe; result.py: what a run returns.
 
-Each iteration of the loop:
+Each iteration of the loop (a daemon woken by the bell first does step 6, then 1-5, then 6 again only if they freed a
+slot or on a scan tick: a ready task waits for none of the chores; docs/dispatcher.md, Pickup latency):
 1. per-tick maintenance (`_per_tick_maintenance`: the one place for board chores such as draining the spool);
    best effort: a failure there is logged and the loop carries on;
 2. reap: workers that exited are recorded (reaping.py);
 3. enforce: SIGTERM to the group of workers over max_runtime (SIGKILL after kill_grace), stop workers whose run
    was taken from them (lease expired while paused, task archived), and workers lingering after their report;
-4. reclaim expired leases (only when one is due: a reclaim writes and rings the doorbell);
+4. reclaim expired leases (only when one is due, by the expiry the last wait was timed by: a reclaim writes and rings
+   the doorbell);
 5. every poll interval: look at open runs this dispatcher does not supervise (adoption.py);
 6. dispatch: claim ready tasks (in the same transaction that checks this dispatcher still holds the lease) and
    start their workers, up to max_spawn running at once;
@@ -147,6 +149,13 @@ class Dispatcher:
         #: the backup thread (None: backup_interval is off, or not started yet)
         self._backups: AutoBackup | None = None
         self.chores = Chores(self._per_tick_maintenance, log=self.log)
+        #: a daemon (not a pass, --once or --until-idle, nor capped by --max): it starts what the bell announces
+        #: before its chores (see _loop)
+        self._continuous = not (once or until_idle or one_pass) and max_start is None
+        #: whether the last wait ended on the doorbell (a board change), rather than a worker exit or a deadline
+        self._rung = False
+        #: (earliest lease expiry,) as _next_wake read it, for the maintenance that follows the wait (None: unread)
+        self._expiry_hint: tuple[float | None] | None = None
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -261,11 +270,22 @@ class Dispatcher:
                 return
             try:
                 scan = now >= next_scan
+                spawning = self.signals.count == 0 and not pass_done
+                first = spawning and self._continuous and bool(next_scan) and self._bell_rang()
+                if first:
+                    # The bell rang (a task may have become ready): start it before the chores (reaping, reclaims,
+                    # adoption, the spool): none of them is needed to claim a ready task, and each costs round trips
+                    # (docs/dispatcher.md, Pickup latency). Not on the first tick: adoption goes first there, so
+                    # adopted workers count against max_spawn before anything is started.
+                    self.launcher.fill(self.epoch)
+                supervised = len(self.workers)
                 self._maintenance(now, scan=scan)
                 if scan:
                     next_scan = now + self.s.poll_interval
-                spawning = self.signals.count == 0 and not pass_done
-                if spawning:
+                # After a fill-first, the chores' writes that make a task ready (a recorded exit promoting a child,
+                # a reclaim, a drained report) ring the bell again: the next wake starts it. Filling again now is
+                # only needed when they freed a slot (a worker gone) or on a scan tick (adoption, belt and braces).
+                if spawning and (not first or scan or len(self.workers) < supervised):
                     self.launcher.fill(self.epoch, limit=self.max_start)
                     pass_done = self.once or self.one_pass
             except fleet.RegistrationLost as exc:
@@ -330,9 +350,15 @@ class Dispatcher:
             # reclaimed just because its dispatcher was away for longer than its lease.
             self._scan_runs()
             self.launcher.note_unstartable()
-        expiry = dsql.earliest_lease_expiry(self.board.db)
-        if expiry is not None and expiry < now:
-            self.crew.reclaim_expired()
+        # The earliest lease expiry as the last _next_wake read it (the wait was timed by it): while it is not due,
+        # no lease that existed then is, and one taken since is read by the next _next_wake. Read again when it is
+        # due, on a scan tick, or when there is none (a BoardBusy retry, the first tick): one round trip fewer per
+        # wake-up.
+        hint, self._expiry_hint = self._expiry_hint, None
+        if scan or hint is None or (hint[0] is not None and hint[0] < now):
+            expiry = dsql.earliest_lease_expiry(self.board.db)
+            if expiry is not None and expiry < now:
+                self.crew.reclaim_expired()
 
     def _scan_runs(self) -> None:
         self.adopter.scan_runs()
@@ -365,6 +391,7 @@ class Dispatcher:
             if retry is not None:
                 until = min(until, retry)
         expiry = dsql.earliest_lease_expiry(db)
+        self._expiry_hint = (expiry,)
         if expiry is not None and expiry >= now:
             until = min(until, expiry + 0.005)
         until = self.crew.next_wake(now, until)
@@ -372,12 +399,25 @@ class Dispatcher:
             until = min(until, now + RETRY_RECORD_S)
         return max(0.0, until - now)
 
+    def _bell_rang(self) -> bool:
+        """Whether the bell rang since the last wait: the wait's own answer, or (woken by a worker's exit or a
+        deadline) a ring that came just after it, so that wake-up too starts a ready task before the chores."""
+        if self._rung or self.doorbell is None:
+            return self._rung
+        poller = select.poll()
+        poller.register(self.doorbell.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return False
+        self.doorbell.drain()  # what it announced is read from the board right after this
+        return True
+
     def _wait(self, timeout: float) -> None:
         poller = self.wakeups.poller()
         if self.doorbell is not None:
             poller.register(self.doorbell.fileno(), select.POLLIN)
         self.crew.register(poller)
-        poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        ready = poller.poll(max(0, int(timeout * 1000 + 0.999)))
+        self._rung = self.doorbell is not None and any(fd == self.doorbell.fileno() for fd, _ in ready)
         self.wakeups.drain()
         if self.doorbell is not None:
             self.doorbell.drain()
