@@ -1,8 +1,9 @@
-"""Checkpoints off the writers' hot path (issue 12): a writer checkpoints the WAL after its COMMIT, once it has let
-the next writer in, and the WAL stays bounded while other writers keep appending beside those checkpoints.
+"""The write path of issue 12. Checkpoints off the writers' hot path: a writer checkpoints the WAL after its COMMIT,
+once it has let the next writer in, and the WAL stays bounded while other writers keep appending beside them.
 
 SQLite's own autocheckpoint ran inside COMMIT, holding the writers' queue (store/write_queue.py) for the whole
-checkpoint (two fsyncs at synchronous=FULL) while every other writer waited.
+checkpoint (two fsyncs at synchronous=FULL) while every other writer waited. And the fenced completion's Task built
+from its RETURNING tuple.
 """
 
 from __future__ import annotations
@@ -129,3 +130,13 @@ def test_the_wal_stays_bounded_while_writers_append_beside_checkpoints(tmp_path:
                 p.kill()
                 p.communicate(timeout=30)
         board.close()
+
+
+def test_task_columns_are_the_task_fields_in_order() -> None:
+    """The fenced completion builds its Task from the RETURNING tuple positionally (store/tasks.py)."""
+    from dataclasses import fields
+
+    from hermes_cli.kanban.core.models import Task
+    from hermes_cli.kanban.store.tasks import TASK_COLUMNS
+
+    assert [c.strip() for c in TASK_COLUMNS.split(",")] == [f.name for f in fields(Task)]
