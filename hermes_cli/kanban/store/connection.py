@@ -66,15 +66,15 @@ QUEUE_TIMEOUT_S = 1.0
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
 BUSY_ATTEMPTS = 8
 #: frames (~4 KiB pages) in the WAL at which a writer checkpoints it after its COMMIT, once it has left the writers'
-#: queue. SQLite's own autocheckpoint ran at 1000 frames inside COMMIT, with every other writer waiting behind it: a
-#: checkpoint's cost is mostly its two fsyncs (WAL, then db), not the pages, so at ~10 frames per claim or complete
-#: it cost ~60-250 us per transaction at 1000 frames and ~8-80 at 4000 (bench/profile_store.py, docs/performance.md).
-#: 4000 frames is a 16 MiB WAL, and a crash recovery reads at most that (plus what the bound below allows).
-CHECKPOINT_FRAMES = 4000
+#: queue: SQLite's own autocheckpoint mark, where that ran inside COMMIT with every other writer waiting behind it.
+#: Not larger: a checkpoint costs mostly its two fsyncs, so a larger mark costs less per transaction once the WAL
+#: file has its size, but a fresh WAL (after a TRUNCATE checkpoint, or the last connection's close deleted it) then
+#: grows for longer, and an fdatasync that extends the file costs ~2x one that overwrites (docs/performance.md).
+CHECKPOINT_FRAMES = 1000
 #: frames at which the next writer checkpoints inside the queue, before its BEGIN: the bound on WAL growth. A passive
 #: checkpoint beside other writers cannot catch up with what they append, so the WAL would never restart; run while
 #: the queue is held, it finishes, and the next commit starts the WAL over. Below journal_size_limit (16384 frames).
-CHECKPOINT_BOUND_FRAMES = 10_000
+CHECKPOINT_BOUND_FRAMES = 4000
 SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 def synchronous_mode() -> str:
     mode = os.environ.get("HERMES_KANBAN_SYNCHRONOUS", "full").strip().lower()
