@@ -1,55 +1,20 @@
-"""The write path of issue 12. Checkpoints off the writers' hot path: a writer checkpoints the WAL after its COMMIT,
-once it has let the next writer in, and the WAL stays bounded while other writers keep appending beside them.
-
-SQLite's own autocheckpoint ran inside COMMIT, holding the writers' queue (store/write_queue.py) for the whole
-checkpoint (two fsyncs at synchronous=FULL) while every other writer waited. And the fenced completion's Task built
-from its RETURNING tuple.
+"""The write path of issue 12: the WAL stays bounded while several writers burn a board, and the fenced completion's
+Task is built from its RETURNING tuple in Task's field order.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.store import connection
-from hermes_cli.kanban.store.write_queue import lock_path
 
 pytestmark = pytest.mark.sqlite_only  # the WAL and its checkpoints are SQLite's
-
-
-class _Watched:
-    """Stands in for the APSW connection and notes, at each wal_checkpoint call, whether the writers' queue was
-    free (another open file description can take its flock) and whether a transaction was open."""
-
-    def __init__(self, conn: Any, lock: Path) -> None:
-        self._conn = conn
-        self._lock = lock
-        self.checkpoints: list[dict[str, bool]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def wal_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        fd = os.open(self._lock, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                free = True
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            except BlockingIOError:
-                free = False
-        finally:
-            os.close(fd)
-        self.checkpoints.append({"queue_free": free, "in_transaction": bool(self._conn.in_transaction)})
-        return self._conn.wal_checkpoint(*args, **kwargs)
 
 
 def _frames(db: Path) -> int:
@@ -58,35 +23,9 @@ def _frames(db: Path) -> int:
     return max(0, size - 32) // (4096 + 24)
 
 
-def test_the_checkpoint_runs_after_the_writer_let_the_queue_go(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", "normal")  # the disk is not what this test is about
-    monkeypatch.setattr(connection, "CHECKPOINT_FRAMES", 200, raising=False)
-    db = tmp_path / "board.db"
-    board = Board.open(db_path=str(db))
-    try:
-        board.create_task("first")  # makes the queue's lock file
-        watched = _Watched(board.db.conn, lock_path(db))
-        board.db.conn = watched  # type: ignore[assignment]
-        for i in range(300):  # ~10 frames per claim + complete: several times past the mark
-            board.create_task(f"t{i}")
-            claim = board.claim(worker="w", ttl=60)
-            assert claim is not None
-            board.complete(claim.task_id, claim.run_id, summary="ok")
-        assert watched.checkpoints, "no checkpoint was made outside COMMIT (SQLite's autocheckpoint inside it only)"
-        assert all(c["queue_free"] and not c["in_transaction"] for c in watched.checkpoints), watched.checkpoints
-        # the checkpoints let the WAL start over: it never held all ~6000 frames of the run
-        assert _frames(db) < 1500, _frames(db)
-    finally:
-        board.close()
-
-
 BURNER = r"""
 import json, sys
 from hermes_cli.kanban import Board
-from hermes_cli.kanban.store import connection
-connection.CHECKPOINT_FRAMES = 300
-connection.CHECKPOINT_BOUND_FRAMES = 600
 b = Board.open(db_path=sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
@@ -100,9 +39,10 @@ print(json.dumps({"done": done}), flush=True)
 
 def test_the_wal_stays_bounded_while_writers_append_beside_checkpoints(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three processes burn one board (one commit per task, ~11 frames each: ~13000 frames in all) with a
-    checkpoint mark of 300 frames and a bound of 600: checkpoints outside the queue run beside the others' commits
-    and cannot always finish, so the bound (checked inside the queue) is what must keep the WAL from growing."""
+    """Three processes burn one board (one commit per task, ~11 frames each: ~13000 frames in all): the WAL file
+    (its size is a high-water mark) never outgrows SQLite's autocheckpoint mark (1000 frames) by more than a few
+    transactions. A guard for any change to checkpointing: issue 12 tried checkpoints outside the writers' queue,
+    which cannot finish while other writers append, so the WAL stopped starting over (docs/performance.md)."""
     monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", "normal")
     db = tmp_path / "board.db"
     board = Board.open(db_path=str(db))  # open throughout: the last connection's close would delete the WAL
@@ -123,7 +63,7 @@ def test_the_wal_stays_bounded_while_writers_append_beside_checkpoints(tmp_path:
         assert sum(r["done"] for r in results) == n
         assert board.counts().get("done") == n
         # bound + what the other writers may append before each sees the bound (one transaction each) + slack
-        assert _frames(db) <= 600 + 3 * 20 + 40, _frames(db)
+        assert _frames(db) <= 1000 + 3 * 20 + 40, _frames(db)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -65,16 +65,6 @@ BUSY_TIMEOUT_MS = 5_000
 QUEUE_TIMEOUT_S = 1.0
 #: attempts of a whole transaction on BUSY before giving up with BoardBusy
 BUSY_ATTEMPTS = 8
-#: frames (~4 KiB pages) in the WAL at which a writer checkpoints it after its COMMIT, once it has left the writers'
-#: queue: SQLite's own autocheckpoint mark, where that ran inside COMMIT with every other writer waiting behind it.
-#: Not larger: a checkpoint costs mostly its two fsyncs, so a larger mark costs less per transaction once the WAL
-#: file has its size, but a fresh WAL (after a TRUNCATE checkpoint, or the last connection's close deleted it) then
-#: grows for longer, and an fdatasync that extends the file costs ~2x one that overwrites (docs/performance.md).
-CHECKPOINT_FRAMES = 1000
-#: frames at which the next writer checkpoints inside the queue, before its BEGIN: the bound on WAL growth. A passive
-#: checkpoint beside other writers cannot catch up with what they append, so the WAL would never restart; run while
-#: the queue is held, it finishes, and the next commit starts the WAL over. Below journal_size_limit (16384 frames).
-CHECKPOINT_BOUND_FRAMES = 4000
 SYNCHRONOUS_MODES = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 def synchronous_mode() -> str:
     mode = os.environ.get("HERMES_KANBAN_SYNCHRONOUS", "full").strip().lower()
@@ -216,15 +206,6 @@ class Database:
             _OPEN_FILES[self._file_id] = _OPEN_FILES.get(self._file_id, 0) + 1
         #: when set and true, waiting for the write lock stops at once (set_stop_check)
         self._stop: Callable[[], bool] | None = None
-        #: frames in the WAL after this connection's last commit (the WAL hook), and after its last checkpoint
-        self._wal_frames = 0
-        self._checkpointed_at = 0
-        #: the last checkpoint outside the queue failed: the next write checkpoints before BEGIN, where it can report
-        self._checkpoint_failed = False
-        if not refused:
-            # Our hook replaces SQLite's autocheckpoint (itself a WAL hook): write() checkpoints instead, off the
-            # queue. Connections made elsewhere (doctor's, backups') keep SQLite's default.
-            conn.set_wal_hook(self._wal_hook)
 
     def _translate(self, exc: BaseException) -> HermesError:
         err = translate(exc, self.paths.db)
@@ -349,53 +330,6 @@ class Database:
         """The current write inserted an event (store.tasks.add_event calls this): its COMMIT runs the hooks."""
         self._wrote_event = True
 
-    def _wal_hook(self, _conn: apsw.Connection, _name: str, frames: int) -> int:
-        """After every commit (inside COMMIT): note how many frames the WAL holds; write() decides when to
-        checkpoint. Nothing else may happen here (the statement is still running)."""
-        self._wal_frames = frames
-        if frames < self._checkpointed_at:
-            self._checkpointed_at = 0  # the WAL was started over since our last checkpoint
-        return apsw.SQLITE_OK
-
-    def _checkpoint_in_queue(self) -> None:
-        """Before BEGIN, holding the writers' queue: checkpoint when the WAL passed its bound (or the last checkpoint
-        outside the queue failed). An error here is reported by the write that has not written anything yet."""
-        if self._wal_frames < CHECKPOINT_BOUND_FRAMES and not self._checkpoint_failed:
-            return
-        deadline = time.monotonic() + busy_timeout_ms() / 1000
-        while True:
-            try:
-                log, _done = self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                break
-            except (apsw.BusyError, apsw.LockedError):
-                # Another connection's checkpoint (outside the queue) holds the checkpoint lock: wait for it, or the
-                # writers behind us keep appending and the WAL outgrows its bound. It copies what the WAL held when
-                # it started, a few ms; PASSIVE never calls the busy handler, so the wait is here.
-                if self._stopping() or time.monotonic() >= deadline:
-                    return  # the next writer tries again
-                time.sleep(0.001)
-            except apsw.Error as exc:
-                raise self._translate(exc) from exc
-        self._checkpoint_failed = False
-        self._wal_frames = self._checkpointed_at = log
-
-    def _checkpoint_after_commit(self) -> None:
-        """After COMMIT, out of the writers' queue: a PASSIVE checkpoint every CHECKPOINT_FRAMES new frames. It copies
-        pages into the db beside the next writer's transaction (SQLite's autocheckpoint did it inside COMMIT, with
-        every writer waiting). The write has committed, so an error is not raised here: the next write checkpoints
-        in the queue first and reports it."""
-        if self._wal_frames - self._checkpointed_at < CHECKPOINT_FRAMES:
-            return
-        try:
-            log, _done = self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-        except (apsw.BusyError, apsw.LockedError):
-            return  # another connection is checkpointing right now: it does the same work
-        except apsw.Error as exc:
-            self._translate(exc)  # a corrupt board is remembered as damaged (close never checkpoints into it)
-            self._checkpoint_failed = True
-            return
-        self._checkpointed_at = log
-
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
 
@@ -411,7 +345,6 @@ class Database:
             retry = False
             try:
                 queue.enter(self._stopping)  # wait our turn in the kernel, not by polling (store/write_queue.py)
-                self._checkpoint_in_queue()
                 try:
                     self.conn.execute("BEGIN IMMEDIATE")
                 except (apsw.BusyError, apsw.LockedError) as exc:
@@ -452,7 +385,6 @@ class Database:
                 self._wrote_event = False
                 for hook in self._event_hooks:
                     hook()  # after COMMIT, never inside it (Board.open installs the doorbell ring)
-            self._checkpoint_after_commit()  # after the doorbell: listeners hear of the commit first
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
 
