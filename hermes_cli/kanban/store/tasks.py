@@ -368,14 +368,15 @@ def complete_current_run(db: Database, task_id: str, run_id: int, now: float, su
     task's current run (status running, current_run_id = run_id, the check Board._fenced makes). Returns the task
     as it is now, or None with nothing changed (stale run, review gate, unknown task: the caller's careful path
     decides which)."""
-    row = db.row(
+    row = db.first(
         "UPDATE tasks SET status = 'done', summary = ?, completed_at = ?, current_run_id = NULL, "
         "lease_expires_at = NULL, retry_at = NULL, updated_at = ? "
         "WHERE id = ? AND status = 'running' AND current_run_id = ? AND review_required = 0 "
         f"RETURNING {TASK_COLUMNS}",
         (summary, now, now, task_id, run_id),
     )
-    return None if row is None else Task.from_row(row)
+    # TASK_COLUMNS is Task's fields in order (tests/store/test_write_path.py checks it): a tuple, not a dict per row
+    return None if row is None else Task(*row)
 
 
 def expired_running(db: Database, now: float) -> list[Task]:
