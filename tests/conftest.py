@@ -23,6 +23,22 @@ def pytest_sessionfinish(session, exitstatus):
     pgserver.stop()
 
 
+def pytest_terminal_summary(terminalreporter):
+    if any(pgserver.counts.values()):
+        terminalreporter.write_line("test PostgreSQL databases: " + ", ".join(
+            f"{n} {what}" for what, n in pgserver.counts.items()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Once every fixture of the test is torn down (its processes ended, its boards closed), its PostgreSQL
+    databases go back to the pool if nothing can tell them from new ones (tests/pgserver.py recycle)."""
+    try:
+        return (yield)
+    finally:
+        pgserver.recycle()
+
+
 @pytest.fixture
 def pg_url(monkeypatch) -> str:
     """Every board of this test lives in a fresh PostgreSQL database (HERMES_KANBAN_URL)."""
