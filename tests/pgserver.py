@@ -92,6 +92,10 @@ def recycle() -> None:
             except psycopg.errors.ObjectInUse:
                 counts["left"] += 1
                 continue  # a connection is still open (a straggler of the test): leave the database alone
+            except psycopg.Error as exc:  # e.g. the test dropped or renamed it itself: nothing to recycle
+                print(f"pgserver: database {name} not recycled: {exc}")
+                counts["left"] += 1
+                continue
             try:
                 clean = _empty(_url(base, new), admin)
             except psycopg.Error as exc:
@@ -119,7 +123,9 @@ def _empty(url: str, admin: psycopg.Connection[tuple[object, ...]]) -> bool:
             for schema in schemas:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         leftovers = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)"
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg\\_toast%%'"
+            "        AND nspname NOT LIKE 'pg\\_temp\\_%%')"
+            " + (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)"
             " + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace)"
             " + (SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace)"
             " + (SELECT count(*) FROM pg_operator WHERE oprnamespace = 'public'::regnamespace)"
@@ -129,7 +135,7 @@ def _empty(url: str, admin: psycopg.Connection[tuple[object, ...]]) -> bool:
             " + (SELECT count(*) FROM pg_largeobject_metadata)"
             " + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())"
             " + (SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
-            "    WHERE d.datname = current_database())").fetchone()
+            "    WHERE d.datname = current_database())", (list(_SYSTEM_SCHEMAS),)).fetchone()
         public = conn.execute("SELECT nspowner, nspacl::text FROM pg_namespace WHERE nspname = 'public'").fetchone()
         database = conn.execute("SELECT datallowconn, datconnlimit, datistemplate, datacl::text FROM pg_database "
                                 "WHERE datname = current_database()").fetchone()
