@@ -23,12 +23,43 @@ def pytest_sessionfinish(session, exitstatus):
     pgserver.stop()
 
 
+def pytest_terminal_summary(terminalreporter):
+    if any(pgserver.counts.values()):
+        terminalreporter.write_line("test PostgreSQL databases: " + ", ".join(
+            f"{n} {what}" for what, n in pgserver.counts.items()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Once every fixture of the test is torn down (its processes ended, its boards closed), its PostgreSQL
+    databases go back to the pool if nothing can tell them from new ones (tests/pgserver.py recycle)."""
+    try:
+        return (yield)
+    finally:
+        pgserver.recycle()
+
+
 @pytest.fixture
 def pg_url(monkeypatch) -> str:
     """Every board of this test lives in a fresh PostgreSQL database (HERMES_KANBAN_URL)."""
     url = pgserver.fresh_database()
     monkeypatch.setenv("HERMES_KANBAN_URL", url)
     return url
+
+
+ENGINES = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--engines", default=",".join(ENGINES), metavar="sqlite,postgres",
+                     help="the engines `engine` tests run on (default both; .ci/run's lower-bounds pass: sqlite, as "
+                          "the full run already covers both). Tests that do not use `engine` always run.")
+
+
+def pytest_configure(config):
+    wanted = [e.strip() for e in config.getoption("--engines").split(",") if e.strip()]
+    if not wanted or set(wanted) - set(ENGINES):
+        raise pytest.UsageError(f"--engines: a comma-separated subset of {','.join(ENGINES)}, not {wanted}")
 
 
 def pytest_generate_tests(metafunc):
@@ -41,6 +72,21 @@ def pytest_generate_tests(metafunc):
         elif metafunc.definition.get_closest_marker("postgres_only"):
             engines = ["postgres"]
         metafunc.parametrize("engine", engines, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """--engines: an `engine` test on an engine not asked for is deselected (reported as such, never skipped)."""
+    wanted = {e.strip() for e in config.getoption("--engines").split(",")}
+    if wanted >= set(ENGINES):
+        return
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine") if callspec is not None else None
+        (dropped if engine is not None and engine not in wanted else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture
