@@ -96,6 +96,15 @@ def _parse(out: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _never_began(data: dict[str, Any] | None) -> bool:
+    """Whether a board's dispatcher printed nothing, or only hermes_cli.main's answer to a signal that arrived before
+    the dispatcher ran (exit 143/130, `{"error": {"code": "terminated"|"aborted"}}`)."""
+    if data is None:
+        return True
+    error = data.get("error") if set(data) == {"error"} else None
+    return isinstance(error, dict) and error.get("code") in ("terminated", "aborted")
+
+
 def run_all_boards(
     args: list[str],
     *,
@@ -150,9 +159,10 @@ def run_all_boards(
         lv.popen.stdout.close()
         run = result.boards[lv.slug]
         data = _parse(b"".join(lv.out))
-        if data is None and lv.signalled and run.starts > 1 and run.exit_code is not None:
+        if _never_began(data) and lv.signalled and run.starts > 1 and run.exit_code is not None:
             # A restart that the signal we forwarded stopped while its interpreter was still starting (before it
-            # could install its handlers): it never ran, so the board's outcome is still its previous run's.
+            # could install its handlers: no output, or the CLI's own "terminated"/"aborted" answer to a signal
+            # during start-up): it never ran, so the board's outcome is still its previous run's.
             say(f"board {lv.slug}: restart stopped by the signal before it began; keeping the previous outcome")
             return
         run.exit_code = lv.popen.returncode
