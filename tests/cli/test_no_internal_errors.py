@@ -178,6 +178,13 @@ def signal_on_import(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(d)}
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """A command started from a terminal has SIGINT at its default; one started in the background of a script
+    without job control (`cmd &`, as a CI runner may start pytest) inherits it ignored, and Python then leaves it
+    ignored: Ctrl-C cannot happen there, so this test gives its command a terminal's disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("module", "argv"), [
     ("click", ["kanban", "list"]),
     ("hermes_cli.cli.tasks", ["kanban", "list", "--json"]),
@@ -188,7 +195,7 @@ def signal_on_import(tmp_path: Path) -> dict[str, str]:
 def test_ctrl_c_during_start_up(hermes_home: Path, signal_on_import: dict[str, str], module: str,
                                 argv: list[str]) -> None:
     env = {**signal_on_import, "HERMES_TEST_SIGNAL_ON_IMPORT": module}
-    r = run(argv, env=env)
+    r = run(argv, env=env, preexec_fn=_sigint_as_from_a_terminal)
     assert (r.code, r.err) == (130, "error: aborted\n"), r
     if "--json" in argv:
         assert r.json() == {"error": {"code": "aborted", "message": "aborted"}}

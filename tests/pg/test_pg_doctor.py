@@ -35,7 +35,7 @@ def test_doctor_of_a_healthy_postgres_board(pg_url: str) -> None:
     am = finding(r, "amcheck")
     # the test server runs as its superuser: amcheck can be created, and every index of the board is checked
     assert am["level"] == "ok" and am["data"]["available"] is True
-    assert "tasks_claim_order_id" in am["data"]["indexes"] and "runs_pkey" in am["data"]["indexes"]
+    assert "tasks_claim_order" in am["data"]["indexes"] and "runs_pkey" in am["data"]["indexes"]
     with psycopg.connect(pg_url) as conn:  # the extension lives in public, never in the board's schema
         assert conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
                             "WHERE extname = 'amcheck'").fetchone() == ("public",)

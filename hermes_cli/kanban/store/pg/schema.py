@@ -145,17 +145,5 @@ def _v2(db: _Db) -> None:
     )
 
 
-def _v3(db: _Db) -> None:
-    """The claim's head pick (`ORDER BY priority DESC, created_at, id LIMIT 1`) walks an index that stops at the
-    first row: without `id` in it PostgreSQL sorted every ready task for every claim (1-3 ms at 3,000 ready tasks,
-    growing with the queue: docs/performance.md). The old index is a prefix of the new one, so nothing else loses."""
-    db.execute(
-        """
-        CREATE INDEX tasks_claim_order_id ON tasks(status, priority DESC, created_at, id);
-        DROP INDEX tasks_claim_order;
-        """
-    )
-
-
-MIGRATIONS: list[Callable[[_Db], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[_Db], None]] = [_v1, _v2]
 LATEST = len(MIGRATIONS)
