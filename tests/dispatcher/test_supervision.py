@@ -145,7 +145,13 @@ def test_dispatcher_sigkilled_under_load_then_restarted(board: Board, reaper: Re
              for i in range(4)]
     crasher, _ = board.create_task("crash loop", command=pycmd("raise SystemExit(2)"), max_retries=2)
     first_runs = [wait_for(lambda t=t: started_run(board, t.id), what=f"{t.title} to start") for t in tasks]
-    fds_busy = fd_count(d1.pid)
+    # the fewest over half a second: the crash loop's attempts come and go (a pidfd lives from a spawn until its
+    # exit is recorded, which a woken dispatcher now does after starting what is ready), a leak stays
+    samples = []
+    for _ in range(5):
+        samples.append(fd_count(d1.pid))
+        time.sleep(0.1)
+    fds_busy = min(samples)
     # a handful of fds per running worker at most (one pidfd each; logs are closed after the spawn)
     assert fds_busy - fds_idle <= 2 * 5, (fds_idle, fds_busy)
 

@@ -18,8 +18,8 @@ What differs, and why:
   held back and sent with NOTIFY and COMMIT in the last one.
 - Time comes from the database (`clock_timestamp()` read at BEGIN), never the host: hosts' clocks may disagree, the
   server's is the one every lease is measured by.
-- Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from before
-  BEGIN to COMMIT, so no later id commits before an earlier one.
+- Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from the
+  start of the transaction to its COMMIT, so no later id commits before an earlier one.
 - The turn is not held through the WAL flush. Held through a synchronous COMMIT, it made every commit of a board wait
   for its own fsync in turn (~3.5 ms each on the project's VM), so a board did at most ~290 commits/s whatever the
   number of workers, and concurrent commits never shared a flush. So a write COMMITs inside the turn with
