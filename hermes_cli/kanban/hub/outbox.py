@@ -72,8 +72,10 @@ class Batch:
 
 def read(board: Board, after: int, limit: int) -> Batch:
     events, tasks, as_of = sync_sql.read_batch(board.db, after, limit)
-    # never ahead of the board: what the hub is sent must survive a crash of the board's server (store.engine)
-    wait_durable(board.db)
+    # never ahead of the board: what the hub is sent must survive a crash of the board's server (store.engine);
+    # an empty batch sends nothing, so an idle `sync --follow` does not commit (and fsync) on every poll
+    if events:
+        wait_durable(board.db)
     touched = {e["task_id"] for e in events if e["task_id"] is not None}
     deleted = sorted(touched - {t["id"] for t in tasks})
     return Batch(events, tasks, deleted, as_of)
@@ -91,5 +93,6 @@ def all_tasks(board: Board, limit: int) -> tuple[list[list[dict[str, Any]]], int
                 break
             chunks.append(chunk)
             last = chunk[-1]["id"]
-    wait_durable(board.db)  # as in read()
+    if chunks:
+        wait_durable(board.db)  # as in read()
     return chunks, as_of
