@@ -43,8 +43,11 @@ class Claims(BoardCore):
 
         def tx(now: float) -> Claim | None:
             if task_id is None:
-                self._reclaim_expired(now)
-                claim = self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant)
+                # Expired leases are reclaimed first (a reclaimed task may be the better head); the claim's own
+                # statement checks that there are none, so the common case needs no probe of its own.
+                claim = self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant, unless_expired=True)
+                if claim is None and self._reclaim_expired(now):
+                    claim = self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant)
                 if claim is None:
                     # Roll back the reclaims too: a claim that finds nothing changes nothing (`claim` then exits 1,
                     # and a failing command never changes the board). Expired leases are reclaim_expired()'s job.
@@ -79,16 +82,17 @@ class Claims(BoardCore):
             return None
 
     def _claim_ready(self, now: float, ttl: float, worker: str | None, pid: int | None,
-                     pid_create_time: float | None, tenant: str | None) -> Claim | None:
-        """Open a run on the head of the ready queue, or None when nothing is ready. The same rows as _open_run on
-        the task claimable_task_id picks (run row, task running with its lease, `claimed` event), in three
-        statements: the run is inserted from the queue's head, the task update returns the attempt number."""
+                     pid_create_time: float | None, tenant: str | None, *,
+                     unless_expired: bool = False) -> Claim | None:
+        """Open a run on the head of the ready queue, or None when nothing is ready (with `unless_expired`: also
+        None while an expired lease waits to be reclaimed). The same rows as _open_run on the task
+        claimable_task_id picks (run row, task running with its lease, `claimed` event), in fewer statements."""
         expires = now + ttl
-        opened = sql.open_run_on_next_ready(self.db, now, expires, worker, self._host, pid, pid_create_time, tenant)
+        opened = sql.claim_next_ready(self.db, now, expires, worker, self._host, pid, pid_create_time, tenant,
+                                      unless_expired=unless_expired)
         if opened is None:
             return None
-        run_id, task_id = opened
-        attempt = sql.mark_running(self.db, task_id, run_id, now, expires)
+        run_id, task_id, attempt = opened
         self._event("claimed", now, task_id, run_id, attempt=attempt, worker=worker, pid=pid,
                     lease_expires_at=iso_text(expires))  # JSON timestamps are ISO 8601 UTC (the CLI contract)
         return Claim(task_id=task_id, run_id=run_id, lease_expires_at=expires, attempt=attempt)

@@ -73,9 +73,10 @@ class BoardCore:
         """Whether this open created the board (its database file did not exist)."""
         return self.db.created
 
-    def _write(self, fn: Callable[[float], T]) -> T:
-        """Run `fn(now)` in one write transaction. Every event it writes rings the doorbell after COMMIT."""
-        return self.db.write(lambda: fn(self.db.clock()))
+    def _write(self, fn: Callable[[float], T], *, late_turn: bool = False) -> T:
+        """Run `fn(now)` in one write transaction. Every event it writes rings the doorbell after COMMIT.
+        `late_turn`: see PgDatabase.write (a PostgreSQL board); `fn` then calls db.need_turn() / db.check_at_turn()."""
+        return self.db.write(lambda: fn(self.db.clock()), late_turn=late_turn)
 
     def _event(
         self, kind: str, now: float, task_id: str | None = None, run_id: int | None = None, **payload: Any

@@ -87,8 +87,12 @@ class Finishing(Claims, Links):
         check_task_id(task_id)
         result = check_report_text(result, "result")
         meta = check_metadata(metadata)
+        # A worker's plain completion is the fast path below: on a PostgreSQL board it takes the writers' turn only
+        # to commit (PgDatabase.write, late_turn), and anything else makes it run again with the turn first.
+        fast = run_id is not None and result is None and meta is None
         return self._write(lambda now: self._complete_one(task_id, run_id, now, summary=summary, force=force,
-                                                          exit_code=exit_code, result=result, metadata=meta))
+                                                          exit_code=exit_code, result=result, metadata=meta),
+                           late_turn=fast)
 
     def complete_many(self, task_ids: Sequence[str], *, result: str | None = None, force: bool = False) -> list[Task]:
         """An operator completing several tasks at once: all of them in one transaction, or none."""
@@ -125,9 +129,12 @@ class Finishing(Claims, Links):
 
         def tx(now: float) -> tuple[Task, Claim | None]:
             task = self._complete_one(task_id, run_id, now, summary=summary, force=False, exit_code=exit_code)
+            claim = self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant, unless_expired=True)
+            if claim is not None:
+                return task, claim
             expired = sql.expired_running(self.db, now)
             if not expired:
-                return task, self._claim_ready(now, lease_s, worker, pid, pid_create_time, tenant)
+                return task, None
             self.db.savepoint("claim_next")
             for t in expired:
                 self._reclaim_one(t, now, retry=True)
@@ -146,11 +153,18 @@ class Finishing(Claims, Links):
             # The common case in one statement: the fenced UPDATE matches only while run_id is the task's current
             # run of a task without a review gate. Anything else changed nothing and takes the careful path below,
             # which decides between a repeat (no-op), review, and StaleRun exactly as before.
-            done = sql.complete_current_run(self.db, task_id, run_id, now, summary)
-            if done is not None:
+            finished = sql.complete_current_run(self.db, task_id, run_id, now, summary)
+            if finished is None or finished[1]:
+                self.db.need_turn()  # the careful path or children to promote: a late-turn write starts again
+            if finished is not None:
+                done, has_children = finished
+                # Our UPDATE locked the task's row, so nothing about it can change before COMMIT; a child can still be
+                # linked to it meanwhile by a writer in the turn (the link saw it running): checked under the turn.
+                self.db.check_at_turn(*sql.children_probe(task_id))
                 sql.close_run(self.db, run_id, str(RunOutcome.COMPLETED), now, summary, exit_code)
                 self._event("completed", now, task_id, run_id, summary=summary, title=done.title, forced=force or None)
-                self._promote_children(task_id, now)
+                if has_children:
+                    self._promote_children(task_id, now)
                 return done
         task = self._task(task_id)
         if run_id is not None:

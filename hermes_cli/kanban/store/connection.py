@@ -330,11 +330,12 @@ class Database:
         """The current write inserted an event (store.tasks.add_event calls this): its COMMIT runs the hooks."""
         self._wrote_event = True
 
-    def write(self, fn: Callable[[], T]) -> T:
+    def write(self, fn: Callable[[], T], *, late_turn: bool = False) -> T:
         """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying the whole transaction on BUSY with jitter.
 
         `fn` must only touch the database (it may run more than once). Domain errors roll back and propagate
-        unchanged, so bad input never changes the board.
+        unchanged, so bad input never changes the board. `late_turn` is for PostgreSQL boards
+        (store/pg/database.py); here every write holds the board's one write lock from BEGIN anyway.
         """
         if self._in_write:
             return fn()
@@ -387,6 +388,14 @@ class Database:
                     hook()  # after COMMIT, never inside it (Board.open installs the doorbell ring)
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
+
+    # A PostgreSQL board may run a write before its writers' turn (PgDatabase.write with late_turn); on SQLite every
+    # write holds the lock from BEGIN, so these have nothing to do.
+    def need_turn(self) -> None:
+        """Inside a late-turn write: this write needs the turn from its start (PgDatabase). Nothing here."""
+
+    def check_at_turn(self, sql: str, params: Any = ()) -> None:
+        """Inside a late-turn write: `sql` must find no row once the turn is taken (PgDatabase). Nothing here."""
 
     def _queue(self) -> WriteQueue:
         """The board's writer queue, made on the first write (a connection that only reads never touches it)."""

@@ -16,6 +16,22 @@ What differs, and why:
   CPU, every other writer of the board waits for it: BEGIN, the lock, the clock are one round trip; the event
   INSERTs (nothing in a write reads its own events back, and no statement but a read of `events` could notice) are
   held back and sent with NOTIFY and COMMIT in the last one.
+- For the same reason an UPDATE whose result nobody reads (a run closed, a lease extended) is not sent on its own:
+  it is bound client-side and sent ahead of the write's next statement, in that statement's round trip (the
+  fenced completion's run close travels with the COMMIT). `changes()` sends what is held first; an error in a held
+  UPDATE is raised by the statement it travelled with, inside the same transaction, which then rolls back whole.
+- A late turn (`write(fn, late_turn=True)`): a worker's fenced completion takes the turn only in its last round
+  trip, just before its event INSERTs and COMMIT, so the turn is held for no client round trip at all (measured: a
+  completion held it ~2.5 ms of the ~5 ms a task cost at 4-16 workers, `bench/pg_compare.py`). What keeps it
+  correct: every row it decides on is locked by its own UPDATE from that UPDATE to COMMIT (the fenced UPDATE of the
+  task), so a writer in the turn either committed before (and the UPDATE saw it) or waits for ours; its event ids
+  are still handed out inside the turn, in commit order; whatever else it relied on is checked again once the turn
+  is ours (`check_at_turn`: e.g. "the task still has no children", which a writer in the turn may have linked
+  before we got it), and a failed check runs the write again with the turn first (`need_turn`, likewise whenever
+  the write finds it needs more than the fast path). A writer in the turn that wants the locked row (a reclaim of
+  that very task) and the late writer waiting for the turn deadlock: PostgreSQL's detector (deadlock_timeout, 1 s
+  by default) aborts one, which runs again. That costs a second, only when an expired lease is reclaimed at the
+  instant its worker completes.
 - Time comes from the database (`clock_timestamp()` read at BEGIN), never the host: hosts' clocks may disagree, the
   server's is the one every lease is measured by.
 - Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from the
@@ -159,6 +175,13 @@ _EVENT_INSERT = "INSERT INTO events("
 
 _RETRY = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.LockNotAvailable)
 
+#: the SQLSTATE a late-turn write's check raises once the turn is taken (see check_at_turn): a class of our own
+CHANGED_BEFORE_TURN = "HK001"
+
+
+class TurnNeeded(Exception):
+    """Raised inside a late-turn write that needs the writers' turn from its start: it runs again, turn first."""
+
 
 class PgDatabase:
     """One connection to one PostgreSQL board, with the interface of store.connection.Database."""
@@ -174,6 +197,9 @@ class PgDatabase:
         self.created = False
         self._event_hooks: list[Callable[[], object]] = []
         self._held_events: list[bytes] = []
+        self._held_writes: list[bytes] = []
+        self._late = False
+        self._turn_checks: list[bytes] = []
         self._savepoints: dict[str, int] = {}
         self._wrote_event = False
         self._in_write = False
@@ -261,9 +287,15 @@ class PgDatabase:
         is) and return its cursor, errors translated."""
         if self._held_events and isinstance(sql, str) and "events" in sql:
             self._send_held_events()
+        if self._held_writes:
+            # the held UPDATEs go first, in this statement's round trip (its result is the batch's last)
+            held, self._held_writes = self._held_writes, []
+            sql, params = b"; ".join([*held, sql if isinstance(sql, bytes) else self._bound(sql, params)]), ()
         try:
             if isinstance(sql, bytes):
                 cur = self.conn.execute(sql)
+                while cur.nextset():
+                    pass
             elif params:
                 cur = self.conn.execute(to_postgres(sql), self._params(params))
             else:
@@ -308,14 +340,20 @@ class PgDatabase:
 
     def execute(self, sql: str, params: Any = ()) -> None:
         if self._in_write and sql.startswith(_EVENT_INSERT):
-            self._hold_event(sql, params)
+            self._held_events.append(self._bound(sql, params))
+            self._rowcount = 1
+            return
+        if self._in_write and sql.startswith("UPDATE "):
+            self._held_writes.append(self._bound(sql, params))  # sent with the next statement (module docstring)
             return
         self._cursor(sql, params)
 
-    def _hold_event(self, sql: str, params: Any) -> None:
-        """Keep an event INSERT, bound here (client side) as SQL text, for the round trip that commits (see the
+    def _bound(self, sql: str, params: Any) -> bytes:
+        """`sql` with `params` bound here (client side), as PostgreSQL SQL text to be sent later in a batch (see the
         module docstring). Bad values are refused now, as a sent statement would refuse them."""
         try:
+            if not params:
+                return to_postgres(sql, with_params=False).encode()
             text = psycopg.ClientCursor(self.conn).mogrify(to_postgres(sql), self._params(params))
         except UnicodeEncodeError as exc:
             around = exc.object[max(0, exc.start - 20): exc.end + 20]
@@ -325,8 +363,7 @@ class PgDatabase:
             if "NUL (0x00)" in str(exc):
                 raise InvalidValue("invalid text: a PostgreSQL board cannot store NUL (0x00) characters") from None
             raise self._translate(exc) from exc
-        self._held_events.append(text.encode())
-        self._rowcount = 1
+        return text.encode()
 
     def _send_held_events(self) -> None:
         held, self._held_events = self._held_events, []
@@ -336,6 +373,9 @@ class PgDatabase:
 
     def changes(self) -> int:
         """Rows changed by the last statement (sqlite3_changes on the other engine)."""
+        if self._held_writes:
+            held, self._held_writes = self._held_writes, []
+            self._cursor(b"; ".join(held), ())  # the last held UPDATE is the last statement: its count is kept
         return self._rowcount
 
     def clock(self) -> float:
@@ -397,7 +437,25 @@ class PgDatabase:
         write holds the board's writers' turn from before BEGIN to after COMMIT (see write)."""
         self._wrote_event = True
 
-    def write(self, fn: Callable[[], T]) -> T:
+    def need_turn(self) -> None:
+        """Inside a late-turn write: this write needs the turn from its start (it runs again, turn first)."""
+        if self._late:
+            raise TurnNeeded
+
+    def check_at_turn(self, sql: str, params: Any = ()) -> None:
+        """Inside a late-turn write: `sql` must find no row once the turn is taken, else the write runs again with
+        the turn first (see the module docstring). Nothing to check when the turn was taken at BEGIN."""
+        if not self._late:
+            return
+        query = self._bound(sql, params)
+        if b"$hk$" in query:
+            raise TurnNeeded  # cannot be quoted in the check's body: take the turn first instead
+        self._turn_checks.append(
+            b"DO $hk$ BEGIN IF EXISTS (" + query + b") THEN RAISE EXCEPTION 'changed before the writers'' turn' "
+            b"USING ERRCODE = '" + CHANGED_BEFORE_TURN.encode() + b"'; END IF; END $hk$"
+        )
+
+    def write(self, fn: Callable[[], T], *, late_turn: bool = False) -> T:
         """Run `fn` in one transaction, in the board's writers' turn, and return once its commit is durable;
         retried whole (with jitter) if PostgreSQL aborts it for a conflict anyway. `fn` must only touch the database
         (it may run more than once).
@@ -407,6 +465,9 @@ class PgDatabase:
         the queue's head aborted each other 1-7 times per task when writers overlapped: bench/pg_compare.py), and
         event ids commit in order. The commit is asynchronous inside the turn and made durable outside it
         (wait_durable; see the module docstring).
+
+        `late_turn`: take the turn only with the COMMIT (see the module docstring); `fn` calls need_turn() when it
+        needs more than that allows, and check_at_turn() for what must still hold once the turn is taken.
         """
         if self._in_write:
             return fn()
@@ -414,22 +475,30 @@ class PgDatabase:
         for attempt in range(WRITE_ATTEMPTS):
             self._wrote_event = False
             self._held_events = []
+            self._held_writes = []
+            self._turn_checks = []
             self._savepoints = {}
+            self._late = late_turn
             try:
-                self._tx_now = self._begin()
+                self._tx_now = self._begin(turn=not late_turn)
             except BoardUnreachable:
                 # An idle connection the server dropped (a restart, pg_terminate_backend) is only found out now:
                 # nothing of this transaction has run, so one fresh connection is tried before giving up.
                 self.close()
-                self._tx_now = self._begin()
+                self._tx_now = self._begin(turn=not late_turn)
             self._in_write = True
             try:
                 result = fn()
                 wrote = self._commit_and_end_turn()
             except BaseException as exc:
                 self._held_events = []
+                self._held_writes = []
                 self._end("ROLLBACK")  # lets the turn go too (a transaction's lock)
                 cause = exc.__cause__ if isinstance(exc, HermesError) else exc
+                if late_turn and (isinstance(exc, TurnNeeded) or
+                                  getattr(cause, "sqlstate", None) == CHANGED_BEFORE_TURN):
+                    late_turn = False  # again, with the turn from BEGIN: not a collision, no backoff
+                    continue
                 if isinstance(cause, _RETRY) and attempt < WRITE_ATTEMPTS - 1:
                     if self._stopping():
                         raise WriteInterrupted(f"{self.where}: not retrying a colliding write (stopping)") from exc
@@ -439,6 +508,7 @@ class PgDatabase:
                 raise
             finally:
                 self._in_write = False
+                self._late = False
                 self._tx_now = None
             if wrote:
                 self.wait_durable()
@@ -453,10 +523,14 @@ class PgDatabase:
         """The held-back event INSERTs, NOTIFY (if an event was written) and COMMIT (which ends the turn, a
         transaction's lock) in one round trip. Returns whether the transaction wrote anything (had an xid), i.e.
         whether there is a commit to flush."""
+        turn: list[bytes] = []
+        if self._late:  # the turn, then what must still hold under it, then the rest (see the module docstring)
+            turn = [self._turn_lock().encode(), *self._turn_checks]
+        writes, self._held_writes = self._held_writes, []
         held, self._held_events = self._held_events, []
         notify = f"SELECT pg_notify('{self.channel}', '')".encode() if self._wrote_event else b""
         check = b"SELECT pg_current_xact_id_if_assigned() IS NOT NULL AS wrote"
-        cur = self._cursor(b"; ".join([*held, *([notify] if notify else []), check, b"COMMIT"]), ())
+        cur = self._cursor(b"; ".join([*turn, *writes, *held, *([notify] if notify else []), check, b"COMMIT"]), ())
         while cur.description is None or cur.description[0].name != "wrote":
             if not cur.nextset():
                 return True  # cannot tell: flushing once too often costs a round trip, never a lost commit
@@ -470,16 +544,19 @@ class PgDatabase:
         concurrent writers share the flush."""
         self._cursor("SELECT pg_logical_emit_message(true, 'hermes-kanban', '')", ())
 
-    def _begin(self) -> float:
+    def _turn_lock(self) -> str:
+        return f"SELECT pg_advisory_xact_lock(hashtext('{self.schema}'))"
+
+    def _begin(self, *, turn: bool = True) -> float:
         """BEGIN, wait for the board's writers' turn (a transaction's advisory lock, let go by COMMIT or ROLLBACK;
         waiting is in the server, in arrival order), commit asynchronously (see the module docstring), and read the
         server's clock once the turn is ours: one round trip. A stop request cannot interrupt the wait, but a turn
-        is one short transaction long."""
+        is one short transaction long. Without `turn` (a late turn), the turn is taken with the COMMIT."""
         try:
             cur = self._cursor(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; "
-                f"SELECT pg_advisory_xact_lock(hashtext('{self.schema}')); "
-                "SET LOCAL synchronous_commit TO off; "
+                + (f"{self._turn_lock()}; " if turn else "")
+                + "SET LOCAL synchronous_commit TO off; "
                 "SELECT extract(epoch FROM clock_timestamp())::float8", ()
             )
             while cur.nextset():  # the clock is the last result
