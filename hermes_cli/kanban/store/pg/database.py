@@ -66,6 +66,9 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import ExecStatus
+
+TUPLES_OK = ExecStatus.TUPLES_OK
 
 from ...core.errors import (
     BoardBusy,
@@ -179,6 +182,11 @@ _RETRY = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.
 CHANGED_BEFORE_TURN = "HK001"
 
 
+#: a one-record transactional WAL write whose synchronous COMMIT flushes the WAL through every earlier commit of
+#: this session (wait_durable; the module docstring)
+_DURABLE = b"SELECT pg_logical_emit_message(true, 'hermes-kanban', '')"
+
+
 class TurnNeeded(Exception):
     """Raised inside a late-turn write that needs the writers' turn from its start: it runs again, turn first."""
 
@@ -208,6 +216,7 @@ class PgDatabase:
         self._rowcount = 0
         self._stop: Callable[[], bool] | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._binder: psycopg.ClientCursor[Any] | None = None
         self._connect()
 
     # -- the connection ---------------------------------------------------------------------------------------------
@@ -282,9 +291,10 @@ class PgDatabase:
             return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
         return [int(v) if isinstance(v, bool) else v for v in params]
 
-    def _cursor(self, sql: str | bytes, params: Any) -> psycopg.Cursor[Any]:
+    def _cursor(self, sql: str | bytes, params: Any, *, last: bool = True) -> psycopg.Cursor[Any]:
         """Run `sql` (a str in the store's dialect; bytes: PostgreSQL SQL with every value already bound, sent as it
-        is) and return its cursor, errors translated."""
+        is) and return its cursor, errors translated. A batch's cursor shows its last statement's result unless
+        `last` is False (nobody reads it)."""
         if self._held_events and isinstance(sql, str) and "events" in sql:
             self._send_held_events()
         if self._held_writes:
@@ -294,7 +304,7 @@ class PgDatabase:
         try:
             if isinstance(sql, bytes):
                 cur = self.conn.execute(sql)
-                while cur.nextset():
+                while last and cur.nextset():
                     pass
             elif params:
                 cur = self.conn.execute(to_postgres(sql), self._params(params))
@@ -316,11 +326,15 @@ class PgDatabase:
             raise self._translate(exc) from exc
 
     # -- reads -------------------------------------------------------------------------------------------------------
+    # Cursor.pgresult (public) says whether a statement returned rows and names its columns; Cursor.description
+    # would build a Column object per column first (a completion RETURNs all 26 of the task's: ~15 % of a worker's
+    # CPU per task, by a process-time profile).
     def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         cur = self._cursor(sql, params)
-        if cur.description is None:
+        res = cur.pgresult
+        if res is None or res.status != TUPLES_OK:
             return []
-        names = [d.name for d in cur.description]
+        names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def row(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
@@ -329,10 +343,11 @@ class PgDatabase:
 
     def first(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
         cur = self._cursor(sql, params)
-        if cur.description is None:
+        res = cur.pgresult
+        if res is None or res.status != TUPLES_OK:
             return None
-        found = cur.fetchall()
-        return tuple(found[0]) if found else None
+        found = cur.fetchone()
+        return None if found is None else tuple(found)
 
     def value(self, sql: str, params: Any = ()) -> Any:
         found = self.first(sql, params)
@@ -354,7 +369,9 @@ class PgDatabase:
         try:
             if not params:
                 return to_postgres(sql, with_params=False).encode()
-            text = psycopg.ClientCursor(self.conn).mogrify(to_postgres(sql), self._params(params))
+            if self._binder is None or self._binder.connection is not self.conn:
+                self._binder = psycopg.ClientCursor(self.conn)  # one per connection: making one costs more than binding
+            text = self._binder.mogrify(to_postgres(sql), self._params(params))
         except UnicodeEncodeError as exc:
             around = exc.object[max(0, exc.start - 20): exc.end + 20]
             raise InvalidValue(f"invalid text {around!r}: it is not valid UTF-8 (check the encoding of your input)"
@@ -489,7 +506,7 @@ class PgDatabase:
             self._in_write = True
             try:
                 result = fn()
-                wrote = self._commit_and_end_turn()
+                self._commit_and_end_turn()
             except BaseException as exc:
                 self._held_events = []
                 self._held_writes = []
@@ -510,8 +527,6 @@ class PgDatabase:
                 self._in_write = False
                 self._late = False
                 self._tx_now = None
-            if wrote:
-                self.wait_durable()
             if self._wrote_event:
                 self._wrote_event = False
                 for hook in self._event_hooks:
@@ -519,30 +534,28 @@ class PgDatabase:
             return result
         raise BoardBusy(f"{self.where}: writers kept colliding; retry later")
 
-    def _commit_and_end_turn(self) -> bool:
-        """The held-back event INSERTs, NOTIFY (if an event was written) and COMMIT (which ends the turn, a
-        transaction's lock) in one round trip. Returns whether the transaction wrote anything (had an xid), i.e.
-        whether there is a commit to flush."""
+    def _commit_and_end_turn(self) -> None:
+        """The held-back statements, NOTIFY (if an event was written), COMMIT (which ends the turn, a transaction's
+        lock) and the wait for durability, in one round trip. The wait is wait_durable's statement, sent after COMMIT
+        in the same batch: it runs as a transaction of its own (synchronous, the session's default), outside the
+        turn, and only when the committed transaction wrote anything (had an xid): a session setting carries that
+        across the COMMIT. The batch is answered after its last statement, so the caller hears after the flush."""
         turn: list[bytes] = []
         if self._late:  # the turn, then what must still hold under it, then the rest (see the module docstring)
             turn = [self._turn_lock().encode(), *self._turn_checks]
         writes, self._held_writes = self._held_writes, []
         held, self._held_events = self._held_events, []
-        notify = f"SELECT pg_notify('{self.channel}', '')".encode() if self._wrote_event else b""
-        check = b"SELECT pg_current_xact_id_if_assigned() IS NOT NULL AS wrote"
-        cur = self._cursor(b"; ".join([*turn, *writes, *held, *([notify] if notify else []), check, b"COMMIT"]), ())
-        while cur.description is None or cur.description[0].name != "wrote":
-            if not cur.nextset():
-                return True  # cannot tell: flushing once too often costs a round trip, never a lost commit
-        found = cur.fetchone()
-        return bool(found and found[0])
+        notify = [f"SELECT pg_notify('{self.channel}', '')".encode()] if self._wrote_event else []
+        wrote = b"SELECT set_config('hermes_kanban.wrote', (pg_current_xact_id_if_assigned() IS NOT NULL)::text, false)"
+        flush = _DURABLE + b" WHERE current_setting('hermes_kanban.wrote') = 'true'"
+        self._cursor(b"; ".join([*turn, *writes, *held, *notify, wrote, b"COMMIT", flush]), (), last=False)
 
     def wait_durable(self) -> None:
         """Wait until this session's last commit is on disk (see the module docstring): a transactional logical
         message takes an xid and writes one WAL record, so this statement's own synchronous COMMIT flushes the WAL
         through it, our asynchronous commit included, and every commit this session has seen. Outside the turn:
         concurrent writers share the flush."""
-        self._cursor("SELECT pg_logical_emit_message(true, 'hermes-kanban', '')", ())
+        self._cursor(_DURABLE, ())
 
     def _turn_lock(self) -> str:
         return f"SELECT pg_advisory_xact_lock(hashtext('{self.schema}'))"
@@ -556,7 +569,8 @@ class PgDatabase:
             cur = self._cursor(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; "
                 + (f"{self._turn_lock()}; " if turn else "")
-                + "SET LOCAL synchronous_commit TO off; "
+                + "SET LOCAL synchronous_commit TO off; SET LOCAL enable_bitmapscan TO off; "
+                "SET LOCAL plan_cache_mode TO force_generic_plan; "
                 "SELECT extract(epoch FROM clock_timestamp())::float8", ()
             )
             while cur.nextset():  # the clock is the last result
