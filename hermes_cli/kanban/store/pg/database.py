@@ -68,8 +68,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import ExecStatus
 
-TUPLES_OK = ExecStatus.TUPLES_OK
-
 from ...core.errors import (
     BoardBusy,
     BoardUnreachable,
@@ -83,6 +81,8 @@ from ..engine import redact_url
 from .dialect import to_postgres
 
 T = TypeVar("T")
+
+TUPLES_OK = ExecStatus.TUPLES_OK
 
 #: attempts of a whole write transaction on serialization failure / deadlock before BoardBusy
 WRITE_ATTEMPTS = 30
