@@ -80,9 +80,9 @@ def test_nothing_is_read_between_the_claim_and_the_workers_exec(engine: str, boa
         monkeypatch.setattr(db, name, spy)
     real_write = db.write
 
-    def write(fn: Any) -> Any:
+    def write(fn: Any, **kw: Any) -> Any:
         nested = db.in_transaction
-        result = real_write(fn)
+        result = real_write(fn, **kw)
         if not nested:
             trail.append("commit")
         return result

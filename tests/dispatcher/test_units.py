@@ -239,13 +239,19 @@ def test_break_lock_never_breaks_a_live_or_fresh_lease(board: Board) -> None:
 # -- the ready queue ---------------------------------------------------------------------------------------------------
 def test_claim_and_dispatch_take_ready_tasks_in_one_order(board: Board) -> None:
     """Pull workers (`claim` without a task) and the dispatcher pick from the same queue in the same order: priority,
-    then age, then id for tasks created in the same instant (the tie must not be decided by insertion order)."""
+    then age; tasks that share an instant go in the claim-order index's order for both (store/tasks.py CLAIM_ORDER),
+    so one does not take them in one order and the other in another."""
     tasks = [board.create_task(f"task {i}", command="true")[0] for i in range(10)]
-    # two tasks where the one created first has the larger id (ids are random: sorted by chance once in 10!)
-    first, second = next((a, b) for n, a in enumerate(tasks) for b in tasks[n + 1:] if a.id > b.id)
-    board.db.write(lambda: board.db.execute("UPDATE tasks SET priority = 5, created_at = ? WHERE id IN (?, ?)",
-                                            (first.created_at, first.id, second.id)))
-    expected = second.id  # same priority, same instant: the smaller id, not the earlier insertion
-    assert dispatch_sql.dispatchable(board.db, time.time(), any_command=False, limit=1) == [expected]
-    claim = board.claim(worker="pull")
-    assert claim is not None and claim.task_id == expected
+    tied = tasks[3:7]  # four tasks of one priority and one instant, between older and newer ones
+    board.db.write(lambda: board.db.execute(
+        f"UPDATE tasks SET priority = 5, created_at = ? WHERE id IN ({', '.join('?' * len(tied))})",
+        (tied[0].created_at, *(t.id for t in tied))))
+    order = dispatch_sql.dispatchable(board.db, time.time(), any_command=False, limit=10)
+    assert sorted(order[:4]) == sorted(t.id for t in tied)  # the higher priority first
+    assert order[4:] == [t.id for t in tasks if t not in tied]  # then by age
+    claimed = []
+    while (claim := board.claim(worker="pull")) is not None:
+        claimed.append(claim.task_id)
+        # the dispatcher's view of what is left starts where the pull workers' next claim will
+        assert dispatch_sql.dispatchable(board.db, time.time(), any_command=False, limit=10) == order[len(claimed):]
+    assert claimed == order
