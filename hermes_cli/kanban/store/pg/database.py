@@ -33,7 +33,9 @@ What differs, and why:
   by default) aborts one, which runs again. That costs a second, only when an expired lease is reclaimed at the
   instant its worker completes.
 - Time comes from the database (`clock_timestamp()` read at BEGIN), never the host: hosts' clocks may disagree, the
-  server's is the one every lease is measured by.
+  server's is the one every lease is measured by. A late-turn write reads it before its turn, so its times
+  (a completion's completed_at, its event's created_at) may be older than those of a write that committed just
+  before it, by the wait for the turn; no lease is measured from them (a completion ends its lease).
 - Event ids must be handed out in commit order (readers follow `id > cursor`): the writers' turn is held from the
   start of the transaction to its COMMIT, so no later id commits before an earlier one.
 - The turn is not held through the WAL flush. Held through a synchronous COMMIT, it made every commit of a board wait
@@ -41,9 +43,10 @@ What differs, and why:
   number of workers, and concurrent commits never shared a flush. So a write COMMITs inside the turn with
   `synchronous_commit = off` (visible at once, in order), lets the turn go, and only then waits for its commit to be
   durable: a one-record synchronous transaction of its own (`pg_logical_emit_message`, transactional: it takes an
-  xid and writes WAL, so its COMMIT flushes the WAL up to and including ours; no table, any role may call it).
-  Writers waiting for their flushes at the same time share one fsync (PostgreSQL's group commit). The caller hears
-  of success only after the flush: what it was told is durable, is. A write another session saw before the flush
+  xid and writes WAL, so its COMMIT flushes the WAL up to and including ours; no table, any role may call it),
+  sent after our COMMIT in the same batch, so the wait costs no round trip of its own. Writers waiting for their
+  flushes at the same time share one fsync (PostgreSQL's group commit). The caller hears of success only after
+  the flush: what it was told is durable, is. A write another session saw before the flush
   cannot outlive a crash that loses ours: WAL is replayed in order, so whatever that session then wrote comes after
   ours in the WAL and is lost with it. A connection lost between COMMIT and the flush is BoardUnreachable, like a
   COMMIT whose answer was lost: the outcome is unknown to the caller, and worker reports spool and are reconciled.
@@ -480,8 +483,8 @@ class PgDatabase:
         The turn: a transaction-level advisory lock on the board, the first statement after BEGIN, let go by COMMIT.
         Writers of one board run one at a time, as on SQLite: none is aborted for a conflict (concurrent claims of
         the queue's head aborted each other 1-7 times per task when writers overlapped: bench/pg_compare.py), and
-        event ids commit in order. The commit is asynchronous inside the turn and made durable outside it
-        (wait_durable; see the module docstring).
+        event ids commit in order. The commit is asynchronous inside the turn and made durable right after it, in
+        the same round trip (_commit_and_end_turn; see the module docstring).
 
         `late_turn`: take the turn only with the COMMIT (see the module docstring); `fn` calls need_turn() when it
         needs more than that allows, and check_at_turn() for what must still hold once the turn is taken.
