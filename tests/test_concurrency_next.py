@@ -17,6 +17,8 @@ from pathlib import Path
 
 import apsw
 
+from .startgate import release_together
+
 PROCS = 4
 TASKS = 400
 CLI_EVERY = 25
@@ -81,12 +83,7 @@ def test_complete_next_is_exactly_once_across_processes(tmp_path: Path) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(db), str(log), hermes, str(CLI_EVERY)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for log in logs]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
+    release_together(procs)
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err

@@ -14,6 +14,8 @@ import pytest
 
 from hermes_cli.kanban import Board
 
+from ..startgate import release_together
+
 pytestmark = pytest.mark.sqlite_only  # the WAL and its checkpoints are SQLite's
 
 
@@ -53,12 +55,7 @@ def test_the_wal_stays_bounded_while_writers_append_beside_checkpoints(tmp_path:
         board.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         procs = [subprocess.Popen([sys.executable, "-c", BURNER, str(db)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, env=dict(os.environ)) for _ in range(3)]
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+        release_together(procs)
         results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
         assert sum(r["done"] for r in results) == n
         assert board.counts().get("done") == n
