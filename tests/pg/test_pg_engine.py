@@ -90,11 +90,19 @@ def _spawn(code: str, *args: str, output: bool = True) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE if output else subprocess.DEVNULL)
 
 
-def test_a_reader_following_event_ids_misses_nothing_while_writers_commit_concurrently(pg_url: str) -> None:
+@pytest.mark.parametrize("writer", ["create", "claim and complete"])
+def test_a_reader_following_event_ids_misses_nothing_while_writers_commit_concurrently(pg_url: str,
+                                                                                        writer: str) -> None:
     """Readers follow `id > cursor`. On PostgreSQL ids are handed out before COMMIT, so without the board's event
-    lock a later id can commit first and a reader that already moved past it never sees the earlier one."""
+    lock a later id can commit first and a reader that already moved past it never sees the earlier one. Workers
+    that claim and complete mix turn-first writes (claims) with late-turn ones (completions take the turn only with
+    their COMMIT: their event ids must still come from inside it)."""
     with Board.open() as board:
-        writers = [_spawn(WRITER, "150", output=False) for _ in range(4)]
+        if writer == "create":
+            writers = [_spawn(WRITER, "150", output=False) for _ in range(4)]
+        else:
+            board.db.write(lambda: [board.create_task(f"job {i}") for i in range(200)])  # 200 events
+            writers = [_spawn(CLAIMER, f"w{i}") for i in range(4)]  # 400 more: claimed, completed
         seen: list[int] = []
         cursor = 0
         while any(w.poll() is None for w in writers):
@@ -102,7 +110,8 @@ def test_a_reader_following_event_ids_misses_nothing_while_writers_commit_concur
                 seen.append(event.id)
                 cursor = event.id
         for w in writers:
-            assert w.wait() == 0
+            w.communicate(timeout=240)
+            assert w.returncode == 0
         seen += [e.id for e in board.events(cursor)]
         every = [e.id for e in board.events(0)]
     assert len(every) == 600
