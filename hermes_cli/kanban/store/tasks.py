@@ -333,6 +333,11 @@ def claimable_task_id(db: Database, now: float, tenant: str | None = None) -> st
     )
 
 
+#: what a claim sets on its task (`run`: where the new run's id comes from); lease_expires_at, updated_at bound
+_MARK_RUNNING = ("status = 'running', attempts = attempts + 1, current_run_id = {run}, lease_expires_at = ?, "
+                 "retry_at = NULL, updated_at = ?")
+
+
 def claim_next_ready(
     db: Database,
     now: float,
@@ -368,8 +373,7 @@ def claim_next_ready(
         # One statement, one round trip inside the board's writers' turn (PostgreSQL runs data-modifying CTEs;
         # SQLite does not): the run is inserted, and the task marked from its RETURNING row.
         row = db.first(
-            f"WITH r AS ({open_run}) UPDATE tasks SET status = 'running', attempts = attempts + 1, "
-            "current_run_id = r.id, lease_expires_at = ?, retry_at = NULL, updated_at = ? FROM r "
+            f"WITH r AS ({open_run}) UPDATE tasks SET {_MARK_RUNNING.format(run='r.id')} FROM r "
             "WHERE tasks.id = r.task_id RETURNING r.id, r.task_id, tasks.attempts",
             (*params, lease_expires_at, now),
         )
@@ -379,8 +383,7 @@ def claim_next_ready(
         return None
     run_id, task_id = int(opened[0]), str(opened[1])
     attempt = db.first(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, current_run_id = ?, lease_expires_at = ?, "
-        "retry_at = NULL, updated_at = ? WHERE id = ? RETURNING attempts",
+        f"UPDATE tasks SET {_MARK_RUNNING.format(run='?')} WHERE id = ? RETURNING attempts",
         (run_id, lease_expires_at, now, task_id),
     )
     assert attempt is not None, f"task {task_id} vanished inside its claim transaction"
