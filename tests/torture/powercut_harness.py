@@ -356,9 +356,10 @@ def empty_digest() -> str:
 # -- one run -----------------------------------------------------------------------------------------------
 @contextmanager
 def _synchronous_env(mode: str) -> Iterator[None]:
-    """The product refuses synchronous=OFF: the OFF control opens under FULL, then switches the connection."""
+    """The product refuses synchronous=OFF: the OFF control opens under NORMAL (so no sync after COMMIT either),
+    then switches the connection."""
     old = os.environ.get("HERMES_KANBAN_SYNCHRONOUS")
-    os.environ["HERMES_KANBAN_SYNCHRONOUS"] = "full" if mode == "off" else mode
+    os.environ["HERMES_KANBAN_SYNCHRONOUS"] = "normal" if mode == "off" else mode
     try:
         yield
     finally:

@@ -182,9 +182,12 @@ class Database:
     engine = "sqlite"
 
     def __init__(self, conn: apsw.Connection, paths: BoardPaths, open_lock: int | None = None, *,
-                 refused: bool = False) -> None:
+                 refused: bool = False, group_commit: bool = False) -> None:
         self.conn = conn
         self.paths = paths
+        #: synchronous=FULL kept by syncing the WAL after COMMIT, outside the write lock (store/wal_sync.py); None
+        #: until the first write decides it (_start_group_commit)
+        self.group_commit: bool | None = None if group_commit and not refused else False
         #: a read-only look at a board that failed its check (doctor and repair read it; nothing can be written)
         self.refused = refused
         #: set once SQLite reported this board corrupt: closing then never checkpoints into it
@@ -339,6 +342,8 @@ class Database:
         """
         if self._in_write:
             return fn()
+        if self.group_commit is None:
+            self._start_group_commit()
         delay = 0.002
         queue = self._queue()
         for attempt in range(BUSY_ATTEMPTS):
@@ -382,12 +387,46 @@ class Database:
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
                 continue
+            if self.group_commit:
+                # The lock is free again: the next writer commits while we wait for the disk. Not acknowledged (and
+                # no doorbell) until our commit, and every commit before it, is durable.
+                self._sync_committed()
             if self._wrote_event:
                 self._wrote_event = False
                 for hook in self._event_hooks:
                     hook()  # after COMMIT, never inside it (Board.open installs the doorbell ring)
             return result
         raise BoardBusy(f"board database {self.paths.db} stayed locked by other writers; retry later")
+
+    def _start_group_commit(self) -> None:
+        """At the first write: FULL by group commit when SQLite's WAL file can be reached (store/wal_sync.py), else
+        SQLite's own FULL. Decided here, not at open, so that commands that only read never import ctypes (~2 ms)."""
+        from . import wal_sync
+
+        try:
+            self.conn.execute("PRAGMA schema_version").fetchall()  # a read opens the WAL, if not open yet
+            self.group_commit = wal_sync.can_sync(self.conn)
+            if self.group_commit:
+                self.conn.execute(f"PRAGMA synchronous={SYNCHRONOUS_MODES['normal']}")
+        except apsw.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _sync_committed(self) -> None:
+        from . import wal_sync
+
+        try:
+            wal_sync.sync(self.conn)
+        except apsw.Error as exc:
+            raise StorageError(
+                f"board database {self.paths.db}: a write was committed but syncing it to disk failed ({exc}); it "
+                "may be lost in a power cut (see: hermes kanban doctor)"
+            ) from exc
+
+    def wait_durable(self) -> None:
+        """Return once every commit this connection can see is on disk (store.engine.wait_durable): with group
+        commit another writer's commit is visible up to one fsync before it is durable."""
+        if self.group_commit and not self._in_write:
+            self._sync_committed()
 
     # A PostgreSQL board may run a write before its writers' turn (PgDatabase.write with late_turn); on SQLite every
     # write holds the lock from BEGIN, so these have nothing to do.
@@ -473,9 +512,13 @@ def fair_busy_handler(timeout_ms: int) -> Callable[[int], bool]:
     return handler
 
 
-def configure(conn: apsw.Connection, synchronous: str) -> None:
+def configure(conn: apsw.Connection, synchronous: str) -> bool:
+    """Set up a read-write connection to a WAL board. Returns whether its writes should use group commit (at `full`:
+    Database.write then runs it at NORMAL and syncs the WAL itself after COMMIT, outside the write lock)."""
     conn.setbusyhandler(fair_busy_handler(busy_timeout_ms()))
-    conn.execute(
-        f"PRAGMA synchronous={SYNCHRONOUS_MODES[synchronous]}; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; "
-        "PRAGMA journal_size_limit=67108864"
-    )
+    # One statement per execute: APSW stops a multi-statement string at the first one that returns a row (mmap_size
+    # does), which once left journal_size_limit unset.
+    for pragma in (f"synchronous={SYNCHRONOUS_MODES[synchronous]}", "foreign_keys=ON", "mmap_size=0",
+                   "journal_size_limit=67108864"):
+        conn.execute(f"PRAGMA {pragma}").fetchall()
+    return synchronous == "full"

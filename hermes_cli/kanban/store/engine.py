@@ -77,12 +77,11 @@ def is_postgres(db: object) -> bool:
 
 
 def wait_durable(db: object) -> None:
-    """Return once every commit this connection can see is on disk. A PostgreSQL write is visible a moment before it
-    is durable (store/pg/database.py commits asynchronously inside the writers' turn and flushes after it), so a
-    reader that hands what it read to another system (the hub) calls this between reading and sending. A SQLite
-    commit is durable (as the board's synchronous mode makes it) before any other connection can see it."""
-    if is_postgres(db):
-        db.wait_durable()  # type: ignore[attr-defined]
+    """Return once every commit this connection can see is on disk. A write is visible a moment before it is
+    durable on both engines (PostgreSQL: store/pg/database.py commits asynchronously inside the writers' turn and
+    flushes after it; SQLite at FULL: store/wal_sync.py syncs the WAL after COMMIT, outside the write lock), so a
+    reader that hands what it read to another system (the hub) calls this between reading and sending."""
+    db.wait_durable()  # type: ignore[attr-defined]
 
 
 def board_engine(paths: BoardPaths) -> str:

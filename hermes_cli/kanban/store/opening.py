@@ -122,7 +122,7 @@ def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None,
     conn: apsw.Connection | None = None
     try:
         conn = apsw.Connection(str(paths.db), flags=flags, vfs=vfs)
-        configure(conn, synchronous_mode())
+        group = configure(conn, synchronous_mode())
         # Reading the header page proves the file is a database before we trust anything else in it.
         conn.execute("PRAGMA schema_version").fetchall()
         if verify:
@@ -137,7 +137,7 @@ def _open(paths: BoardPaths, lock: int | None, *, verify: bool, vfs: str | None,
         if conn is not None:
             conn.close()
         raise translate(exc, paths.db) from exc
-    return Database(conn, paths, lock)
+    return Database(conn, paths, lock, group_commit=group)
 
 
 def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Database:
@@ -160,8 +160,7 @@ def _create(paths: BoardPaths, lock: int | None, vfs: str | None = None) -> Data
             if mode != "wal":
                 raise StorageError(f"could not switch {paths.db} to WAL (got {mode}); is the filesystem local?")
             connection.fsync_dir(paths.dir)  # through the module: tests/torture observes it
-            configure(conn, synchronous_mode())
-            db = Database(conn, paths, lock)
+            db = Database(conn, paths, lock, group_commit=configure(conn, synchronous_mode()))
             db.created = True
         except BaseException as exc:
             if conn is not None:
