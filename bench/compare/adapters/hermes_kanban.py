@@ -176,6 +176,8 @@ class HermesKanbanAdapter(Adapter):
             except apsw.Error as exc:
                 return {"integrity": f"{type(exc).__name__}: {exc}", "done": None, "open": None, "inflight": None}
             counts = dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+            # B2 tells a lost task from one whose completing worker was killed before it logged the result
+            done_ids = [r[0] for r in conn.execute("SELECT id FROM tasks WHERE status = 'done'")]
         finally:
             conn.close()
         return {
@@ -185,6 +187,7 @@ class HermesKanbanAdapter(Adapter):
             "inflight": counts.get("running", 0),
             "blocked": counts.get("blocked", 0),
             "by_status": counts,
+            "done_ids": done_ids,
         }
 
 

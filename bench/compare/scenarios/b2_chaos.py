@@ -158,7 +158,7 @@ def once(bench, name, rep):
             pr.wait(10)
             pr.close()
     v = bench.verify(name, cell)
-    res = analyze(ids, chaos.logs, chaos.kills, t0)
+    res = analyze(ids, chaos.logs, chaos.kills, t0, v.pop("done_ids", None))
     res.update(
         {
             "drain_s": t_end - t0,
@@ -196,9 +196,10 @@ def _worker_errors(logs):
     return {"busy": busy, "errors": errors, "error_samples": samples[:5]}
 
 
-def _reclaims(kills, per_log, starts):
+def _reclaims(kills, per_log, starts, done_on_board=frozenset()):
     """For each task a killed worker held: seconds from the kill to its next start; and how many never restarted
-    and how many were held in all."""
+    and how many were held in all. A held task whose completion the board has and no later worker started was
+    completed by the killed worker itself (its F line never written): not held, so neither reclaimed nor not."""
     latencies = []
     unreclaimed = 0
     held_total = 0
@@ -210,8 +211,10 @@ def _reclaims(kills, per_log, starts):
             elif parts[0] == "F":
                 held.pop(parts[1], None)
         for tid in held:
-            held_total += 1
             later = [t for t, lp in starts.get(tid, []) if t > kill["t"]]
+            if not later and tid in done_on_board:
+                continue
+            held_total += 1
             if later:
                 latencies.append(min(later) - kill["t"])
             else:
@@ -219,7 +222,11 @@ def _reclaims(kills, per_log, starts):
     return latencies, unreclaimed, held_total
 
 
-def analyze(ids, logs, kills, t0):
+def analyze(ids, logs, kills, t0, done_ids=None):
+    """`done_ids`: the tasks the board itself holds completed, from systems whose board can list them (hermes
+    kanban). A task no worker logged as accepted is then `unheard` when the board has it done (its completion
+    committed; the worker that made it was SIGKILLed before it wrote its F line), and `lost` only when it does not.
+    Without `done_ids` (the peers) the workers' logs decide alone, as before."""
     starts: dict[str, list] = {}
     fins: dict[str, list] = {}
     per_log = {}
@@ -233,12 +240,18 @@ def analyze(ids, logs, kills, t0):
             elif parts[0] == "F":
                 fins.setdefault(tid, []).append((t, int(parts[3]), str(lp)))
     accepted = {tid: sum(1 for f in fl if f[1]) for tid, fl in fins.items()}
-    lost = [tid for tid in ids if accepted.get(tid, 0) == 0]
-    latencies, unreclaimed, held_total = _reclaims(kills, per_log, starts)
+    unacked = [tid for tid in ids if accepted.get(tid, 0) == 0]
+    on_board = set(done_ids or ())
+    lost = [tid for tid in unacked if tid not in on_board]
+    unheard = [tid for tid in unacked if tid in on_board]
+    latencies, unreclaimed, held_total = _reclaims(kills, per_log, starts, on_board)
     return {
         "tasks": len(ids),
         "lost": len(lost),
         "lost_sample": lost[:5],
+        "unheard": len(unheard),
+        "unheard_known": done_ids is not None,
+        "unheard_sample": unheard[:5],
         "dup_exec": sum(max(0, len(fl) - 1) for fl in fins.values()),
         "dup_accepted": sum(max(0, n - 1) for n in accepted.values()),
         "rejected_completions": sum(1 for fl in fins.values() for f in fl if not f[1]),
@@ -266,6 +279,7 @@ def _log_run(name, rep, r):
 
 SUMMED = (
     "lost",
+    "unheard",
     "dup_exec",
     "dup_accepted",
     "rejected_completions",
@@ -284,7 +298,8 @@ def _aggregate(row, recovery_desc):
         return
     row["n_runs"] = len(good)
     for key in SUMMED:
-        row[key] = sum(r[key] for r in good)
+        row[key] = sum(r.get(key, 0) for r in good)  # .get: results saved before `unheard` existed
+    row["unheard_known"] = all(r.get("unheard_known") for r in good)
     row["reclaim_p50_s"] = med([x for r in good for x in r["reclaim_latencies"]])
     row["reclaim_max_s"] = max([x for r in good for x in r["reclaim_latencies"]], default=None)
     row["drain_s"] = med([r["drain_s"] for r in good])
@@ -333,6 +348,7 @@ HEADERS = [
     "kills",
     "crashes",
     "lost",
+    "unheard",
     "dup exec",
     "dup accepted",
     "reclaim s p50/max",
@@ -344,7 +360,7 @@ HEADERS = [
 
 def _render_row(r) -> list:
     if "error" in r:
-        return [r["system"], "ERROR"] + [""] * 7 + [r["error"][:200]]
+        return [r["system"], "ERROR"] + [""] * 8 + [r["error"][:200]]
     ended = fmt(r["drain_s"], 1)
     if r["timed_out"]:
         ended += f" ({r['timed_out']} timed out)"
@@ -355,6 +371,7 @@ def _render_row(r) -> list:
         r["kills"],
         r["worker_crashes"],
         r["lost"],
+        r["unheard"] if r.get("unheard_known") else "n/a",
         r["dup_exec"],
         r["dup_accepted"],
         f"{fmt(r['reclaim_p50_s'], 2)}/{fmt(r['reclaim_max_s'], 2)}",
