@@ -114,6 +114,28 @@ def test_wait_durable_syncs_what_a_reader_saw(tmp_path: Path, syncs: list[str]) 
         assert syncs == ["sync"]
 
 
+def test_wait_durable_syncs_for_a_reader_that_never_wrote(tmp_path: Path, syncs: list[str]) -> None:
+    """The hub's outbox may read through a connection that never writes: what it read is other writers' commits."""
+    db = str(tmp_path / "k.db")
+    with Board.open(db_path=db) as writer, Board.open(db_path=db) as reader:
+        writer.create_task("one")
+        assert [t.title for t in reader.list_tasks()] == ["one"]
+        syncs.clear()
+        engine.wait_durable(reader.db)
+        assert syncs == ["sync"]
+
+
+@pytest.mark.parametrize("mode", ["normal", "extra"])
+def test_wait_durable_has_nothing_to_do_off_group_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          syncs: list[str], mode: str) -> None:
+    monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", mode)  # NORMAL promises no more; EXTRA syncs inside COMMIT
+    with Board.open(db_path=str(tmp_path / "k.db")) as b:
+        b.create_task("one")
+        syncs.clear()
+        engine.wait_durable(b.db)
+        assert syncs == []
+
+
 def test_a_failed_sync_is_a_storage_error_saying_the_write_was_committed(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import apsw

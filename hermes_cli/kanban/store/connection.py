@@ -185,9 +185,11 @@ class Database:
                  refused: bool = False, group_commit: bool = False) -> None:
         self.conn = conn
         self.paths = paths
-        #: synchronous=FULL kept by syncing the WAL after COMMIT, outside the write lock (store/wal_sync.py); None
-        #: until the first write decides it (_start_group_commit)
-        self.group_commit: bool | None = None if group_commit and not refused else False
+        #: the board is at synchronous=FULL, which its writers keep by group commit where they can
+        self._full = group_commit and not refused
+        #: this connection's writes sync the WAL after COMMIT, outside the write lock (store/wal_sync.py); None until
+        #: its first write decides it (_start_group_commit)
+        self.group_commit: bool | None = None if self._full else False
         #: a read-only look at a board that failed its check (doctor and repair read it; nothing can be written)
         self.refused = refused
         #: set once SQLite reported this board corrupt: closing then never checkpoints into it
@@ -424,8 +426,9 @@ class Database:
 
     def wait_durable(self) -> None:
         """Return once every commit this connection can see is on disk (store.engine.wait_durable): with group
-        commit another writer's commit is visible up to one fsync before it is durable."""
-        if self.group_commit and not self._in_write:
+        commit another writer's commit is visible up to one fsync before it is durable. On a board at FULL this
+        syncs whether or not this connection ever wrote: the commits it read are other writers'."""
+        if self._full and not self._in_write:
             self._sync_committed()
 
     # A PostgreSQL board may run a write before its writers' turn (PgDatabase.write with late_turn); on SQLite every
