@@ -95,7 +95,7 @@ def test_synchronous_is_configurable(monkeypatch: pytest.MonkeyPatch, setting: s
     monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", setting)
     with Board.open() as b:
         # FULL is SQLite's NORMAL plus our own sync after COMMIT (group commit); the others are SQLite's own
-        assert (pragma(b, "synchronous"), b.db.group_commit) == (1, True) if level == 2 else (level, False)
+        assert (pragma(b, "synchronous"), b.db.group_commit) == ((1, True) if level == 2 else (level, False))
         assert pragma(b, "journal_mode") == "wal"
 
 
