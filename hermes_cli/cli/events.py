@@ -18,6 +18,7 @@ from hermes_cli.kanban.core.models import Event, iso
 from hermes_cli.kanban.core.textsafe import inline
 from hermes_cli.kanban.domain.board import Board
 from hermes_cli.kanban.live.readers import RECHECK_S, EventReader, get_subscription, parse_kinds
+from hermes_cli.kanban.store.engine import wait_durable
 
 from .common import command, common, emit, open_board
 
@@ -92,6 +93,9 @@ def _follow(b: Board, *, after: int | None, kinds: list[str] | None, limit: int 
             else:
                 safe = reader.cursor
             if evs:
+                # What we print goes to another program: never an event a power cut could still take back (a
+                # commit is visible a moment before it is durable, docs/guarantees.md "Group commit")
+                wait_durable(b.db)
                 if not write_batch(evs, as_json):
                     return  # not acknowledged: a subscription re-delivers the batch to the next follower
                 printed += len(evs)

@@ -74,6 +74,34 @@ def test_events_usage_errors(board: Board) -> None:
     assert (r.code, r.err) == (2, "error: invalid --timeout 0.0: must be more than 0 seconds\n")
 
 
+def test_events_follow_syncs_the_wal_before_it_prints(board: Board, monkeypatch) -> None:
+    """A follower hands events to another program, so it prints only what is on disk: with group commit another
+    writer's commit is visible up to one fsync before it is durable (docs/guarantees.md)."""
+    from hermes_cli.kanban.store import wal_sync
+
+    board.create_task("x")
+    seen: list[str] = []
+    real_sync = wal_sync.sync
+
+    def sync(conn):
+        real_sync(conn)
+        seen.append("sync")
+
+    monkeypatch.setattr(wal_sync, "sync", sync)
+    from hermes_cli.cli import events as events_cli
+
+    real_batch = events_cli.write_batch
+
+    def write_batch(evs, as_json):
+        seen.append(f"print {len(evs)}")
+        return real_batch(evs, as_json)
+
+    monkeypatch.setattr(events_cli, "write_batch", write_batch)
+    r = invoke("events", "--follow", "--after", "0", "--timeout", "0.3", "--json")
+    assert r.code == 0 and [e["kind"] for e in lines_json(r.out)] == ["created"]
+    assert seen == ["sync", "print 1"]
+
+
 def test_events_without_follow_is_unchanged(board: Board) -> None:
     task, _ = board.create_task("x")
     r = invoke("events", "--json")
