@@ -4,7 +4,7 @@ FULL ratio table (ours over each peer) after the B1 tables, and the wall time.""
 from __future__ import annotations
 
 from harness.table import fmt, table
-from scenarios import b1, b1_next, b2_chaos, b2_stall, b3, fsync, physical
+from scenarios import b1, b1_next, b2_chaos, b2_stall, b3, floor, fsync, physical
 
 
 def render_ratios(res: dict, ours: str = "hermes-kanban", peers: tuple[str, ...] = ("huey", "persist-queue")) -> str:
@@ -62,7 +62,7 @@ def render(res: dict) -> str:
     ratio_text = render_ratios(res)
     if ratio_text:
         out.append(ratio_text)
-    for scenario in (b2_chaos, b2_stall, b3, physical):
+    for scenario in (b2_chaos, b2_stall, b3, physical, floor):
         out += scenario.render(res)
     m = res["meta"]
     out.append(

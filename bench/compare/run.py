@@ -7,7 +7,7 @@ Standard library only. Every system is installed from PyPI (hermes kanban from t
 virtualenv under bench/.venvs/<name> (reused when present), and every measured operation runs in real worker
 processes started with that venv's python (bench/compare/worker.py + bench/compare/adapters/<name>.py).
 Scenarios (see bench/compare/README.md): fsync probe, B1 burn-down, B2 chaos (SIGKILL) + stall (SIGSTOP/SIGCONT),
-B3 observer contention, physical limit. Progress goes to stderr; the tables to stdout; everything to --out.
+B3 observer contention, physical limit, floor. Progress goes to stderr; the tables to stdout; everything to --out.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 from harness.bench import Bench
 from harness.config import BENCH, ORDER, SYSTEMS, log
 from report import render
-from scenarios import b1, b2_chaos, b2_stall, b3, fsync, physical
+from scenarios import b1, b2_chaos, b2_stall, b3, floor, fsync, physical
 
 # Layout: harness/ (config and profiles, venvs, worker processes, the run's boards, stats, tables), scenarios/ (one
 # module per scenario: its measurement, its rows in the results and its table), report.py (assembles the tables).
-SCENARIOS = ("fsync", "b1", "next", "b2", "stall", "b3", "physical")
+SCENARIOS = ("fsync", "b1", "next", "b2", "stall", "b3", "physical", "floor")
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,9 +37,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--systems", default=",".join(ORDER), help="comma list, default all: " + ",".join(ORDER))
     p.add_argument(
         "--scenarios",
-        default="fsync,b1,next,b2,stall,b3,physical",
-        help="comma list of fsync,b1,next,b2,stall,b3,physical (physical uses b1's numbers; next = B1 at FULL "
-        "with complete-and-claim in one transaction, for the systems that have it)",
+        default="fsync,b1,next,b2,stall,b3,physical,floor",
+        help="comma list of fsync,b1,next,b2,stall,b3,physical,floor (physical uses b1's numbers; next = B1 at FULL "
+        "with complete-and-claim in one transaction, for the systems that have it; floor = bench/floor.py, the "
+        "cheapest SQLite commit and hermes kanban's write set without its domain layer, set against the peers' B1)",
     )
     p.add_argument("--repeats", type=int, help="B1 runs per cell (median reported)")
     p.add_argument("--b1-board", type=int, help="B1 board size")
@@ -81,7 +82,7 @@ def seed_templates(bench: Bench, scenarios: list[str]) -> None:
 
 def run_scenarios(bench: Bench, scenarios: list[str]) -> None:
     """In a fixed order whatever the command line's: the fsync probe at the start, after B1 and at the end (the
-    physical limit needs it), physical last (it uses B1's and next's figures)."""
+    physical limit needs it), physical and floor last (they use B1's and next's figures)."""
     probe = "fsync" in scenarios or "physical" in scenarios
     if probe:
         fsync.probe(bench, "start")
@@ -99,6 +100,8 @@ def run_scenarios(bench: Bench, scenarios: list[str]) -> None:
         fsync.probe(bench, "end")
     if "physical" in scenarios:
         physical.run(bench)
+    if "floor" in scenarios:
+        floor.run(bench)
 
 
 def add_notes(res: dict, args: argparse.Namespace, cfg: dict, load_start: tuple, wall: float) -> None:
