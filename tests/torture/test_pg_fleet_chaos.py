@@ -50,7 +50,9 @@ from hermes_cli.kanban.core.procs import create_time as proc_started
 from hermes_cli.kanban.store.pg.database import schema_name
 from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
-pytestmark = pytest.mark.slow
+# xdist_group: tests that make network namespaces run one after another on one pytest-xdist worker (their
+# subnets are chosen per process and could meet between two workers)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 HERMES = str(Path(sys.executable).with_name("hermes"))
 CUT_S = 20.0

@@ -32,7 +32,9 @@ from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
 from .netns import Fleet
 
-pytestmark = pytest.mark.slow
+# xdist_group: tests that make network namespaces run one after another on one pytest-xdist worker (their
+# subnets are chosen per process and could meet between two workers)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 HOSTS = 3
 WORKERS_PER_HOST = 2

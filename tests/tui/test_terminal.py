@@ -35,7 +35,10 @@ class Tmux:
                               timeout=30).stdout
 
     def start(self) -> None:
-        env = {**os.environ, "HERMES_HOME": str(self.home), "TERM": "xterm-256color"}
+        # COLUMNS/LINES would override the terminal's own size (shutil.get_terminal_size reads them first), and a
+        # pytest-xdist worker sets them to 80x24: the app must size itself to tmux's 120x40 window
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env |= {"HERMES_HOME": str(self.home), "TERM": "xterm-256color"}
         subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "120",
                         "-y", "40", f"{HERMES} kanban tui"], check=True, env=env, timeout=30)
 
