@@ -4,13 +4,13 @@
     python bench/floor.py                      # 2,000 tasks per loop, 3 alternating rounds, medians
     python bench/floor.py --tasks 5000 --rounds 5 --json
 
-Five loops, one worker, synchronous=FULL, in one directory of the disk being measured, each after a warm-up that
-takes the WAL past its first checkpoint (so that the file is overwritten, not grown: an fdatasync that extends a
-file costs about twice one that overwrites, docs/performance.md):
+Eight loops of five kinds, one worker, synchronous=FULL, in one directory of the disk being measured, each after a
+warm-up that takes the WAL past its first checkpoint (so that the file is overwritten, not grown: an fdatasync that
+extends a file costs about twice one that overwrites, docs/performance.md):
 
 1. `sqlite min`: the cheapest durable SQLite commit: a one-row UPDATE of an integer in its own autocommit
    transaction, WAL, synchronous=FULL, through APSW (our binding) and through the standard library's sqlite3 (the
-   peers' binding). No SQLite queue can commit faster than this from Python on this disk.
+   peers' binding). No SQLite commit that changes a row is cheaper from Python on this disk.
 2. `store plain`: the store layer's own statements for one claim and one completion (store/tasks.py:
    claim_next_ready, add_event, complete_current_run, close_run), each in BEGIN IMMEDIATE ... COMMIT and synced by
    group commit (store/wal_sync.py), exactly the rows the product writes: the run row with its lease, the task's
@@ -215,7 +215,7 @@ class Floor:
         return elapsed
 
 
-#: loop name -> (commits per task, how it runs)
+#: the loops, in the order each round runs them; every loop not named here commits once per task (or per commit)
 LOOPS = ("sqlite min (apsw)", "sqlite min (sqlite3)", "store plain", "store plain, lean", "board plain", "store next",
          "store next, lean", "board next")
 COMMITS_PER_TASK = {"store plain": 2, "store plain, lean": 2, "board plain": 2}
