@@ -45,31 +45,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench" / "compare"):  # the package, and bench/compare's fsync probe
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 LEASE_S = 120.0
 
 
 def probe_fsync(directory: Path, seconds: float = 1.0) -> float:
-    """p50 seconds of a 4 KiB pwrite + fdatasync overwriting a preallocated 1 MiB file."""
-    path = directory / "fsync-probe.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, b"\0" * (1 << 20))
-        os.fsync(fd)
-        buf, off, lat = os.urandom(4096), 0, []
-        end = time.time() + seconds
-        while time.time() < end:
-            os.pwrite(fd, buf, off)
-            t0 = time.perf_counter()
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - t0)
-            off = (off + 4096) % (1 << 20)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return statistics.median(lat)
+    """p50 seconds of bench/compare's fsync probe (a 4 KiB pwrite + fdatasync, overwriting) in `directory`."""
+    from scenarios.fsync import sync_latencies  # bench/compare/scenarios: standard library only
+
+    return statistics.median(sync_latencies(directory / "fsync-probe.bin", seconds))
 
 
 def min_commit(directory: Path, binding: str, n: int) -> float:

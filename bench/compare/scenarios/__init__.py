@@ -7,4 +7,5 @@ rows in `bench.results`) and a `render(res) -> list[str]` giving its part of the
 - b2_chaos: workers SIGKILLed while holding tasks; b2_stall: a worker SIGSTOPped past its lease, then SIGCONTed
 - b3: an observer reading the board summary while workers burn and a writer adds
 - physical: fsyncs per task (strace) against the fsync ceiling
+- floor: bench/floor.py (the cheapest SQLite commit, our write set without the domain layer) against the peers
 """

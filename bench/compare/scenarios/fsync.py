@@ -12,7 +12,8 @@ from harness.config import log
 from harness.stats import med, ms, pct
 
 
-def _sync_latencies(path, seconds: float) -> list[float]:
+def sync_latencies(path, seconds: float) -> list[float]:
+    """Seconds per fdatasync of a 4 KiB pwrite, overwriting a preallocated 1 MiB file (also bench/floor.py's probe)."""
     buf = os.urandom(4096)
     size = 1 << 20
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -37,7 +38,7 @@ def _sync_latencies(path, seconds: float) -> list[float]:
 def probe(bench, when: str):
     """4 KiB pwrite + fdatasync loop. Probed several times during the run (the disk may be shared); the
     ceiling uses the median of the probes' p50."""
-    lat = _sync_latencies(bench.work / "fsync-probe.bin", bench.cfg["fsync_seconds"])
+    lat = sync_latencies(bench.work / "fsync-probe.bin", bench.cfg["fsync_seconds"])
     probe = {
         "when": when,
         "n": len(lat),
