@@ -17,9 +17,7 @@ from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
 from .conftest import CMD, assert_hub_equals_local, board_id, hub_ack, last_json, wait_for
 
-# xdist_group: tests that make network namespaces run one after another on one pytest-xdist worker (their
-# subnets are chosen per process and could meet between two workers)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 CUT_S = 25.0  # longer than the connection's tcp_user_timeout (15 s): the sync must notice, not just stall
 

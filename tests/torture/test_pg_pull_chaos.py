@@ -32,9 +32,7 @@ from hermes_cli.kanban.store.pg.server import ThrowawayServer
 
 from .netns import Fleet
 
-# xdist_group: tests that make network namespaces run one after another on one pytest-xdist worker (their
-# subnets are chosen per process and could meet between two workers)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
+pytestmark = pytest.mark.slow
 
 HOSTS = 3
 WORKERS_PER_HOST = 2
