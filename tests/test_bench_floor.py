@@ -17,10 +17,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 import floor  # noqa: E402
 
 
-@pytest.fixture
-def bench_floor(tmp_path, monkeypatch):
+def _clean_env(monkeypatch) -> None:
+    """Floor sets HERMES_HOME and HERMES_KANBAN_SYNCHRONOUS in os.environ (a bench script owns its process): set
+    through monkeypatch first, so that both are put back after the test."""
     for key in [k for k in os.environ if k.startswith("HERMES_")]:
         monkeypatch.delenv(key)
+    monkeypatch.setenv("HERMES_HOME", "")
+    monkeypatch.setenv("HERMES_KANBAN_SYNCHRONOUS", "")
+
+
+@pytest.fixture
+def bench_floor(tmp_path, monkeypatch):
+    _clean_env(monkeypatch)
     f = floor.Floor(tmp_path, 40)
     yield f
     f.close()
@@ -70,8 +78,7 @@ def test_store_loops_write_what_the_board_writes(bench_floor, loop):
 
 
 def test_lean_board_drops_only_what_it_says(tmp_path, monkeypatch):
-    for key in [k for k in os.environ if k.startswith("HERMES_")]:
-        monkeypatch.delenv(key)
+    _clean_env(monkeypatch)
     f = floor.Floor(tmp_path, 20, lean=True)
     try:
         indexes = {r[0] for r in _q(f, "SELECT name FROM sqlite_schema WHERE type = 'index'")}
